@@ -1,0 +1,145 @@
+"""Model classes and the GLUE task table: everything task- or model-specific lives here."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from transformers import (
+    BertConfig,
+    BertForSequenceClassification,
+    BertTokenizer,
+    DistilBertConfig,
+    DistilBertForSequenceClassification,
+    DistilBertTokenizer,
+    RobertaConfig,
+    RobertaForSequenceClassification,
+    RobertaTokenizer,
+    XLMConfig,
+    XLMForSequenceClassification,
+    XLMTokenizer,
+    XLNetConfig,
+    XLNetForSequenceClassification,
+    XLNetTokenizer,
+)
+
+# model_type -> (config class, model class, tokenizer class). In transformers 5 the plain
+# tokenizer names are the fast (Rust) tokenizers; XLM has only its Python tokenizer.
+MODEL_CLASSES = {
+    "bert": (BertConfig, BertForSequenceClassification, BertTokenizer),
+    "xlnet": (XLNetConfig, XLNetForSequenceClassification, XLNetTokenizer),
+    "xlm": (XLMConfig, XLMForSequenceClassification, XLMTokenizer),
+    "roberta": (RobertaConfig, RobertaForSequenceClassification, RobertaTokenizer),
+    "distilbert": (DistilBertConfig, DistilBertForSequenceClassification, DistilBertTokenizer),
+}
+
+# Only these models were pre-trained with segment embeddings; the others get no token_type_ids.
+MODELS_WITH_TOKEN_TYPES = ("bert", "xlnet")
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+    """Where one split of a task lives and how to read its rows (0-based column indices)."""
+
+    path: str  # relative to data_dir
+    text_a: int
+    text_b: int | None
+    label: int | None  # None for test files, which carry no labels
+    header: bool = True
+    index: int | None = None  # the column a GLUE submission file calls "index"
+
+
+@dataclasses.dataclass(frozen=True)
+class GlueTask:
+    name: str  # the folder under data_dir, as the GLUE download lays it out
+    labels: tuple[str, ...]  # empty for regression
+    metrics: tuple[str, ...]  # names of the validation metrics, see metrics.py
+    train: Split
+    dev: dict[str, Split]  # metric suffix -> dev split; "" is the main one
+    test: dict[str, Split]  # submission file stem -> test split
+    skip_malformed_rows: bool = False  # QQP's train/dev have a few rows with missing fields
+
+    @property
+    def is_regression(self) -> bool:
+        return not self.labels
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.labels) or 1
+
+
+BINARY = ("0", "1")
+NLI = ("contradiction", "entailment", "neutral")
+ENTAILMENT = ("entailment", "not_entailment")
+ACC = ("acc",)
+ACC_F1 = ("acc", "f1", "acc_and_f1")
+
+
+def _task(name, labels, metrics, a, b, label, test_a=None, test_b=None, **kwargs) -> GlueTask:
+    """A task laid out as most are: {train,dev,test}.tsv with a header, test index in column 0."""
+    test_a, test_b = (a, b) if test_a is None else (test_a, test_b)
+    return GlueTask(
+        name,
+        labels,
+        metrics,
+        train=Split(f"{name}/train.tsv", a, b, label),
+        dev={"": Split(f"{name}/dev.tsv", a, b, label)},
+        test={name: Split(f"{name}/test.tsv", test_a, test_b, None, index=0)},
+        **kwargs,
+    )
+
+
+# Column conventions and label orders of the original GLUE processors (transformers v2.2).
+# Paths are relative to data_dir, in the layout download_glue_data.py produces.
+TASKS = {
+    task.name: task
+    for task in (
+        GlueTask(
+            "CoLA",
+            BINARY,
+            ("mcc", "acc"),
+            train=Split("CoLA/train.tsv", 3, None, 1, header=False),
+            dev={"": Split("CoLA/dev.tsv", 3, None, 1, header=False)},
+            test={"CoLA": Split("CoLA/test.tsv", 1, None, None, index=0)},
+        ),
+        _task("SST-2", BINARY, ACC, 0, None, 1, test_a=1),
+        _task("MRPC", BINARY, ACC_F1, 3, 4, 0),
+        _task("STS-B", (), ("pearson", "spearmanr", "corr"), 7, 8, -1),
+        _task("QQP", BINARY, ACC_F1, 3, 4, 5, test_a=1, test_b=2, skip_malformed_rows=True),
+        GlueTask(
+            "MNLI",
+            NLI,
+            ACC,
+            train=Split("MNLI/train.tsv", 8, 9, -1),
+            dev={
+                "": Split("MNLI/dev_matched.tsv", 8, 9, -1),
+                "_mm": Split("MNLI/dev_mismatched.tsv", 8, 9, -1),
+            },
+            test={
+                "MNLI-m": Split("MNLI/test_matched.tsv", 8, 9, None, index=0),
+                "MNLI-mm": Split("MNLI/test_mismatched.tsv", 8, 9, None, index=0),
+                # The diagnostic set is predicted with an MNLI model, in MNLI's label space.
+                "AX": Split("diagnostic/diagnostic.tsv", 1, 2, None, index=0),
+            },
+        ),
+        _task("QNLI", ENTAILMENT, ACC, 1, 2, -1),
+        _task("RTE", ENTAILMENT, ACC, 1, 2, -1),
+        _task("WNLI", BINARY, ACC, 1, 2, -1),
+    )
+}
+
+
+def get_task(name: str) -> GlueTask:
+    """Look a task up by its GLUE name, case-insensitively, with an error that lists choices."""
+    for task in TASKS.values():
+        if task.name.lower() == str(name).lower():
+            return task
+    raise ValueError(f"data.task: unknown GLUE task {name!r}; choose one of {', '.join(TASKS)}")
+
+
+def get_model_classes(model_type: str) -> tuple:
+    if model_type not in MODEL_CLASSES:
+        raise ValueError(
+            f"hyperparameters.model_type: unknown model type {model_type!r}; "
+            f"choose one of {', '.join(MODEL_CLASSES)}"
+        )
+    return MODEL_CLASSES[model_type]

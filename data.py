@@ -1,0 +1,344 @@
+"""GLUE TSV files -> tokenized, cached tensor datasets.
+
+Pure functions and small classes that need no Determined context, so they can be tested alone:
+
+    examples = read_examples(constants.TASKS["MRPC"], constants.TASKS["MRPC"].train, data_dir)
+    dataset = load_dataset(task, task.train, data_dir, tokenizer, max_seq_length=128)
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import pathlib
+import tempfile
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+import download_glue_data
+from constants import GlueTask, Split
+
+logger = logging.getLogger(__name__)
+
+CACHE_FORMAT = 1  # bump when the cached tensors change meaning
+TOKENIZE_CHUNK = 2048  # pairs per call to the (batched, Rust) tokenizer
+
+
+class DataError(ValueError):
+    """A GLUE file that cannot be read as its task says; the message names the file and line."""
+
+
+@dataclasses.dataclass
+class Examples:
+    text_a: list[str]
+    text_b: list[str] | None
+    labels: np.ndarray | None  # label ids (classification) or scores (regression); None for test
+    index: list[str]  # the submission "index" of each row (or its line number)
+
+
+def task_data_present(task: GlueTask, data_dir: str | os.PathLike) -> bool:
+    splits = [task.train, *task.dev.values()]
+    return all((pathlib.Path(data_dir) / split.path).is_file() for split in splits)
+
+
+def prepare_data(
+    task: GlueTask, data_dir: str | os.PathLike, download: bool, path_to_mrpc: str = ""
+) -> None:
+    """Make sure the task's train and dev files are in data_dir, downloading them if allowed."""
+    if task_data_present(task, data_dir):
+        return
+    if not download:
+        missing = [s.path for s in (task.train, *task.dev.values())]
+        raise FileNotFoundError(
+            f"GLUE {task.name} data not found in {data_dir} (expected {', '.join(missing)}). "
+            "Set data.download_data: true, point data.data_dir at a GLUE folder, or run "
+            f"`python download_glue_data.py --data_dir {data_dir} --tasks {task.name}`."
+        )
+    download_glue_data.ensure_task_data(task.name, data_dir, path_to_mrpc=path_to_mrpc)
+
+
+def read_rows(
+    path: pathlib.Path, header: bool, skip_malformed: bool = False
+) -> Iterator[tuple[int, list[str]]]:
+    """Yield (line number, fields) of a GLUE TSV; every row must have the first row's width.
+
+    GLUE files are tab-separated with no quoting (quotes are text), may start with a BOM
+    (MRPC) and are read the same with LF or CRLF line ends. Rows of another width are an
+    error, or are skipped with a warning where the task allows it (QQP).
+    """
+    width, skipped = None, 0
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        for line_number, row in enumerate(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE), 1):
+            if width is None:
+                width = len(row)
+                if header:
+                    continue
+            if len(row) == width:
+                yield line_number, row
+            elif skip_malformed:
+                skipped += 1
+            else:
+                raise DataError(
+                    f"{path}:{line_number}: expected {width} tab-separated columns "
+                    f"(as in line 1), found {len(row)}"
+                )
+    if width is None:
+        raise DataError(f"{path}: the file is empty")
+    if skipped:
+        logger.warning(f"{path}: skipped {skipped} malformed rows")
+
+
+def read_examples(task: GlueTask, split: Split, data_dir: str | os.PathLike) -> Examples:
+    path = pathlib.Path(data_dir) / split.path
+    label_ids = {label: i for i, label in enumerate(task.labels)}
+    text_a, text_b, labels, index = [], [], [], []
+    for line_number, row in read_rows(path, split.header, task.skip_malformed_rows):
+        text_a.append(row[split.text_a])
+        if split.text_b is not None:
+            text_b.append(row[split.text_b])
+        index.append(row[split.index] if split.index is not None else str(line_number))
+        if split.label is not None:
+            labels.append(_parse_label(task, label_ids, row[split.label], path, line_number))
+    if not text_a:
+        raise DataError(f"{path}: no examples")
+    dtype = np.float32 if task.is_regression else np.int64
+    return Examples(
+        text_a=text_a,
+        text_b=text_b if split.text_b is not None else None,
+        labels=np.asarray(labels, dtype=dtype) if split.label is not None else None,
+        index=index,
+    )
+
+
+def _parse_label(
+    task: GlueTask, label_ids: dict[str, int], value: str, path: pathlib.Path, line: int
+) -> float | int:
+    if task.is_regression:
+        try:
+            return float(value)
+        except ValueError:
+            raise DataError(f"{path}:{line}: score {value!r} is not a number") from None
+    if value not in label_ids:
+        raise DataError(
+            f"{path}:{line}: label {value!r} is not one of {task.name}'s labels {task.labels}"
+        )
+    return label_ids[value]
+
+
+@dataclasses.dataclass
+class Features:
+    """Tokenized examples stored flat: example i is input_ids[offsets[i]:offsets[i + 1]]."""
+
+    input_ids: torch.Tensor  # int32
+    token_type_ids: torch.Tensor  # int8
+    offsets: torch.Tensor  # int64, len = n + 1
+    labels: torch.Tensor | None  # int64 or float32
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        return self.offsets[1:] - self.offsets[:-1]
+
+
+def featurize(examples: Examples, tokenizer, max_seq_length: int) -> Features:
+    """Tokenize all pairs with the batched tokenizer, truncating each pair to max_seq_length."""
+    ids: list[list[int]] = []
+    types: list[list[int]] = []
+    for start in range(0, len(examples.text_a), TOKENIZE_CHUNK):
+        end = start + TOKENIZE_CHUNK
+        text_b = examples.text_b[start:end] if examples.text_b is not None else None
+        encoded = tokenizer(
+            examples.text_a[start:end],
+            text_b,
+            truncation=True,
+            max_length=max_seq_length,
+            return_token_type_ids=True,
+            return_attention_mask=False,
+        )
+        ids.extend(encoded["input_ids"])
+        types.extend(encoded["token_type_ids"])
+    lengths = torch.tensor([len(x) for x in ids], dtype=torch.int64)
+    offsets = torch.zeros(len(ids) + 1, dtype=torch.int64)
+    torch.cumsum(lengths, 0, out=offsets[1:])
+    labels = examples.labels
+    return Features(
+        input_ids=torch.tensor([t for x in ids for t in x], dtype=torch.int32),
+        token_type_ids=torch.tensor([t for x in types for t in x], dtype=torch.int8),
+        offsets=offsets,
+        labels=torch.from_numpy(labels) if labels is not None else None,
+    )
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """A digest of everything that decides how the tokenizer splits text."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        state = backend.to_str()
+    else:
+        state = json.dumps(sorted(tokenizer.get_vocab().items())) + repr(tokenizer.init_kwargs)
+    return hashlib.sha256(f"{type(tokenizer).__name__}\n{state}".encode()).hexdigest()
+
+
+def file_digest(path: pathlib.Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_features(
+    task: GlueTask,
+    split: Split,
+    data_dir: str | os.PathLike,
+    tokenizer,
+    max_seq_length: int,
+    cache_dir: str | os.PathLike | None = None,
+) -> Features:
+    """Features of one split, from the on-disk cache when nothing that decides them changed.
+
+    The cache key covers the input file's bytes, the tokenizer, max_seq_length and the format,
+    so a stale cache is never reused. Caches are written to a temporary file and renamed into
+    place, so readers (and concurrent writers) only ever see complete files.
+    """
+    path = pathlib.Path(data_dir) / split.path
+    key = hashlib.sha256(
+        json.dumps(
+            [CACHE_FORMAT, task.name, split.path, max_seq_length, file_digest(path)]
+            + [tokenizer_fingerprint(tokenizer)]
+        ).encode()
+    ).hexdigest()
+    cache_dir = pathlib.Path(cache_dir) if cache_dir else default_cache_dir()
+    cache_file = cache_dir / f"{split.path.replace('/', '_')[:-4]}-{key[:20]}.pt"
+    cached = _read_cache(cache_file, key)
+    if cached is not None:
+        return cached
+    features = featurize(read_examples(task, split, data_dir), tokenizer, max_seq_length)
+    _write_cache(cache_file, key, features)
+    return features
+
+
+def default_cache_dir() -> pathlib.Path:
+    """The user's cache folder, so a read-only data_dir (a bind mount) needs no extra setting."""
+    base = os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache"
+    return pathlib.Path(base) / "bert_glue_features"
+
+
+def _read_cache(cache_file: pathlib.Path, key: str) -> Features | None:
+    if not cache_file.exists():
+        return None
+    try:
+        state = torch.load(cache_file, weights_only=True)
+        if state.pop("key") != key:
+            raise ValueError("key mismatch")
+        features = Features(**state)
+        if features.offsets[-1] != len(features.input_ids):
+            raise ValueError("inconsistent offsets")
+        return features
+    except Exception as e:  # a damaged cache is rebuilt, never trusted
+        logger.warning(f"ignoring unreadable feature cache {cache_file}: {e}")
+        return None
+
+
+def _write_cache(cache_file: pathlib.Path, key: str, features: Features) -> None:
+    cache_file.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=cache_file.parent, prefix=f".{cache_file.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save({"key": key, **dataclasses.asdict(features)}, f)
+        os.replace(tmp, cache_file)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+class GlueDataset(Dataset):
+    """Variable-length examples of one split; `split_id` tells dev sets apart (MNLI m/mm)."""
+
+    def __init__(self, features: Features, split_id: int = 0) -> None:
+        self.features = features
+        self.split_id = split_id
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+        f = self.features
+        start, end = f.offsets[i], f.offsets[i + 1]
+        label = f.labels[i] if f.labels is not None else torch.tensor(-1)
+        return f.input_ids[start:end], f.token_type_ids[start:end], label, self.split_id
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        return self.features.lengths
+
+
+class Collator:
+    """Pads a batch to its longest example (or to a fixed length) on the tokenizer's side."""
+
+    def __init__(self, tokenizer, with_token_types: bool, pad_to: int | None = None) -> None:
+        self.pad_id = tokenizer.pad_token_id
+        self.pad_type_id = tokenizer.pad_token_type_id
+        self.left = tokenizer.padding_side == "left"
+        self.with_token_types = with_token_types
+        self.pad_to = pad_to
+
+    def __call__(self, items: Sequence[tuple]) -> dict[str, torch.Tensor]:
+        width = self.pad_to or max(len(ids) for ids, *_ in items)
+        input_ids = torch.full((len(items), width), self.pad_id, dtype=torch.long)
+        token_types = torch.full((len(items), width), self.pad_type_id, dtype=torch.long)
+        attention = torch.zeros((len(items), width), dtype=torch.long)
+        for row, (ids, types, _, _) in enumerate(items):
+            span = slice(width - len(ids), width) if self.left else slice(0, len(ids))
+            input_ids[row, span] = ids
+            token_types[row, span] = types
+            attention[row, span] = 1
+        batch = {
+            "input_ids": input_ids,
+            "attention_mask": attention,
+            "labels": torch.stack([label for _, _, label, _ in items]),
+            "split": torch.tensor([split for *_, split in items]),
+        }
+        if self.with_token_types:
+            batch["token_type_ids"] = token_types
+        return batch
+
+
+class LengthGroupedBatchSampler(Sampler[list[int]]):
+    """Shuffled batches of similar length, so dynamic padding wastes little.
+
+    Each pass shuffles all indices, sorts windows of `batch_size * group_batches` examples by
+    length, cuts them into batches and shuffles the batches. The generator is seeded, so the
+    sequence of passes is the same on every run; Determined's DataLoader repeats, shards and
+    skips (on resume) these batches like any other batch sampler's.
+    """
+
+    def __init__(
+        self, lengths: torch.Tensor, batch_size: int, seed: int, group_batches: int = 50
+    ) -> None:
+        self.lengths = lengths
+        self.batch_size = batch_size
+        self.window = batch_size * group_batches
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return -(-len(self.lengths) // self.batch_size)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        order = torch.randperm(len(self.lengths), generator=self.generator)
+        batches = []
+        for start in range(0, len(order), self.window):
+            window = order[start : start + self.window]
+            window = window[torch.argsort(self.lengths[window], descending=True, stable=True)]
+            batches += [w.tolist() for w in window.split(self.batch_size)]
+        for b in torch.randperm(len(batches), generator=self.generator).tolist():
+            yield batches[b]

@@ -1,0 +1,53 @@
+"""GLUE validation metrics over a whole dev set (never averaged per batch)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scipy import stats
+from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
+
+from constants import GlueTask
+
+
+def predictions(task: GlueTask, logits: np.ndarray) -> np.ndarray:
+    """Label ids (classification) or scores (regression) from the model's outputs."""
+    return logits[:, 0] if task.is_regression else logits.argmax(axis=-1)
+
+
+def loss(task: GlueTask, logits: np.ndarray, labels: np.ndarray) -> float:
+    """The mean of the same loss the model trains with (MSE or cross-entropy)."""
+    logits_t, labels_t = torch.from_numpy(logits).float(), torch.from_numpy(labels)
+    if task.is_regression:
+        return torch.nn.functional.mse_loss(logits_t[:, 0], labels_t.float()).item()
+    return torch.nn.functional.cross_entropy(logits_t, labels_t.long()).item()
+
+
+def compute_metrics(task: GlueTask, logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """The task's metrics (named as in transformers' old glue_compute_metrics) plus the loss."""
+    preds = predictions(task, logits)
+    results: dict[str, float] = {"validation_loss": loss(task, logits, labels)}
+    if task.is_regression:
+        results["pearson"] = float(stats.pearsonr(preds, labels)[0])
+        results["spearmanr"] = float(stats.spearmanr(preds, labels)[0])
+        results["corr"] = (results["pearson"] + results["spearmanr"]) / 2
+        return results
+    results["acc"] = float(accuracy_score(labels, preds))
+    if "f1" in task.metrics:
+        results["f1"] = float(f1_score(labels, preds))
+        results["acc_and_f1"] = (results["acc"] + results["f1"]) / 2
+    if "mcc" in task.metrics:
+        results["mcc"] = float(matthews_corrcoef(labels, preds))
+    return results
+
+
+def compute_split_metrics(
+    task: GlueTask, splits: np.ndarray, logits: np.ndarray, labels: np.ndarray
+) -> dict[str, float]:
+    """Metrics of every dev split, each name suffixed with its split's suffix (MNLI: "_mm")."""
+    results = {}
+    for split_id, suffix in enumerate(task.dev):
+        rows = splits == split_id
+        for name, value in compute_metrics(task, logits[rows], labels[rows]).items():
+            results[name + suffix] = value
+    return results

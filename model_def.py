@@ -1,0 +1,406 @@
+"""Fine-tune a BERT-family model on a GLUE task with Determined's PyTorchTrial.
+
+A port of Determined's bert_glue_pytorch example (itself adapted from Hugging Face's
+run_glue.py v2.2) to today's determined, torch and transformers.
+
+On a cluster (the configs' entrypoint runs this file through Determined's launcher):
+    det -m <master> experiment create -f const.yaml .
+
+On this machine, no cluster (Determined's Trainer API in local mode):
+    python model_def.py const.yaml                              # the const.yaml experiment
+    python model_def.py const.yaml data.data_dir=glue_data hyperparameters.learning_rate=3e-5
+    python model_def.py distributed.yaml --nproc 2              # 2 processes, torch.distributed
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import subprocess
+import sys
+
+import determined as det
+import numpy as np
+import torch
+import yaml
+from determined import pytorch
+from transformers import get_linear_schedule_with_warmup
+
+import constants
+import data
+import metrics
+
+logger = logging.getLogger(__name__)
+
+# The hyperparameters and data keys the trial reads: the required ones, and every optional one
+# with its default (here and nowhere else). Any other key in the config is a mistake.
+REQUIRED_HPARAMS = ("global_batch_size", "learning_rate", "num_train_epochs", "model_type")
+OPTIONAL_HPARAMS = {
+    "max_seq_length": 128,  # tokens per pair, after truncation
+    "adam_epsilon": 1e-8,
+    "weight_decay": 0.0,  # never applied to biases and LayerNorm weights
+    "warmup_ratio": 0.0,  # share of all optimizer steps spent warming the LR up linearly
+    "max_grad_norm": 1.0,  # gradient clipping, as run_glue
+    "pad_to_max_length": False,  # pad every batch to max_seq_length instead of its longest
+    "group_by_length": False,  # batch examples of similar length together
+    "precision": "auto",  # auto (bf16/fp16 on GPUs, fp32 on CPUs), fp32, bf16 or fp16
+    "fused_adamw": "auto",  # auto: fused on GPUs
+    "attn_implementation": None,  # None: transformers' default (SDPA where supported)
+}
+REQUIRED_DATA = ("task", "model_name_or_path", "data_dir")
+OPTIONAL_DATA = {
+    "download_data": False,  # fetch the task's files into data_dir when they are missing
+    "path_to_mrpc": "",  # a folder with msr_paraphrase_{train,test}.txt, instead of downloading
+    "cache_dir": None,  # tokenized-feature cache; None: ~/.cache/bert_glue_features
+}
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def with_defaults(section: str, values: dict, required: tuple, optional: dict) -> dict:
+    """values with defaults filled in; an unknown or missing key is an error that names it."""
+    known = (*required, *optional)
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ValueError(
+            f"{section}: unknown key(s) {', '.join(unknown)}; known: {', '.join(known)}"
+        )
+    missing = [key for key in required if values.get(key) is None]
+    if missing:
+        raise ValueError(f"{section}: missing required key(s) {', '.join(missing)}")
+    return {**optional, **values}
+
+
+class GlueMetricReducer(pytorch.MetricReducer):
+    """Gathers every rank's logits and labels, then computes metrics over the whole dev set.
+
+    Determined's DataLoader gives each rank whole, disjoint batches of the dev set, so the
+    union of all ranks' rows is the dev set exactly once, whatever its size.
+    """
+
+    def __init__(self, task: constants.GlueTask) -> None:
+        self.task = task
+        self.reset()
+
+    def reset(self) -> None:
+        self.splits, self.logits, self.labels = [], [], []
+
+    def update(self, splits: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        self.splits.append(splits.cpu().numpy())
+        self.logits.append(logits.float().cpu().numpy())
+        self.labels.append(labels.cpu().numpy())
+
+    def per_slot_reduce(self) -> tuple:
+        return tuple(np.concatenate(x) for x in (self.splits, self.logits, self.labels))
+
+    def cross_slot_reduce(self, per_slot: list[tuple]) -> dict[str, float]:
+        splits, logits, labels = (np.concatenate(x) for x in zip(*per_slot, strict=True))
+        return metrics.compute_split_metrics(self.task, splits, logits, labels)
+
+
+class BertPyTorch(pytorch.PyTorchTrial):
+    def __init__(self, context: pytorch.PyTorchTrialContext) -> None:
+        self.context = context
+        hp = with_defaults(
+            "hyperparameters", context.get_hparams(), REQUIRED_HPARAMS, OPTIONAL_HPARAMS
+        )
+        cfg = with_defaults("data", context.get_data_config(), REQUIRED_DATA, OPTIONAL_DATA)
+        self.task = constants.get_task(cfg["task"])
+        self.model_type = hp["model_type"]
+        config_class, model_class, tokenizer_class = constants.get_model_classes(self.model_type)
+
+        self.tokenizer = tokenizer_class.from_pretrained(cfg["model_name_or_path"])
+        model_config = config_class.from_pretrained(
+            cfg["model_name_or_path"],
+            num_labels=self.task.num_labels,
+            finetuning_task=self.task.name.lower(),
+            id2label=dict(enumerate(self.task.labels)) or None,
+            label2id={label: i for i, label in enumerate(self.task.labels)} or None,
+        )
+        model = model_class.from_pretrained(
+            cfg["model_name_or_path"],
+            config=model_config,
+            attn_implementation=hp["attn_implementation"],
+        )
+        self.model = context.wrap_model(model)
+
+        self.train_set, self.dev_set = self._load_datasets(hp, cfg)
+        self.pad_to = hp["max_seq_length"] if hp["pad_to_max_length"] else None
+        self.group_by_length = hp["group_by_length"]
+
+        self.optimizer = context.wrap_optimizer(self._build_optimizer(hp))
+        steps_per_epoch = self._steps_per_epoch()
+        total_steps = hp["num_train_epochs"] * steps_per_epoch
+        self.lr_scheduler = context.wrap_lr_scheduler(
+            get_linear_schedule_with_warmup(
+                self.optimizer,
+                num_warmup_steps=round(hp["warmup_ratio"] * total_steps),
+                num_training_steps=total_steps,
+            ),
+            pytorch.LRScheduler.StepMode.STEP_EVERY_BATCH,
+        )
+
+        self.autocast_dtype, self.scaler = self._mixed_precision(hp["precision"])
+        self.max_grad_norm = hp["max_grad_norm"]
+        self.reducer = context.wrap_reducer(
+            GlueMetricReducer(self.task), name=None, for_training=False
+        )
+
+    def _load_datasets(
+        self, hp: dict, cfg: dict
+    ) -> tuple[data.GlueDataset, torch.utils.data.Dataset]:
+        """Download and featurize on one process per node, while the others wait.
+
+        The node's first process writes (atomically); the rest then read its complete caches.
+        Concurrent writers on a shared data_dir (several nodes) are safe for the same reason.
+        """
+        dist = self.context.distributed
+        if dist.get_local_rank() != 0:
+            dist.allgather_local(None)
+        data.prepare_data(self.task, cfg["data_dir"], cfg["download_data"], cfg["path_to_mrpc"])
+
+        def load(split: constants.Split):
+            return data.load_features(
+                self.task,
+                split,
+                cfg["data_dir"],
+                self.tokenizer,
+                hp["max_seq_length"],
+                cfg["cache_dir"],
+            )
+
+        train = data.GlueDataset(load(self.task.train))
+        dev = torch.utils.data.ConcatDataset(
+            [data.GlueDataset(load(split), i) for i, split in enumerate(self.task.dev.values())]
+        )
+        if dist.get_local_rank() == 0:
+            dist.allgather_local(None)
+        return train, dev
+
+    def _build_optimizer(self, hp: dict) -> torch.optim.Optimizer:
+        no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight")
+        params = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+        groups = [
+            {
+                "params": [p for n, p in params if not any(nd in n for nd in no_decay)],
+                "weight_decay": hp["weight_decay"],
+            },
+            {
+                "params": [p for n, p in params if any(nd in n for nd in no_decay)],
+                "weight_decay": 0.0,
+            },
+        ]
+        fused = hp["fused_adamw"]
+        if fused == "auto":
+            fused = self.context.device.type == "cuda"
+        return torch.optim.AdamW(
+            groups, lr=hp["learning_rate"], eps=hp["adam_epsilon"], fused=bool(fused)
+        )
+
+    def _mixed_precision(self, precision: str) -> tuple[torch.dtype | None, object | None]:
+        if precision not in PRECISIONS:
+            raise ValueError(
+                f"hyperparameters.precision: {precision!r} is not one of {', '.join(PRECISIONS)}"
+            )
+        cuda = self.context.device.type == "cuda"
+        if precision == "auto":
+            precision = "fp32"
+            if cuda:
+                precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        if precision == "fp16":
+            if not cuda:
+                raise ValueError("hyperparameters.precision: fp16 needs a GPU; use bf16 or fp32")
+            return torch.float16, self.context.wrap_scaler(torch.amp.GradScaler("cuda"))
+        return (torch.bfloat16 if precision == "bf16" else None), None
+
+    def _autocast(self):
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.context.device.type, dtype=self.autocast_dtype)
+
+    def _seed(self) -> int:
+        """The trial seed on a cluster; the config's experiment_seed in local mode."""
+        try:
+            return self.context.get_trial_seed()
+        except det.errors.InternalException:  # local mode has no trial seed
+            return self.context.get_experiment_config()["reproducibility"]["experiment_seed"]
+
+    def _steps_per_epoch(self) -> int:
+        """Optimizer steps per epoch, as Determined counts them: batches per slot, sharded."""
+        per_slot_batches = -(-len(self.train_set) // self.context.get_per_slot_batch_size())
+        return -(-per_slot_batches // self.context.distributed.get_size())
+
+    def build_training_data_loader(self) -> pytorch.DataLoader:
+        collate = data.Collator(self.tokenizer, self._with_token_types(), self.pad_to)
+        batch_size = self.context.get_per_slot_batch_size()
+        if self.group_by_length:
+            sampler = data.LengthGroupedBatchSampler(
+                self.train_set.lengths, batch_size, seed=self._seed()
+            )
+            return pytorch.DataLoader(self.train_set, batch_sampler=sampler, collate_fn=collate)
+        return pytorch.DataLoader(
+            self.train_set,
+            batch_size=batch_size,
+            shuffle=True,
+            generator=torch.Generator().manual_seed(self._seed()),
+            collate_fn=collate,
+        )
+
+    def build_validation_data_loader(self) -> pytorch.DataLoader:
+        collate = data.Collator(self.tokenizer, self._with_token_types(), self.pad_to)
+        return pytorch.DataLoader(
+            self.dev_set, batch_size=self.context.get_per_slot_batch_size(), collate_fn=collate
+        )
+
+    def _with_token_types(self) -> bool:
+        return self.model_type in constants.MODELS_WITH_TOKEN_TYPES
+
+    def _forward(self, batch: dict[str, torch.Tensor]):
+        inputs = {k: v for k, v in batch.items() if k != "split"}
+        with self._autocast():
+            return self.model(**inputs)
+
+    def train_batch(self, batch: dict[str, torch.Tensor], epoch_idx: int, batch_idx: int):
+        loss = self._forward(batch).loss
+        self.context.backward(self.scaler.scale(loss) if self.scaler else loss)
+        self.context.step_optimizer(self.optimizer, clip_grads=self._clip, scaler=self.scaler)
+        return {"loss": loss, "lr": self.lr_scheduler.get_last_lr()[0]}
+
+    def _clip(self, params) -> None:
+        if self.scaler:
+            self.scaler.unscale_(self.optimizer)
+        torch.nn.utils.clip_grad_norm_(params, self.max_grad_norm)
+
+    def evaluate_batch(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict:
+        logits = self._forward(batch).logits
+        self.reducer.update(batch["split"], logits, batch["labels"])
+        return {}
+
+
+# ---------------------------------------------------------------------------------------------
+# Running the trial: on a cluster (launched by the configs' entrypoint) or locally.
+
+
+def load_config(path: str, overrides: list[str]) -> dict:
+    """The YAML config with `section.key=value` overrides applied (values parsed as YAML)."""
+    with open(path) as f:
+        config = yaml.safe_load(f)
+    known_sections = {
+        "hyperparameters": (*REQUIRED_HPARAMS, *OPTIONAL_HPARAMS),
+        "data": (*REQUIRED_DATA, *OPTIONAL_DATA),
+        "reproducibility": ("experiment_seed",),
+    }
+    for override in overrides:
+        key, sep, value = override.partition("=")
+        section, _, name = key.partition(".")
+        if not sep or section not in known_sections or name not in known_sections[section]:
+            raise ValueError(
+                f"bad override {override!r}: expected section.key=value with section one of "
+                f"{', '.join(known_sections)} and a key the trial reads"
+            )
+        config.setdefault(section, {})[name] = yaml.safe_load(value)
+    return config
+
+
+def local_hparams(config: dict) -> dict:
+    """Hyperparameter values for a local run: constants as they are, `const` ones unwrapped."""
+    hparams = {}
+    for name, value in config["hyperparameters"].items():
+        if isinstance(value, dict):
+            if value.get("type") != "const":
+                raise ValueError(
+                    f"hyperparameters.{name} is searched ({value.get('type')}); a local run needs "
+                    f"one value: add the override hyperparameters.{name}=<value>"
+                )
+            value = value["val"]
+        hparams[name] = value
+    return hparams
+
+
+def seed_everything(seed: int) -> None:
+    """What Determined does on a cluster before building the trial, for local runs."""
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def distributed_context() -> det.core.DistributedContext | None:
+    """A torch.distributed context when launched by torchrun (e.g. --nproc), else None."""
+    if "LOCAL_RANK" not in os.environ:
+        return None
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    torch.distributed.init_process_group(backend=backend)
+    return det.core.DistributedContext.from_torch_distributed()
+
+
+def run_local(config: dict, resume: str | None) -> None:
+    config.setdefault("reproducibility", {}).setdefault("experiment_seed", 42)
+    seed_everything(config["reproducibility"]["experiment_seed"])
+    hparams = local_hparams(config)
+    with pytorch.init(
+        hparams=hparams,
+        exp_conf=config,
+        distributed=distributed_context(),
+        enable_tensorboard_logging=False,
+    ) as context:
+        trainer = pytorch.Trainer(BertPyTorch(context), context)
+        trainer.fit(
+            max_length=pytorch.Epoch(hparams["num_train_epochs"]),
+            validation_period=pytorch.Epoch(1),
+            checkpoint_period=pytorch.Epoch(1),
+            checkpoint_policy="none",
+            reporting_period=pytorch.Batch(20),
+            latest_checkpoint=resume,
+        )
+
+
+def run_on_cluster(info: det.ClusterInfo) -> None:
+    hparams = info.trial.hparams
+    with pytorch.init(hparams=hparams) as context:
+        trainer = pytorch.Trainer(BertPyTorch(context), context)
+        trainer.fit(
+            max_length=pytorch.Epoch(hparams["num_train_epochs"]),
+            validation_period=pytorch.Epoch(1),
+            checkpoint_period=pytorch.Epoch(1),
+            latest_checkpoint=info.latest_checkpoint,
+        )
+
+
+def relaunch_with_torchrun(nproc: int, argv: list[str]) -> int:
+    """Run this script again in nproc processes under torch.distributed (gloo on CPUs)."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    command += [f"--nproc_per_node={nproc}", os.path.abspath(__file__), *argv]
+    env = {**os.environ, "USE_TORCH_DISTRIBUTED": "1"}
+    return subprocess.call(command, env=env)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("config", nargs="?", default="const.yaml", help="experiment config YAML")
+    parser.add_argument("overrides", nargs="*", help="section.key=value, e.g. data.task=RTE")
+    parser.add_argument("--nproc", type=int, default=1, help="processes (torch.distributed)")
+    parser.add_argument("--resume", help="a checkpoint directory to continue training from")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+
+    info = det.get_cluster_info()
+    if info is not None and info.task_type == "TRIAL":
+        run_on_cluster(info)
+        return 0
+    if args.nproc > 1 and "LOCAL_RANK" not in os.environ:
+        forwarded = [args.config, *args.overrides]
+        forwarded += ["--resume", args.resume] if args.resume else []
+        return relaunch_with_torchrun(args.nproc, forwarded)
+    try:
+        config = load_config(args.config, args.overrides)
+    except (OSError, ValueError, yaml.YAMLError) as e:
+        parser.error(str(e))
+    run_local(config, args.resume)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

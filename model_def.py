@@ -99,6 +99,16 @@ class GlueMetricReducer(pytorch.MetricReducer):
         return metrics.compute_split_metrics(self.task, splits, logits, labels)
 
 
+class ValidationHistory(pytorch.PyTorchCallback):
+    """Keeps every validation's metrics, so a local run can return and print them."""
+
+    def __init__(self) -> None:
+        self.metrics: list[dict] = []
+
+    def on_validation_end(self, metrics: dict) -> None:
+        self.metrics.append(metrics)
+
+
 class BertPyTorch(pytorch.PyTorchTrial):
     def __init__(self, context: pytorch.PyTorchTrialContext) -> None:
         self.context = context
@@ -111,12 +121,12 @@ class BertPyTorch(pytorch.PyTorchTrial):
         config_class, model_class, tokenizer_class = constants.get_model_classes(self.model_type)
 
         self.tokenizer = tokenizer_class.from_pretrained(cfg["model_name_or_path"])
+        label_names = self.task.labels or ("score",)  # STS-B: one regression output
         model_config = config_class.from_pretrained(
             cfg["model_name_or_path"],
-            num_labels=self.task.num_labels,
             finetuning_task=self.task.name.lower(),
-            id2label=dict(enumerate(self.task.labels)) or None,
-            label2id={label: i for i, label in enumerate(self.task.labels)} or None,
+            id2label=dict(enumerate(label_names)),
+            label2id={label: i for i, label in enumerate(label_names)},
         )
         model = model_class.from_pretrained(
             cfg["model_name_or_path"],
@@ -143,9 +153,13 @@ class BertPyTorch(pytorch.PyTorchTrial):
 
         self.autocast_dtype, self.scaler = self._mixed_precision(hp["precision"])
         self.max_grad_norm = hp["max_grad_norm"]
+        self.validation_history = ValidationHistory()
         self.reducer = context.wrap_reducer(
             GlueMetricReducer(self.task), name=None, for_training=False
         )
+
+    def build_callbacks(self) -> dict[str, pytorch.PyTorchCallback]:
+        return {"validation_history": self.validation_history}
 
     def _load_datasets(
         self, hp: dict, cfg: dict
@@ -299,8 +313,17 @@ def load_config(path: str, overrides: list[str]) -> dict:
                 f"bad override {override!r}: expected section.key=value with section one of "
                 f"{', '.join(known_sections)} and a key the trial reads"
             )
-        config.setdefault(section, {})[name] = yaml.safe_load(value)
+        config.setdefault(section, {})[name] = parse_value(value)
     return config
+
+
+def parse_value(text: str):
+    """A YAML scalar, reading 3e-5 as a number too (YAML 1.1 wants 3.0e-5)."""
+    value = yaml.safe_load(text)
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            return float(value)
+    return value
 
 
 def local_hparams(config: dict) -> dict:
@@ -336,7 +359,8 @@ def distributed_context() -> det.core.DistributedContext | None:
     return det.core.DistributedContext.from_torch_distributed()
 
 
-def run_local(config: dict, resume: str | None) -> None:
+def run_local(config: dict, resume: str | None = None) -> list[dict]:
+    """Train as the config says, with no cluster; returns the metrics of every validation."""
     config.setdefault("reproducibility", {}).setdefault("experiment_seed", 42)
     seed_everything(config["reproducibility"]["experiment_seed"])
     hparams = local_hparams(config)
@@ -346,8 +370,8 @@ def run_local(config: dict, resume: str | None) -> None:
         distributed=distributed_context(),
         enable_tensorboard_logging=False,
     ) as context:
-        trainer = pytorch.Trainer(BertPyTorch(context), context)
-        trainer.fit(
+        trial = BertPyTorch(context)
+        pytorch.Trainer(trial, context).fit(
             max_length=pytorch.Epoch(hparams["num_train_epochs"]),
             validation_period=pytorch.Epoch(1),
             checkpoint_period=pytorch.Epoch(1),
@@ -355,6 +379,7 @@ def run_local(config: dict, resume: str | None) -> None:
             reporting_period=pytorch.Batch(20),
             latest_checkpoint=resume,
         )
+    return trial.validation_history.metrics
 
 
 def run_on_cluster(info: det.ClusterInfo) -> None:

@@ -1,0 +1,152 @@
+"""The trial end to end through Determined's local Trainer, on a tiny model and synthetic data."""
+
+from __future__ import annotations
+
+import pathlib
+
+import pytest
+import torch
+
+import constants
+import model_def
+
+
+def checkpoints(config_dir: pathlib.Path) -> list[pathlib.Path]:
+    return sorted((config_dir / "determined").glob("*/state_dict.pth"))
+
+
+@pytest.mark.parametrize("task", list(constants.TASKS))
+def test_every_task_trains_validates_and_checkpoints(task, local_config, tmp_path):
+    local_config["data"]["task"] = task
+    history = model_def.run_local(local_config)
+
+    assert len(history) == 2  # one validation per epoch
+    final = history[-1]
+    expected = {
+        name + suffix
+        for name in constants.TASKS[task].metrics
+        for suffix in constants.TASKS[task].dev
+    }
+    assert expected <= set(final)
+    assert all(f"validation_loss{suffix}" in final for suffix in constants.TASKS[task].dev)
+    assert len(checkpoints(tmp_path / "xdg-data")) == 2  # one per epoch, none duplicated
+
+
+def test_training_learns_the_cue_words(local_config):
+    local_config["hyperparameters"]["num_train_epochs"] = 10
+    history = model_def.run_local(local_config)
+    assert history[-1]["validation_loss"] < history[0]["validation_loss"]
+    assert history[-1]["acc"] >= 0.9  # the label is cued by a word in every sentence
+
+
+def test_schedule_spans_exactly_the_run(local_config, monkeypatch):
+    """Warmup then linear decay to zero at the last step: the length is derived, not stated."""
+    used, trials = [], []
+    original = model_def.BertPyTorch.train_batch
+
+    def spy(self, batch, epoch_idx, batch_idx):
+        trials.append(self)
+        metrics = original(self, batch, epoch_idx, batch_idx)
+        used.append(metrics["lr"])
+        return metrics
+
+    monkeypatch.setattr(model_def.BertPyTorch, "train_batch", spy)
+    local_config["hyperparameters"].update(warmup_ratio=0.25, num_train_epochs=2)
+    model_def.run_local(local_config)
+    # 48 examples / batch 8 = 6 steps per epoch, 12 in all, 3 of them warmup.
+    peak = local_config["hyperparameters"]["learning_rate"]
+    assert used == pytest.approx(
+        [peak * k / 3 for k in range(4)] + [peak * k / 9 for k in range(8, 0, -1)]
+    )
+    assert trials[-1].lr_scheduler.get_last_lr()[0] == 0.0
+
+
+def test_no_weight_decay_on_biases_and_layer_norm(local_config):
+    local_config["hyperparameters"]["weight_decay"] = 0.01
+    with model_def.pytorch.init(
+        hparams=model_def.local_hparams(local_config),
+        exp_conf=local_config,
+        enable_tensorboard_logging=False,
+    ) as context:
+        trial = model_def.BertPyTorch(context)
+    decayed, plain = trial.optimizer.param_groups
+    names = {id(p): n for n, p in trial.model.named_parameters()}
+    assert decayed["weight_decay"] == 0.01 and plain["weight_decay"] == 0.0
+    assert all(
+        names[id(p)].endswith("bias") or "LayerNorm" in names[id(p)] for p in plain["params"]
+    )
+    assert not any(names[id(p)].endswith("bias") for p in decayed["params"])
+
+
+def test_misspelled_hyperparameter_names_the_key(local_config):
+    local_config["hyperparameters"]["learnig_rate"] = 1e-3
+    with pytest.raises(ValueError, match="hyperparameters: unknown key.*learnig_rate"):
+        model_def.run_local(local_config)
+
+
+def test_misspelled_data_key_names_the_key(local_config):
+    local_config["data"]["dataa_dir"] = "x"
+    with pytest.raises(ValueError, match="data: unknown key.*dataa_dir"):
+        model_def.run_local(local_config)
+
+
+def test_unknown_task_and_model_type_list_the_choices(local_config):
+    local_config["data"]["task"] = "MRPCC"
+    with pytest.raises(ValueError, match="unknown GLUE task 'MRPCC'.*MRPC"):
+        model_def.run_local(local_config)
+    local_config["data"]["task"] = "MRPC"
+    local_config["hyperparameters"]["model_type"] = "gpt"
+    with pytest.raises(ValueError, match="unknown model type 'gpt'.*distilbert"):
+        model_def.run_local(local_config)
+
+
+def test_overrides_are_parsed_as_yaml_and_checked(tmp_path):
+    config = model_def.load_config(
+        str(model_def.__file__).replace("model_def.py", "const.yaml"),
+        ["hyperparameters.learning_rate=3e-5", "data.task=RTE", "data.download_data=false"],
+    )
+    assert config["hyperparameters"]["learning_rate"] == 3e-5
+    assert config["data"]["task"] == "RTE" and config["data"]["download_data"] is False
+    for bad in ["hyperparameters.lr=1", "learning_rate=1", "searcher.metric=f1", "data.task"]:
+        with pytest.raises(ValueError, match="bad override"):
+            model_def.load_config("const.yaml", [bad])
+
+
+def test_searched_hyperparameter_needs_a_value_locally(local_config):
+    local_config["hyperparameters"]["learning_rate"] = {
+        "type": "log",
+        "base": 10,
+        "minval": -5,
+        "maxval": -4,
+    }
+    with pytest.raises(ValueError, match="hyperparameters.learning_rate=<value>"):
+        model_def.local_hparams(local_config)
+    local_config["hyperparameters"]["learning_rate"] = {"type": "const", "val": 1e-4}
+    assert model_def.local_hparams(local_config)["learning_rate"] == 1e-4
+
+
+@pytest.mark.parametrize("model_type", list(constants.MODEL_CLASSES))
+def test_every_model_type_constructs_and_runs_a_batch(model_type, tmp_path):
+    """All five architectures build from a config and take the inputs the trial gives them."""
+    config_class, model_class, _ = constants.MODEL_CLASSES[model_type]
+    small = {
+        "bert": dict(
+            hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32
+        ),
+        "xlnet": dict(d_model=16, n_layer=1, n_head=2, d_inner=32),
+        "xlm": dict(emb_dim=16, n_layers=1, n_heads=2),
+        "roberta": dict(
+            hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32
+        ),
+        "distilbert": dict(dim=16, n_layers=1, n_heads=2, hidden_dim=32),
+    }[model_type]
+    model = model_class(config_class(vocab_size=50, num_labels=3, **small)).eval()
+    inputs = {
+        "input_ids": torch.randint(5, 50, (2, 7)),
+        "attention_mask": torch.ones(2, 7, dtype=torch.long),
+        "labels": torch.tensor([0, 2]),
+    }
+    if model_type in constants.MODELS_WITH_TOKEN_TYPES:
+        inputs["token_type_ids"] = torch.zeros(2, 7, dtype=torch.long)
+    out = model(**inputs)
+    assert out.logits.shape == (2, 3) and torch.isfinite(out.loss)

@@ -182,7 +182,13 @@ def tokenizer_fingerprint(tokenizer) -> str:
     """A digest of everything that decides how the tokenizer splits text."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None:
-        state = backend.to_str()
+        # Truncation and padding are per-call settings the backend remembers: not identity.
+        state = {
+            k: v
+            for k, v in json.loads(backend.to_str()).items()
+            if k not in ("truncation", "padding")
+        }
+        state = json.dumps(state, sort_keys=True)
     else:
         state = json.dumps(sorted(tokenizer.get_vocab().items())) + repr(tokenizer.init_kwargs)
     return hashlib.sha256(f"{type(tokenizer).__name__}\n{state}".encode()).hexdigest()

@@ -423,7 +423,9 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(args.config, args.overrides)
     except (OSError, ValueError, yaml.YAMLError) as e:
         parser.error(str(e))
-    run_local(config, args.resume)
+    history = run_local(config, args.resume)
+    if history:
+        logger.info(f"final validation metrics: {history[-1]}")
     return 0
 
 

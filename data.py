@@ -182,13 +182,11 @@ def tokenizer_fingerprint(tokenizer) -> str:
     """A digest of everything that decides how the tokenizer splits text."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None:
-        # Truncation and padding are per-call settings the backend remembers: not identity.
-        state = {
-            k: v
-            for k, v in json.loads(backend.to_str()).items()
-            if k not in ("truncation", "padding")
-        }
-        state = json.dumps(state, sort_keys=True)
+        # Without the truncation and padding of the last call, which featurize() changes: a
+        # process that did not featurize must compute the same key as the one that did.
+        settings = json.loads(backend.to_str())
+        del settings["truncation"], settings["padding"]
+        state = json.dumps(settings)
     else:
         state = json.dumps(sorted(tokenizer.get_vocab().items())) + repr(tokenizer.init_kwargs)
     return hashlib.sha256(f"{type(tokenizer).__name__}\n{state}".encode()).hexdigest()

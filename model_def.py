@@ -10,14 +10,17 @@ On this machine, no cluster (Determined's Trainer API in local mode):
     python model_def.py const.yaml                              # the const.yaml experiment
     python model_def.py const.yaml data.data_dir=glue_data hyperparameters.learning_rate=3e-5
     python model_def.py distributed.yaml --nproc 2              # 2 processes, torch.distributed
+    python model_def.py const.yaml --metrics-out metrics.json   # save the validation metrics
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
 import os
+import socket
 import subprocess
 import sys
 
@@ -33,6 +36,12 @@ import data
 import metrics
 
 logger = logging.getLogger(__name__)
+
+# Determined saves NumPy's RNG state in every checkpoint and loads checkpoints with torch.load's
+# default weights_only=True (torch >= 2.6), which refuses NumPy arrays unless they are allowed.
+torch.serialization.add_safe_globals(
+    [np._core.multiarray._reconstruct, np.ndarray, np.dtype, np.dtypes.UInt32DType]
+)
 
 # The hyperparameters and data keys the trial reads: the required ones, and every optional one
 # with its default (here and nowhere else). Any other key in the config is a mistake.
@@ -109,6 +118,25 @@ class ValidationHistory(pytorch.PyTorchCallback):
         self.metrics.append(metrics)
 
 
+class PortableCheckpoints(pytorch.PyTorchCallback):
+    """Saves the weights without DDP's "module." prefix, so that a checkpoint loads alike in one
+    process (Trainer or pytorch.load_trial_from_checkpoint_path) or in several (where Determined
+    adds the prefix back)."""
+
+    def on_checkpoint_save_start(self, checkpoint: dict) -> None:
+        for state in checkpoint["models_state_dict"]:
+            torch.nn.modules.utils.consume_prefix_in_state_dict_if_present(state, "module.")
+
+
+def check_batch_split(global_batch_size: int, slots: int) -> None:
+    """Every slot (process) must get the same number of examples per optimizer step."""
+    if global_batch_size % slots:
+        raise ValueError(
+            f"hyperparameters.global_batch_size: {global_batch_size} examples do not split evenly "
+            f"across {slots} slots (processes); use a multiple of {slots}"
+        )
+
+
 class BertPyTorch(pytorch.PyTorchTrial):
     def __init__(self, context: pytorch.PyTorchTrialContext) -> None:
         self.context = context
@@ -116,6 +144,7 @@ class BertPyTorch(pytorch.PyTorchTrial):
             "hyperparameters", context.get_hparams(), REQUIRED_HPARAMS, OPTIONAL_HPARAMS
         )
         cfg = with_defaults("data", context.get_data_config(), REQUIRED_DATA, OPTIONAL_DATA)
+        check_batch_split(hp["global_batch_size"], context.distributed.get_size())
         self.task = constants.get_task(cfg["task"])
         self.model_type = hp["model_type"]
         config_class, model_class, tokenizer_class = constants.get_model_classes(self.model_type)
@@ -159,7 +188,10 @@ class BertPyTorch(pytorch.PyTorchTrial):
         )
 
     def build_callbacks(self) -> dict[str, pytorch.PyTorchCallback]:
-        return {"validation_history": self.validation_history}
+        return {
+            "validation_history": self.validation_history,
+            "portable_checkpoints": PortableCheckpoints(),
+        }
 
     def _load_datasets(
         self, hp: dict, cfg: dict
@@ -354,6 +386,7 @@ def distributed_context() -> det.core.DistributedContext | None:
     """A torch.distributed context when launched by torchrun (e.g. --nproc), else None."""
     if "LOCAL_RANK" not in os.environ:
         return None
+    os.environ["USE_TORCH_DISTRIBUTED"] = "1"  # DDP; Determined refuses several processes without
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     torch.distributed.init_process_group(backend=backend)
     return det.core.DistributedContext.from_torch_distributed()
@@ -394,20 +427,32 @@ def run_on_cluster(info: det.ClusterInfo) -> None:
         )
 
 
-def relaunch_with_torchrun(nproc: int, argv: list[str]) -> int:
-    """Run this script again in nproc processes under torch.distributed (gloo on CPUs)."""
+def torchrun_command(nproc: int, script: str, args: list[str]) -> tuple[list[str], dict]:
+    """The command and environment that run `script args` in nproc local processes (torchrun)."""
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-    command += [f"--nproc_per_node={nproc}", os.path.abspath(__file__), *argv]
-    env = {**os.environ, "USE_TORCH_DISTRIBUTED": "1"}
-    return subprocess.call(command, env=env)
+    command += [f"--nproc_per_node={nproc}", script, *args]
+    # Determined's processes also talk over two TCP ports, fixed unless these variables say
+    # otherwise; free ones let several local runs share a machine.
+    with socket.socket() as pub, socket.socket() as pull:
+        pub.bind(("", 0))
+        pull.bind(("", 0))
+        ports = pub.getsockname()[1], pull.getsockname()[1]
+    env = {f"INTER_TRAIN_PROCESS_COMM_PORT_{i}": str(port) for i, port in enumerate(ports, 1)}
+    return command, {**os.environ, **env}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("config", nargs="?", default="const.yaml", help="experiment config YAML")
     parser.add_argument("overrides", nargs="*", help="section.key=value, e.g. data.task=RTE")
-    parser.add_argument("--nproc", type=int, default=1, help="processes (torch.distributed)")
+    parser.add_argument(
+        "--nproc",
+        type=int,
+        default=1,
+        help="local processes, one slot each, trained together with torch.distributed (DDP)",
+    )
     parser.add_argument("--resume", help="a checkpoint directory to continue training from")
+    parser.add_argument("--metrics-out", help="write every validation's metrics to this JSON file")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
 
@@ -415,17 +460,28 @@ def main(argv: list[str] | None = None) -> int:
     if info is not None and info.task_type == "TRIAL":
         run_on_cluster(info)
         return 0
+    if args.nproc < 1:
+        parser.error(f"--nproc {args.nproc}: need at least 1 process")
+    try:
+        config = load_config(args.config, args.overrides)
+        hparams = with_defaults(
+            "hyperparameters", local_hparams(config), REQUIRED_HPARAMS, OPTIONAL_HPARAMS
+        )
+        check_batch_split(hparams["global_batch_size"], args.nproc)
+    except (OSError, ValueError, yaml.YAMLError) as e:
+        parser.error(str(e))
     if args.nproc > 1 and "LOCAL_RANK" not in os.environ:
         forwarded = [args.config, *args.overrides]
         forwarded += ["--resume", args.resume] if args.resume else []
-        return relaunch_with_torchrun(args.nproc, forwarded)
-    try:
-        config = load_config(args.config, args.overrides)
-    except (OSError, ValueError, yaml.YAMLError) as e:
-        parser.error(str(e))
+        forwarded += ["--metrics-out", args.metrics_out] if args.metrics_out else []
+        command, env = torchrun_command(args.nproc, os.path.abspath(__file__), forwarded)
+        return subprocess.call(command, env=env)
     history = run_local(config, args.resume)
     if history:
         logger.info(f"final validation metrics: {history[-1]}")
+    if args.metrics_out and os.environ.get("RANK", "0") == "0":
+        with open(args.metrics_out, "w") as f:
+            json.dump(history, f, indent=1)
     return 0
 
 

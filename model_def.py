@@ -81,6 +81,36 @@ def with_defaults(section: str, values: dict, required: tuple, optional: dict) -
     return {**optional, **values}
 
 
+def task_model_config(task: constants.GlueTask, model_type: str, model_name_or_path: str):
+    """The pre-trained model's config with the task's head: its label names, or regression."""
+    config_class = constants.get_model_classes(model_type)[0]
+    label_names = task.labels or ("score",)  # STS-B: one regression output
+    return config_class.from_pretrained(
+        model_name_or_path,
+        finetuning_task=task.name.lower(),
+        id2label=dict(enumerate(label_names)),
+        label2id={label: i for i, label in enumerate(label_names)},
+        problem_type="regression" if task.is_regression else "single_label_classification",
+    )
+
+
+def train_length(hparams: dict, searcher: dict) -> pytorch.Epoch:
+    """The run's length: hyperparameters.num_train_epochs, over which the LR schedule runs.
+
+    A searcher that stops trials early (adaptive_asha) counts progress in searcher.time_metric
+    up to searcher.max_time; those must be the same epochs, or its rungs would fall elsewhere
+    than the trial's schedule (Determined itself only logs a warning).
+    """
+    epochs = hparams["num_train_epochs"]
+    time_metric, max_time = searcher.get("time_metric"), searcher.get("max_time")
+    if time_metric is not None and (time_metric, max_time) != ("epochs", epochs):
+        raise ValueError(
+            f"searcher: time_metric {time_metric!r} and max_time {max_time} must be 'epochs' and "
+            f"{epochs}, the run's length (hyperparameters.num_train_epochs)"
+        )
+    return pytorch.Epoch(epochs)
+
+
 class GlueMetricReducer(pytorch.MetricReducer):
     """Gathers every rank's logits and labels, then computes metrics over the whole dev set.
 
@@ -147,19 +177,12 @@ class BertPyTorch(pytorch.PyTorchTrial):
         check_batch_split(hp["global_batch_size"], context.distributed.get_size())
         self.task = constants.get_task(cfg["task"])
         self.model_type = hp["model_type"]
-        config_class, model_class, tokenizer_class = constants.get_model_classes(self.model_type)
+        _, model_class, tokenizer_class = constants.get_model_classes(self.model_type)
 
         self.tokenizer = tokenizer_class.from_pretrained(cfg["model_name_or_path"])
-        label_names = self.task.labels or ("score",)  # STS-B: one regression output
-        model_config = config_class.from_pretrained(
-            cfg["model_name_or_path"],
-            finetuning_task=self.task.name.lower(),
-            id2label=dict(enumerate(label_names)),
-            label2id={label: i for i, label in enumerate(label_names)},
-        )
         model = model_class.from_pretrained(
             cfg["model_name_or_path"],
-            config=model_config,
+            config=task_model_config(self.task, self.model_type, cfg["model_name_or_path"]),
             attn_implementation=hp["attn_implementation"],
         )
         self.model = context.wrap_model(model)
@@ -169,8 +192,8 @@ class BertPyTorch(pytorch.PyTorchTrial):
         self.group_by_length = hp["group_by_length"]
 
         self.optimizer = context.wrap_optimizer(self._build_optimizer(hp))
-        steps_per_epoch = self._steps_per_epoch()
-        total_steps = hp["num_train_epochs"] * steps_per_epoch
+        self.max_length = train_length(hp, context.get_experiment_config()["searcher"])
+        total_steps = self.max_length.value * self._steps_per_epoch()
         self.lr_scheduler = context.wrap_lr_scheduler(
             get_linear_schedule_with_warmup(
                 self.optimizer,
@@ -405,7 +428,7 @@ def run_local(config: dict, resume: str | None = None) -> list[dict]:
     ) as context:
         trial = BertPyTorch(context)
         pytorch.Trainer(trial, context).fit(
-            max_length=pytorch.Epoch(hparams["num_train_epochs"]),
+            max_length=trial.max_length,
             validation_period=pytorch.Epoch(1),
             checkpoint_period=pytorch.Epoch(1),
             checkpoint_policy="none",
@@ -416,11 +439,10 @@ def run_local(config: dict, resume: str | None = None) -> list[dict]:
 
 
 def run_on_cluster(info: det.ClusterInfo) -> None:
-    hparams = info.trial.hparams
-    with pytorch.init(hparams=hparams) as context:
-        trainer = pytorch.Trainer(BertPyTorch(context), context)
-        trainer.fit(
-            max_length=pytorch.Epoch(hparams["num_train_epochs"]),
+    with pytorch.init(hparams=info.trial.hparams) as context:
+        trial = BertPyTorch(context)
+        pytorch.Trainer(trial, context).fit(
+            max_length=trial.max_length,
             validation_period=pytorch.Epoch(1),
             checkpoint_period=pytorch.Epoch(1),
             latest_checkpoint=info.latest_checkpoint,

@@ -1,0 +1,71 @@
+"""A fine-tuned model back from a checkpoint of the trial in model_def.py.
+
+A checkpoint is a directory with Determined's state_dict.pth and load_data.json (the trial's
+hyperparameters and experiment config). Local runs write them under
+$XDG_DATA_HOME/determined (~/.local/share/determined/<uuid>); from a cluster, download one:
+
+    det -m <master> checkpoint download <uuid> --output-dir ckpt
+    # or in Python: determined.experimental.client.get_checkpoint("<uuid>").download("ckpt")
+
+The model is rebuilt from the same task table and model config the trial used, so
+predict.py and export.py need only this directory (and the pre-trained model's config and
+tokenizer, read from data.model_name_or_path as in training).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+
+import torch
+from transformers import PreTrainedModel
+
+import constants
+import model_def
+
+
+@dataclasses.dataclass
+class FineTuned:
+    task: constants.GlueTask
+    hparams: dict  # with the trial's defaults filled in
+    data_config: dict
+    model: PreTrainedModel  # in eval mode, on the CPU
+    tokenizer: object
+
+
+def load(path: str | os.PathLike) -> FineTuned:
+    path = pathlib.Path(path)
+    files = [path / "load_data.json", path / "state_dict.pth"]
+    if not all(f.is_file() for f in files):
+        raise FileNotFoundError(
+            f"{path}: not a checkpoint of this trial (expected load_data.json and "
+            "state_dict.pth); download a cluster checkpoint with `det checkpoint download UUID`"
+        )
+    load_data = json.loads(files[0].read_text())
+    hparams = model_def.with_defaults(
+        "hyperparameters",
+        load_data["hparams"],
+        model_def.REQUIRED_HPARAMS,
+        model_def.OPTIONAL_HPARAMS,
+    )
+    data_config = model_def.with_defaults(
+        "data",
+        load_data["experiment_config"]["data"],
+        model_def.REQUIRED_DATA,
+        model_def.OPTIONAL_DATA,
+    )
+    task = constants.get_task(data_config["task"])
+    name = data_config["model_name_or_path"]
+    _, model_class, tokenizer_class = constants.get_model_classes(hparams["model_type"])
+    # Built from the config alone: every weight comes from the checkpoint.
+    model = model_class(model_def.task_model_config(task, hparams["model_type"], name))
+    # Determined pickles RNG states (numpy arrays) beside the weights, which weights_only
+    # refuses: load only checkpoints you trust, as with any pickle.
+    state = torch.load(files[1], map_location="cpu", weights_only=False)
+    weights = state["models_state_dict"][0]
+    torch.nn.modules.utils.consume_prefix_in_state_dict_if_present(weights, "module.")  # DDP
+    model.load_state_dict(weights)
+    tokenizer = tokenizer_class.from_pretrained(name)
+    return FineTuned(task, hparams, data_config, model.eval(), tokenizer)

@@ -1,0 +1,138 @@
+"""GLUE leaderboard submission files from a checkpoint of the trial (see checkpoint.py).
+
+    python predict.py CHECKPOINT_DIR --output_dir submission
+    python predict.py CHECKPOINT_DIR --output_dir submission --data_dir glue_data --zip
+
+Each test split of the checkpoint's task becomes <name>.tsv in output_dir, with the columns
+`index` and `prediction`, in the test file's order: label names for classification (an
+MNLI checkpoint writes MNLI-m.tsv, MNLI-mm.tsv and, for the diagnostic set, AX.tsv), scores
+clipped to 0..5 for STS-B. Run it once per task's checkpoint into the same output_dir;
+--zip then packs every submission file there into output_dir/submission.zip. Test files
+have no labels, so no metric is computed here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import pathlib
+import sys
+import zipfile
+
+import numpy as np
+import torch
+
+import checkpoint
+import constants
+import data
+import metrics
+
+logger = logging.getLogger(__name__)
+
+# Every file of a complete GLUE submission, named as the leaderboard expects them.
+SUBMISSION_FILES = [f"{name}.tsv" for task in constants.TASKS.values() for name in task.test]
+
+
+def prediction_strings(task: constants.GlueTask, logits: np.ndarray) -> list[str]:
+    """What the leaderboard expects in the prediction column: label names or 0..5 scores."""
+    predictions = metrics.predictions(task, logits)
+    if task.is_regression:
+        return [f"{score:.3f}" for score in np.clip(predictions, 0.0, 5.0)]
+    return [task.labels[i] for i in predictions]
+
+
+@torch.inference_mode()
+def predict_logits(finetuned: checkpoint.FineTuned, features: data.Features, batch_size: int):
+    """The model's outputs for every example, in the order of `features`.
+
+    Batches are formed from examples of similar length (less padding), then put back in order.
+    """
+    model, tokenizer = finetuned.model, finetuned.tokenizer
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device)
+    with_token_types = finetuned.hparams["model_type"] in constants.MODELS_WITH_TOKEN_TYPES
+    order = torch.argsort(features.lengths, stable=True)
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.Subset(data.GlueDataset(features), order.tolist()),
+        batch_size=batch_size,
+        collate_fn=data.Collator(tokenizer, with_token_types),
+    )
+    outputs = []
+    for batch in loader:
+        inputs = {k: v.to(device) for k, v in batch.items() if k not in ("labels", "split")}
+        outputs.append(model(**inputs).logits.float().cpu())
+    logits = torch.empty((len(order), model.config.num_labels))
+    logits[order] = torch.cat(outputs)
+    return logits.numpy()
+
+
+def write_predictions(
+    finetuned: checkpoint.FineTuned,
+    data_dir: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    batch_size: int,
+) -> list[pathlib.Path]:
+    """Write one submission file per test split of the checkpoint's task; return their paths."""
+    task, data_dir = finetuned.task, pathlib.Path(data_dir)
+    missing = [split.path for split in task.test.values() if not (data_dir / split.path).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"test file(s) {', '.join(missing)} not found in {data_dir}; get them with "
+            f"`python download_glue_data.py --data_dir {data_dir} --tasks {task.name}"
+            f"{',diagnostic' if task.name == 'MNLI' else ''}` or pass --data_dir"
+        )
+    output_dir = pathlib.Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    max_seq_length = finetuned.hparams["max_seq_length"]
+    for name, split in task.test.items():
+        examples = data.read_examples(task, split, data_dir)
+        features = data.featurize(examples, finetuned.tokenizer, max_seq_length)
+        predictions = prediction_strings(task, predict_logits(finetuned, features, batch_size))
+        path = output_dir / f"{name}.tsv"
+        rows = [f"{i}\t{p}" for i, p in zip(examples.index, predictions, strict=True)]
+        rows.insert(0, "index\tprediction")
+        path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+        logger.info(f"wrote {len(predictions)} predictions to {path}")
+        written.append(path)
+    return written
+
+
+def zip_submission(output_dir: str | os.PathLike) -> pathlib.Path:
+    """Pack the submission files in output_dir into submission.zip, warning about missing ones."""
+    output_dir = pathlib.Path(output_dir)
+    present = [name for name in SUBMISSION_FILES if (output_dir / name).is_file()]
+    if not present:
+        raise FileNotFoundError(f"{output_dir}: none of the files {', '.join(SUBMISSION_FILES)}")
+    missing = sorted(set(SUBMISSION_FILES) - set(present))
+    if missing:
+        logger.warning(f"the leaderboard wants all 11 files; missing: {', '.join(missing)}")
+    archive = output_dir / "submission.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as z:
+        for name in present:
+            z.write(output_dir / name, arcname=name)
+    return archive
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("checkpoint", help="a checkpoint directory (see checkpoint.py)")
+    parser.add_argument("--output_dir", required=True, help="where the <name>.tsv files go")
+    parser.add_argument(
+        "--data_dir", help="the GLUE folder with the test files (default: the checkpoint's)"
+    )
+    parser.add_argument("--batch_size", type=int, default=64, help="examples per forward pass")
+    parser.add_argument("--zip", action="store_true", help="then zip output_dir's submission")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    finetuned = checkpoint.load(args.checkpoint)
+    data_dir = args.data_dir or finetuned.data_config["data_dir"]
+    write_predictions(finetuned, data_dir, args.output_dir, args.batch_size)
+    if args.zip:
+        logger.info(f"wrote {zip_submission(args.output_dir)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,121 @@
+"""Every experiment config agrees with the trial: metric, hyperparameters, run length.
+
+(tests/test_expconf.py checks the same files against Determined's schema.)
+"""
+
+from __future__ import annotations
+
+import itertools
+import pathlib
+
+import numpy as np
+import pytest
+import yaml
+from conftest import REPO
+
+import constants
+import metrics
+import model_def
+
+CONFIGS = sorted(REPO.glob("*.yaml"))
+DATA_KEYS = (model_def.REQUIRED_DATA, model_def.OPTIONAL_DATA)
+HPARAM_KEYS = (model_def.REQUIRED_HPARAMS, model_def.OPTIONAL_HPARAMS)
+SEARCHED = ["global_batch_size", "learning_rate", "warmup_ratio", "weight_decay"]
+
+
+def load(path: pathlib.Path) -> dict:
+    return yaml.safe_load(path.read_text())
+
+
+def hparam_values(spec) -> list:
+    """The values a hyperparameter can take at the ends of its range (all, if categorical)."""
+    if not isinstance(spec, dict):
+        return [spec]
+    kind = spec["type"]
+    if kind == "const":
+        return [spec["val"]]
+    if kind == "categorical":
+        return list(spec["vals"])
+    if kind == "log":
+        return [spec["base"] ** spec["minval"], spec["base"] ** spec["maxval"]]
+    return [spec["minval"], spec["maxval"]]  # int, double
+
+
+def reported_metrics(task: constants.GlueTask) -> set[str]:
+    """The names of the validation metrics the trial reports for the task."""
+    rng = np.random.default_rng(0)
+    splits = np.repeat(np.arange(len(task.dev)), 10)
+    logits = rng.normal(size=(len(splits), task.num_labels)).astype(np.float32)
+    labels = (
+        rng.uniform(0, 5, len(splits)).astype(np.float32)
+        if task.is_regression
+        else np.tile(np.arange(task.num_labels), len(splits))[: len(splits)]
+    )
+    return set(metrics.compute_split_metrics(task, splits, logits, labels))
+
+
+def test_there_are_configs_to_check():
+    assert {"const.yaml", "distributed.yaml", "adaptive.yaml"} <= {p.name for p in CONFIGS}
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_searcher_metric_is_reported_with_its_direction(path):
+    config = load(path)
+    task = constants.get_task(config["data"]["task"])
+    searcher = config["searcher"]
+    assert searcher["metric"] in reported_metrics(task)
+    # Determined's default is smaller_is_better: true; only losses should be minimized.
+    assert searcher.get("smaller_is_better", True) == searcher["metric"].startswith(
+        "validation_loss"
+    )
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_hyperparameters_and_length_agree_with_the_trial(path):
+    config = load(path)
+    model_def.with_defaults("data", config["data"], *DATA_KEYS)
+    names = list(config["hyperparameters"])
+    choices = [hparam_values(config["hyperparameters"][name]) for name in names]
+    for values in itertools.product(*choices):  # every corner of the search space
+        hparams = dict(zip(names, values, strict=True))
+        model_def.with_defaults("hyperparameters", hparams, *HPARAM_KEYS)  # unknown? missing?
+        length = model_def.train_length(hparams, config["searcher"])  # raises if inconsistent
+        assert length.value == hparams["num_train_epochs"]
+    if config["searcher"]["name"] in ("adaptive_asha", "async_halving"):
+        assert config["searcher"]["time_metric"] == "epochs"
+
+
+def test_train_length_refuses_a_searcher_of_another_length():
+    hparams = {"num_train_epochs": 4}
+    assert model_def.train_length(hparams, {"name": "single"}).value == 4
+    assert model_def.train_length(hparams, {"time_metric": "epochs", "max_time": 4}).value == 4
+    for searcher in ({"time_metric": "epochs", "max_time": 3}, {"time_metric": "batches"}):
+        with pytest.raises(ValueError, match="must be 'epochs' and 4.*num_train_epochs"):
+            model_def.train_length(hparams, searcher)
+
+
+def test_adaptive_trial_uses_every_searched_hyperparameter(local_config, monkeypatch):
+    """A local run of adaptive.yaml with chosen values: each shows up in the training steps."""
+    config = load(REPO / "adaptive.yaml")
+    searched = [k for k, v in config["hyperparameters"].items() if isinstance(v, dict)]
+    assert sorted(searched) == SEARCHED
+    config["data"] = local_config["data"]
+    chosen = dict(global_batch_size=16, learning_rate=2e-3, warmup_ratio=0.2, weight_decay=0.05)
+    config["hyperparameters"].update(chosen, max_seq_length=32)
+    steps = []
+    original = model_def.BertPyTorch.train_batch
+
+    def spy(self, batch, epoch_idx, batch_idx):
+        result = original(self, batch, epoch_idx, batch_idx)
+        decay = self.optimizer.param_groups[0]["weight_decay"]
+        steps.append((len(batch["labels"]), result["lr"], decay))
+        return result
+
+    monkeypatch.setattr(model_def.BertPyTorch, "train_batch", spy)
+    model_def.run_local(config)
+
+    # 48 examples / 16 = 3 steps an epoch, 4 epochs (searcher.max_time): 12 steps, 2 of warmup.
+    sizes, lrs, decays = zip(*steps, strict=True)
+    assert sizes == (16,) * 12 and set(decays) == {0.05}
+    peak = chosen["learning_rate"]
+    assert lrs == pytest.approx([0.0, peak / 2] + [peak * k / 10 for k in range(10, 0, -1)])

@@ -36,19 +36,16 @@ def checkpoint_dirs(data_home: pathlib.Path) -> list[pathlib.Path]:
 def kill_after_first_checkpoint(config_file: pathlib.Path, data_home: pathlib.Path) -> int:
     """Run the CLI in a subprocess and SIGKILL it as soon as its first checkpoint is complete."""
     env = {**os.environ, "XDG_DATA_HOME": str(data_home)}
-    log = open(data_home.parent / f"{data_home.name}.log", "w")  # noqa: SIM115 (closed below)
-    run = subprocess.Popen(
-        [sys.executable, "model_def.py", str(config_file)],
-        cwd=REPO,
-        env=env,
-        stdout=log,
-        stderr=log,
-    )
-    deadline = time.monotonic() + 300
-    while not checkpoint_dirs(data_home) and run.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.005)
-    run.send_signal(signal.SIGKILL)
-    log.close()
+    command = [sys.executable, "model_def.py", str(config_file)]
+    with open(data_home.parent / f"{data_home.name}.log", "w") as log:
+        run = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=log)
+        deadline = time.monotonic() + 300
+        try:
+            while not checkpoint_dirs(data_home) and run.poll() is None:
+                assert time.monotonic() < deadline, "no checkpoint after 300 s"
+                time.sleep(0.005)
+        finally:
+            run.send_signal(signal.SIGKILL)
     return run.wait()
 
 
@@ -179,16 +176,13 @@ def test_resume_takes_a_uuid_and_checks_the_checkpoint(one_epoch_checkpoint, loc
         checkpointing.find_checkpoint(uuid, mrpc)
 
 
-def test_resuming_another_task_fails_before_training(one_epoch_checkpoint, local_config):
+def test_resuming_another_task_fails_before_training(one_epoch_checkpoint, local_config, tmp_path):
     local_config["data"]["task"] = "MNLI"
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(yaml.safe_dump(local_config))
     with pytest.raises(SystemExit, match="error: --resume .* data.task=MRPC"):
-        model_def.main([write_config(local_config), "--resume", one_epoch_checkpoint.name])
-
-
-def write_config(config: dict) -> str:
-    path = pathlib.Path(os.environ["XDG_DATA_HOME"]).parent / "config.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return str(path)
+        model_def.main([str(config_file), "--resume", one_epoch_checkpoint.name])
+    assert checkpoint_dirs(tmp_path / "xdg-data") == [one_epoch_checkpoint]
 
 
 def test_checkpoint_holds_training_state_and_code_only(local_config, tmp_path, monkeypatch):

@@ -40,7 +40,7 @@ def check_pretrained(name: str, model_type: str, task: GlueTask, max_seq_length:
             "cached in HF_HOME after); without one, save the model with save_pretrained() on a "
             f"machine that has it and set {KEY} to that folder."
         ) from None
-    if raw.get("model_type") != model_type:
+    if raw.get("model_type") not in (None, model_type):  # None: an old config; trust it
         raise ConfigError(
             f"hyperparameters.model_type: {name} is a {raw.get('model_type')!r} model, not "
             f"{model_type!r}; set model_type to match it"
@@ -72,8 +72,8 @@ def check_folder(folder: pathlib.Path, tokenizer_class) -> None:
 
 
 def check_positions(config, model_type: str, max_seq_length: int, name: str) -> None:
-    positions = getattr(config, "max_position_embeddings", None)
-    if positions is None:  # XLNet's relative positions have no table to run past
+    positions = config.max_position_embeddings
+    if positions < 0:  # XLNet says -1: its relative positions have no table to run past
         return
     if model_type == "roberta":  # RoBERTa numbers positions from pad_token_id + 1
         positions -= config.pad_token_id + 1

@@ -16,6 +16,7 @@ from transformers import BertForSequenceClassification
 
 import constants
 import model_def
+import pretrained
 
 
 def model_folder(tiny_model_dir: pathlib.Path, tmp_path: pathlib.Path, *drop: str) -> str:
@@ -143,3 +144,13 @@ def test_hub_name_without_network_says_so(local_config, tmp_path):
     assert last.startswith("error: data.model_name_or_path: 'bert-base-uncased' is not a local")
     assert "needs the network" in last and "save_pretrained" in last
     assert "Traceback" not in run.stderr
+
+
+def test_position_limits_of_other_model_types():
+    from transformers import RobertaConfig, XLNetConfig
+
+    roberta = RobertaConfig(max_position_embeddings=66, pad_token_id=1)  # positions from 2
+    pretrained.check_positions(roberta, "roberta", 64, "r")
+    with pytest.raises(constants.ConfigError, match="65 is more than the 64 positions r"):
+        pretrained.check_positions(roberta, "roberta", 65, "r")
+    pretrained.check_positions(XLNetConfig(), "xlnet", 4096, "x")  # relative positions: no limit

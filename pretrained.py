@@ -1,9 +1,9 @@
 """Check data.model_name_or_path before anything is loaded, so a wrong model fails in seconds.
 
 transformers is lenient where a fine-tuning run should not be: a folder without tokenizer files
-gives a tokenizer of five special tokens (every word becomes [UNK]), weights of another model
-type load as a freshly initialised model, and sequences longer than the position table only
-fail mid-training. Each case here is an error that names the key, the folder and the fix.
+gives a tokenizer of five special tokens (every word becomes [UNK]), a model of another type
+loads whichever weights share names and initialises the rest, and sequences longer than the
+position table only fail mid-training. Each is an error here that names the key and the fix.
 """
 
 from __future__ import annotations

@@ -22,6 +22,11 @@ from transformers import (
     XLNetTokenizer,
 )
 
+
+class ConfigError(ValueError):
+    """A setting that cannot work; the message names the key (or file) and how to fix it."""
+
+
 # model_type -> (config class, model class, tokenizer class). In transformers 5 the plain
 # tokenizer names are the fast (Rust) tokenizers; XLM has only its Python tokenizer.
 MODEL_CLASSES = {
@@ -133,12 +138,12 @@ def get_task(name: str) -> GlueTask:
     for task in TASKS.values():
         if task.name.lower() == str(name).lower():
             return task
-    raise ValueError(f"data.task: unknown GLUE task {name!r}; choose one of {', '.join(TASKS)}")
+    raise ConfigError(f"data.task: unknown GLUE task {name!r}; choose one of {', '.join(TASKS)}")
 
 
 def get_model_classes(model_type: str) -> tuple:
     if model_type not in MODEL_CLASSES:
-        raise ValueError(
+        raise ConfigError(
             f"hyperparameters.model_type: unknown model type {model_type!r}; "
             f"choose one of {', '.join(MODEL_CLASSES)}"
         )

@@ -1,4 +1,4 @@
-"""Export a checkpoint of the trial (see checkpoint.py) as a Hugging Face model folder.
+"""Export a checkpoint of the trial (see finetuned.py) as a Hugging Face model folder.
 
     python export.py CHECKPOINT_DIR hf_model
 
@@ -20,18 +20,18 @@ import argparse
 import os
 import sys
 
-import checkpoint
+import finetuned
 
 
 def export(checkpoint_dir: str | os.PathLike, output_dir: str | os.PathLike) -> None:
-    finetuned = checkpoint.load(checkpoint_dir)
-    finetuned.model.save_pretrained(output_dir)
-    finetuned.tokenizer.save_pretrained(output_dir)
+    trained = finetuned.load(checkpoint_dir)
+    trained.model.save_pretrained(output_dir)
+    trained.tokenizer.save_pretrained(output_dir)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("checkpoint", help="a checkpoint directory (see checkpoint.py)")
+    parser.add_argument("checkpoint", help="a checkpoint directory (see finetuned.py)")
     parser.add_argument("output_dir", help="the Hugging Face model folder to write")
     args = parser.parse_args(argv)
     export(args.checkpoint, args.output_dir)

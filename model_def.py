@@ -11,6 +11,7 @@ On this machine, no cluster (Determined's Trainer API in local mode):
     python model_def.py const.yaml data.data_dir=glue_data hyperparameters.learning_rate=3e-5
     python model_def.py distributed.yaml --nproc 2              # 2 processes, torch.distributed
     python model_def.py const.yaml --metrics-out metrics.json   # save the validation metrics
+    python model_def.py const.yaml --resume <checkpoint uuid or folder>  # continue a run
 """
 
 from __future__ import annotations
@@ -31,17 +32,14 @@ import yaml
 from determined import pytorch
 from transformers import get_linear_schedule_with_warmup
 
+import checkpointing
 import constants
 import data
+import download_glue_data
 import metrics
+import pretrained
 
 logger = logging.getLogger(__name__)
-
-# Determined saves NumPy's RNG state in every checkpoint and loads checkpoints with torch.load's
-# default weights_only=True (torch >= 2.6), which refuses NumPy arrays unless they are allowed.
-torch.serialization.add_safe_globals(
-    [np._core.multiarray._reconstruct, np.ndarray, np.dtype, np.dtypes.UInt32DType]
-)
 
 # The hyperparameters and data keys the trial reads: the required ones, and every optional one
 # with its default (here and nowhere else). Any other key in the config is a mistake.
@@ -65,6 +63,13 @@ OPTIONAL_DATA = {
     "cache_dir": None,  # tokenized-feature cache; None: ~/.cache/bert_glue_features
 }
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+# What a local run reports as one line: errors in the config, the data or the download.
+USER_ERRORS = (
+    constants.ConfigError,
+    data.DataError,
+    FileNotFoundError,
+    download_glue_data.DownloadError,
+)
 
 
 def with_defaults(section: str, values: dict, required: tuple, optional: dict) -> dict:
@@ -72,12 +77,12 @@ def with_defaults(section: str, values: dict, required: tuple, optional: dict) -
     known = (*required, *optional)
     unknown = sorted(set(values) - set(known))
     if unknown:
-        raise ValueError(
+        raise constants.ConfigError(
             f"{section}: unknown key(s) {', '.join(unknown)}; known: {', '.join(known)}"
         )
     missing = [key for key in required if values.get(key) is None]
     if missing:
-        raise ValueError(f"{section}: missing required key(s) {', '.join(missing)}")
+        raise constants.ConfigError(f"{section}: missing required key(s) {', '.join(missing)}")
     return {**optional, **values}
 
 
@@ -161,7 +166,7 @@ class PortableCheckpoints(pytorch.PyTorchCallback):
 def check_batch_split(global_batch_size: int, slots: int) -> None:
     """Every slot (process) must get the same number of examples per optimizer step."""
     if global_batch_size % slots:
-        raise ValueError(
+        raise constants.ConfigError(
             f"hyperparameters.global_batch_size: {global_batch_size} examples do not split evenly "
             f"across {slots} slots (processes); use a multiple of {slots}"
         )
@@ -178,6 +183,10 @@ class BertPyTorch(pytorch.PyTorchTrial):
         self.task = constants.get_task(cfg["task"])
         self.model_type = hp["model_type"]
         _, model_class, tokenizer_class = constants.get_model_classes(self.model_type)
+        self.autocast_dtype, self.scaler = self._mixed_precision(hp["precision"])
+        pretrained.check_pretrained(
+            cfg["model_name_or_path"], self.model_type, self.task, hp["max_seq_length"]
+        )
 
         self.tokenizer = tokenizer_class.from_pretrained(cfg["model_name_or_path"])
         model = model_class.from_pretrained(
@@ -203,7 +212,6 @@ class BertPyTorch(pytorch.PyTorchTrial):
             pytorch.LRScheduler.StepMode.STEP_EVERY_BATCH,
         )
 
-        self.autocast_dtype, self.scaler = self._mixed_precision(hp["precision"])
         self.max_grad_norm = hp["max_grad_norm"]
         self.validation_history = ValidationHistory()
         self.reducer = context.wrap_reducer(
@@ -269,7 +277,7 @@ class BertPyTorch(pytorch.PyTorchTrial):
 
     def _mixed_precision(self, precision: str) -> tuple[torch.dtype | None, object | None]:
         if precision not in PRECISIONS:
-            raise ValueError(
+            raise constants.ConfigError(
                 f"hyperparameters.precision: {precision!r} is not one of {', '.join(PRECISIONS)}"
             )
         cuda = self.context.device.type == "cuda"
@@ -279,7 +287,9 @@ class BertPyTorch(pytorch.PyTorchTrial):
                 precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
         if precision == "fp16":
             if not cuda:
-                raise ValueError("hyperparameters.precision: fp16 needs a GPU; use bf16 or fp32")
+                raise constants.ConfigError(
+                    "hyperparameters.precision: fp16 needs a GPU; use bf16 or fp32"
+                )
             return torch.float16, self.context.wrap_scaler(torch.amp.GradScaler("cuda"))
         return (torch.bfloat16 if precision == "bf16" else None), None
 
@@ -331,6 +341,10 @@ class BertPyTorch(pytorch.PyTorchTrial):
             return self.model(**inputs)
 
     def train_batch(self, batch: dict[str, torch.Tensor], epoch_idx: int, batch_idx: int):
+        # Dropout draws from torch's global RNG, and a checkpoint holds rank 0's RNG state only.
+        # Seeding it from the batch and rank gives every rank of a resumed run the same masks.
+        dist = self.context.distributed
+        torch.manual_seed(self._seed() * 2**32 + batch_idx * dist.get_size() + dist.get_rank())
         loss = self._forward(batch).loss
         self.context.backward(self.scaler.scale(loss) if self.scaler else loss)
         self.context.step_optimizer(self.optimizer, clip_grads=self._clip, scaler=self.scaler)
@@ -364,7 +378,7 @@ def load_config(path: str, overrides: list[str]) -> dict:
         key, sep, value = override.partition("=")
         section, _, name = key.partition(".")
         if not sep or section not in known_sections or name not in known_sections[section]:
-            raise ValueError(
+            raise constants.ConfigError(
                 f"bad override {override!r}: expected section.key=value with section one of "
                 f"{', '.join(known_sections)} and a key the trial reads"
             )
@@ -387,7 +401,7 @@ def local_hparams(config: dict) -> dict:
     for name, value in config["hyperparameters"].items():
         if isinstance(value, dict):
             if value.get("type") != "const":
-                raise ValueError(
+                raise constants.ConfigError(
                     f"hyperparameters.{name} is searched ({value.get('type')}); a local run needs "
                     f"one value: add the override hyperparameters.{name}=<value>"
                 )
@@ -420,6 +434,12 @@ def run_local(config: dict, resume: str | None = None) -> list[dict]:
     config.setdefault("reproducibility", {}).setdefault("experiment_seed", 42)
     seed_everything(config["reproducibility"]["experiment_seed"])
     hparams = local_hparams(config)
+    checkpoint, resumed = None, contextlib.nullcontext()
+    if resume:
+        checkpoint = checkpointing.find_checkpoint(
+            resume, constants.get_task(config["data"]["task"])
+        )
+        resumed = checkpointing.starting_at(checkpointing.batches_trained(checkpoint))
     with pytorch.init(
         hparams=hparams,
         exp_conf=config,
@@ -427,26 +447,30 @@ def run_local(config: dict, resume: str | None = None) -> list[dict]:
         enable_tensorboard_logging=False,
     ) as context:
         trial = BertPyTorch(context)
-        pytorch.Trainer(trial, context).fit(
-            max_length=trial.max_length,
-            validation_period=pytorch.Epoch(1),
-            checkpoint_period=pytorch.Epoch(1),
-            checkpoint_policy="none",
-            reporting_period=pytorch.Batch(20),
-            latest_checkpoint=resume,
-        )
+        # Checkpoints copy the working directory: this one, whatever the command was run from.
+        here = checkpointing.in_directory(os.path.dirname(os.path.abspath(__file__)))
+        with checkpointing.loadable_rng_state(), resumed, here:
+            pytorch.Trainer(trial, context).fit(
+                max_length=trial.max_length,
+                validation_period=pytorch.Epoch(1),
+                checkpoint_period=pytorch.Epoch(1),
+                checkpoint_policy="none",
+                reporting_period=pytorch.Batch(20),
+                latest_checkpoint=str(checkpoint) if checkpoint else None,
+            )
     return trial.validation_history.metrics
 
 
 def run_on_cluster(info: det.ClusterInfo) -> None:
     with pytorch.init(hparams=info.trial.hparams) as context:
         trial = BertPyTorch(context)
-        pytorch.Trainer(trial, context).fit(
-            max_length=trial.max_length,
-            validation_period=pytorch.Epoch(1),
-            checkpoint_period=pytorch.Epoch(1),
-            latest_checkpoint=info.latest_checkpoint,
-        )
+        with checkpointing.loadable_rng_state():
+            pytorch.Trainer(trial, context).fit(
+                max_length=trial.max_length,
+                validation_period=pytorch.Epoch(1),
+                checkpoint_period=pytorch.Epoch(1),
+                latest_checkpoint=info.latest_checkpoint,
+            )
 
 
 def torchrun_command(nproc: int, script: str, args: list[str]) -> tuple[list[str], dict]:
@@ -473,7 +497,7 @@ def main(argv: list[str] | None = None) -> int:
         default=1,
         help="local processes, one slot each, trained together with torch.distributed (DDP)",
     )
-    parser.add_argument("--resume", help="a checkpoint directory to continue training from")
+    parser.add_argument("--resume", help="a checkpoint folder or uuid to continue training from")
     parser.add_argument("--metrics-out", help="write every validation's metrics to this JSON file")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -490,15 +514,18 @@ def main(argv: list[str] | None = None) -> int:
             "hyperparameters", local_hparams(config), REQUIRED_HPARAMS, OPTIONAL_HPARAMS
         )
         check_batch_split(hparams["global_batch_size"], args.nproc)
-    except (OSError, ValueError, yaml.YAMLError) as e:
-        parser.error(str(e))
+    except (OSError, ValueError, yaml.YAMLError) as e:  # the message names the file or key
+        sys.exit(f"error: {e}")
     if args.nproc > 1 and "LOCAL_RANK" not in os.environ:
         forwarded = [args.config, *args.overrides]
         forwarded += ["--resume", args.resume] if args.resume else []
         forwarded += ["--metrics-out", args.metrics_out] if args.metrics_out else []
         command, env = torchrun_command(args.nproc, os.path.abspath(__file__), forwarded)
         return subprocess.call(command, env=env)
-    history = run_local(config, args.resume)
+    try:
+        history = run_local(config, args.resume)
+    except USER_ERRORS as e:  # a mistake in the config or the files: the message says what
+        sys.exit(f"error: {e}")
     if history:
         logger.info(f"final validation metrics: {history[-1]}")
     if args.metrics_out and os.environ.get("RANK", "0") == "0":

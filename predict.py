@@ -1,4 +1,4 @@
-"""GLUE leaderboard submission files from a checkpoint of the trial (see checkpoint.py).
+"""GLUE leaderboard submission files from a checkpoint of the trial (see finetuned.py).
 
     python predict.py CHECKPOINT_DIR --output_dir submission
     python predict.py CHECKPOINT_DIR --output_dir submission --data_dir glue_data --zip
@@ -23,9 +23,9 @@ import zipfile
 import numpy as np
 import torch
 
-import checkpoint
 import constants
 import data
+import finetuned
 import metrics
 
 logger = logging.getLogger(__name__)
@@ -43,15 +43,15 @@ def prediction_strings(task: constants.GlueTask, logits: np.ndarray) -> list[str
 
 
 @torch.inference_mode()
-def predict_logits(finetuned: checkpoint.FineTuned, features: data.Features, batch_size: int):
+def predict_logits(trained: finetuned.FineTuned, features: data.Features, batch_size: int):
     """The model's outputs for every example, in the order of `features`.
 
     Batches are formed from examples of similar length (less padding), then put back in order.
     """
-    model, tokenizer = finetuned.model, finetuned.tokenizer
+    model, tokenizer = trained.model, trained.tokenizer
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
-    with_token_types = finetuned.hparams["model_type"] in constants.MODELS_WITH_TOKEN_TYPES
+    with_token_types = trained.hparams["model_type"] in constants.MODELS_WITH_TOKEN_TYPES
     order = torch.argsort(features.lengths, stable=True)
     loader = torch.utils.data.DataLoader(
         torch.utils.data.Subset(data.GlueDataset(features), order.tolist()),
@@ -68,13 +68,13 @@ def predict_logits(finetuned: checkpoint.FineTuned, features: data.Features, bat
 
 
 def write_predictions(
-    finetuned: checkpoint.FineTuned,
+    trained: finetuned.FineTuned,
     data_dir: str | os.PathLike,
     output_dir: str | os.PathLike,
     batch_size: int,
 ) -> list[pathlib.Path]:
     """Write one submission file per test split of the checkpoint's task; return their paths."""
-    task, data_dir = finetuned.task, pathlib.Path(data_dir)
+    task, data_dir = trained.task, pathlib.Path(data_dir)
     missing = [split.path for split in task.test.values() if not (data_dir / split.path).is_file()]
     if missing:
         raise FileNotFoundError(
@@ -85,11 +85,11 @@ def write_predictions(
     output_dir = pathlib.Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    max_seq_length = finetuned.hparams["max_seq_length"]
+    max_seq_length = trained.hparams["max_seq_length"]
     for name, split in task.test.items():
         examples = data.read_examples(task, split, data_dir)
-        features = data.featurize(examples, finetuned.tokenizer, max_seq_length)
-        predictions = prediction_strings(task, predict_logits(finetuned, features, batch_size))
+        features = data.featurize(examples, trained.tokenizer, max_seq_length)
+        predictions = prediction_strings(task, predict_logits(trained, features, batch_size))
         path = output_dir / f"{name}.tsv"
         rows = [f"{i}\t{p}" for i, p in zip(examples.index, predictions, strict=True)]
         rows.insert(0, "index\tprediction")
@@ -117,7 +117,7 @@ def zip_submission(output_dir: str | os.PathLike) -> pathlib.Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("checkpoint", help="a checkpoint directory (see checkpoint.py)")
+    parser.add_argument("checkpoint", help="a checkpoint directory (see finetuned.py)")
     parser.add_argument("--output_dir", required=True, help="where the <name>.tsv files go")
     parser.add_argument(
         "--data_dir", help="the GLUE folder with the test files (default: the checkpoint's)"
@@ -126,9 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--zip", action="store_true", help="then zip output_dir's submission")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    finetuned = checkpoint.load(args.checkpoint)
-    data_dir = args.data_dir or finetuned.data_config["data_dir"]
-    write_predictions(finetuned, data_dir, args.output_dir, args.batch_size)
+    trained = finetuned.load(args.checkpoint)
+    data_dir = args.data_dir or trained.data_config["data_dir"]
+    write_predictions(trained, data_dir, args.output_dir, args.batch_size)
     if args.zip:
         logger.info(f"wrote {zip_submission(args.output_dir)}")
     return 0

@@ -12,7 +12,10 @@ import hashlib
 import http.server
 import io
 import shutil
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 import zipfile
@@ -22,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 
 import download_glue_data as dg
 
@@ -103,7 +107,7 @@ class GlueServer:
         target.write_bytes(data)
 
     def fail(self, path: str, *faults: int | str) -> None:
-        """Answer the next requests for ``path`` with an HTTP status, "close" or "stall"."""
+        """Answer the next requests for ``path`` with an HTTP status, "close", "half" or "stall"."""
         self.faults[path] = list(faults)
 
     def url(self, path: str) -> str:
@@ -129,6 +133,16 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
             self.send_header("Content-Length", "1000")
             self.end_headers()
             self.wfile.write(b"PK" + b"\0" * 8)
+            self.close_connection = True
+            return
+        if fault == "half":  # send half the body, then hold the connection for STALL_S
+            body = (self.glue.root / path).read_bytes()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body[: len(body) // 2])
+            self.wfile.flush()
+            time.sleep(STALL_S)
             self.close_connection = True
             return
         if fault == "stall":
@@ -506,6 +520,26 @@ def test_stalled_server_times_out(
     assert time.monotonic() - started < 2 * STALL_S
     assert server.hits == Counter({AX_TSV: 2})
     assert entries(data_dir) == []
+
+
+def test_download_killed_midway_is_not_trusted_and_the_next_run_installs(
+    server: GlueServer, data_dir: Path
+) -> None:
+    server.publish(RTE_ZIP, task_zip("RTE", RTE_FILES))
+    server.fail(RTE_ZIP, "half")
+    command = [sys.executable, "download_glue_data.py", "--data_dir", str(data_dir)]
+    command += ["--tasks", "RTE", "--base_url", server.base_url]
+    run = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not list(data_dir.glob(".RTE.*/RTE.zip")) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    run.kill()  # SIGKILL while the archive is arriving
+    assert run.wait() == -signal.SIGKILL
+    assert not dg.task_is_complete("RTE", data_dir) and not (data_dir / "RTE").exists()
+    assert all(name.startswith(".RTE.") for name in entries(data_dir))  # only its staging
+    dg.ensure_task_data("RTE", data_dir, base_url=server.base_url)
+    assert tree(data_dir / "RTE") == RTE_FILES
+    assert server.hits == Counter({RTE_ZIP: 2})
 
 
 # -------------------------------------------------------------- 6. task names, base URL

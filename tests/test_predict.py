@@ -12,9 +12,9 @@ import pytest
 import torch
 from conftest import CUE
 
-import checkpoint
 import constants
 import data
+import finetuned
 import model_def
 import predict
 
@@ -55,10 +55,10 @@ def test_submission_file_names_are_the_leaderboards():
 @pytest.mark.parametrize("task_name", list(constants.TASKS))
 def test_every_task_writes_its_submission_files(task_name, train, glue_dir, tmp_path):
     task = constants.TASKS[task_name]
-    finetuned = checkpoint.load(train(task_name))
-    assert finetuned.task is task
+    trained = finetuned.load(train(task_name))
+    assert trained.task is task
 
-    written = predict.write_predictions(finetuned, glue_dir, tmp_path / "out", batch_size=5)
+    written = predict.write_predictions(trained, glue_dir, tmp_path / "out", batch_size=5)
 
     expected = {"MNLI": ["MNLI-m", "MNLI-mm", "AX"]}.get(task_name, [task_name])
     assert [p.name for p in written] == [f"{name}.tsv" for name in expected]
@@ -79,8 +79,8 @@ def test_every_task_writes_its_submission_files(task_name, train, glue_dir, tmp_
 def test_predictions_are_the_trained_labels_in_file_order(train, glue_dir, tmp_path):
     """A model that learned the cue words labels the test rows by them: names and order right."""
     task = constants.TASKS["RTE"]
-    finetuned = checkpoint.load(train("RTE", epochs=10))
-    (path,) = predict.write_predictions(finetuned, glue_dir, tmp_path, batch_size=4)
+    trained = finetuned.load(train("RTE", epochs=10))
+    (path,) = predict.write_predictions(trained, glue_dir, tmp_path, batch_size=4)
     examples = data.read_examples(task, task.test["RTE"], glue_dir)
     cue_label = {word: task.labels[i] for i, word in CUE.items() if i < task.num_labels}
     expected = [cue_label[text.split()[0]] for text in examples.text_a]
@@ -98,9 +98,9 @@ def test_prediction_strings_clip_scores_and_name_labels():
 
 
 def test_missing_test_file_says_how_to_get_it(tmp_path):
-    finetuned = checkpoint.FineTuned(constants.TASKS["MNLI"], {}, {}, model=None, tokenizer=None)
+    trained = finetuned.FineTuned(constants.TASKS["MNLI"], {}, {}, model=None, tokenizer=None)
     with pytest.raises(FileNotFoundError, match="diagnostic/diagnostic.tsv.*--tasks MNLI,diagn"):
-        predict.write_predictions(finetuned, tmp_path, tmp_path / "out", batch_size=8)
+        predict.write_predictions(trained, tmp_path, tmp_path / "out", batch_size=8)
 
 
 def test_zip_packs_every_submission_file_in_the_folder(tmp_path):
@@ -129,11 +129,11 @@ def test_checkpoint_of_a_distributed_run_loads(train, tmp_path):
     plain = state["models_state_dict"][0]
     state["models_state_dict"][0] = {f"module.{k}": v for k, v in plain.items()}
     torch.save(state, ddp / "state_dict.pth")
-    loaded = checkpoint.load(ddp).model.state_dict()
+    loaded = finetuned.load(ddp).model.state_dict()
     assert loaded.keys() == plain.keys()
     assert all(torch.equal(loaded[k], plain[k]) for k in plain)
 
 
 def test_not_a_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="expected load_data.json and state_dict.pth"):
-        checkpoint.load(tmp_path)
+        finetuned.load(tmp_path)

@@ -22,6 +22,7 @@ import pathlib
 import torch
 from transformers import PreTrainedModel
 
+import checkpointing
 import constants
 import model_def
 
@@ -63,7 +64,8 @@ def load(path: str | os.PathLike) -> FineTuned:
     model = model_class(model_def.task_model_config(task, hparams["model_type"], name))
     # Determined pickles RNG states (numpy arrays) beside the weights, which weights_only
     # refuses: load only checkpoints you trust, as with any pickle.
-    state = torch.load(files[1], map_location="cpu", weights_only=False)
+    with checkpointing.loadable_rng_state():
+        state = torch.load(files[1], map_location="cpu")
     weights = state["models_state_dict"][0]
     torch.nn.modules.utils.consume_prefix_in_state_dict_if_present(weights, "module.")  # DDP
     model.load_state_dict(weights)

@@ -1,0 +1,157 @@
+"""Every mistake in the model, the config or the data ends early in one line that says the fix."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import pytest
+import yaml
+from conftest import REPO
+from determined import pytorch
+from transformers import BertForSequenceClassification
+
+import constants
+import model_def
+import pretrained
+
+
+def model_folder(tiny_model_dir: pathlib.Path, tmp_path: pathlib.Path, *drop: str) -> str:
+    """A copy of the tiny model folder without the files named in `drop`."""
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, folder)
+    for name in drop:
+        (folder / name).unlink()
+    return str(folder)
+
+
+def classifier_folder(tiny_model_dir: pathlib.Path, tmp_path: pathlib.Path) -> str:
+    """The tiny model saved after fine-tuning for a three-label task (as an MNLI model is)."""
+    folder = model_folder(tiny_model_dir, tmp_path)
+    BertForSequenceClassification.from_pretrained(folder, num_labels=3).save_pretrained(folder)
+    return folder
+
+
+MODEL_CASES = {
+    "no-weights": (
+        lambda m, t: {"data.model_name_or_path": model_folder(m, t, "model.safetensors")},
+        r"model_name_or_path: .*/model lacks weights \(model.safetensors or ",
+    ),
+    "no-tokenizer": (
+        lambda m, t: {"data.model_name_or_path": model_folder(m, t, "vocab.txt", "tokenizer.json")},
+        r"lacks tokenizer files \(tokenizer.json or vocab.txt\)",
+    ),
+    "no-folder": (
+        lambda m, t: {"data.model_name_or_path": str(t / "bert-bse")},
+        r"model_name_or_path: no folder .*/bert-bse",
+    ),
+    "another-model-type": (
+        lambda m, t: {"hyperparameters.model_type": "roberta"},
+        r"model_type: .* is a 'bert' model, not 'roberta'",
+    ),
+    "head-with-other-label-count": (
+        lambda m, t: {"data.model_name_or_path": classifier_folder(m, t)},
+        r"is a classifier with 3 labels \(config.json id2label\) but MRPC has 2",
+    ),
+    "max-seq-length-past-positions": (
+        lambda m, t: {"hyperparameters.max_seq_length": 65},
+        r"max_seq_length: 65 is more than the 64 positions .* use at most 64",
+    ),
+    "precision": (
+        lambda m, t: {"hyperparameters.precision": "fp8"},
+        r"precision: 'fp8' is not one of auto, fp32, bf16, fp16",
+    ),
+}
+
+
+def apply(config: dict, overrides: dict) -> dict:
+    for key, value in overrides.items():
+        section, name = key.split(".")
+        config[section][name] = value
+    return config
+
+
+@pytest.mark.parametrize("case", list(MODEL_CASES))
+def test_bad_model_settings_fail_before_any_data_work(case, local_config, tiny_model_dir, tmp_path):
+    overrides, message = MODEL_CASES[case]
+    apply(local_config, overrides(tiny_model_dir, tmp_path))
+    with pytest.raises(constants.ConfigError, match=message):
+        model_def.run_local(local_config)
+    assert not (tmp_path / "xdg-cache").exists()  # nothing was tokenized or cached
+
+
+def test_batch_that_does_not_split_over_the_slots(local_config, monkeypatch):
+    local_config["hyperparameters"]["global_batch_size"] = 9
+    with pytorch.init(
+        hparams=model_def.local_hparams(local_config),
+        exp_conf=local_config,
+        enable_tensorboard_logging=False,
+    ) as context:
+        monkeypatch.setattr(context.distributed, "get_size", lambda: 2)
+        with pytest.raises(
+            constants.ConfigError,
+            match="global_batch_size: 9 examples do not split evenly across 2",
+        ):
+            model_def.BertPyTorch(context)
+
+
+def write_config(config: dict, tmp_path: pathlib.Path) -> str:
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        ({"data.task": "MRPCC"}, "error: data.task: unknown GLUE task 'MRPCC'; choose one of"),
+        ({"data.data_dri": "x"}, "error: data: unknown key(s) data_dri; known:"),
+        ({"hyperparameters.learnig_rate": 1}, "error: hyperparameters: unknown key(s) learnig"),
+        ({"data.data_dir": "EMPTY"}, "error: GLUE MRPC data not found in"),
+        ({"data.data_dir": "BAD_TSV"}, "error: BAD_TSV/MRPC/dev.tsv:22: expected 5 tab-separated"),
+    ],
+    ids=["task", "data-key", "hparam-key", "no-data", "bad-tsv"],
+)
+def test_cli_reports_user_errors_in_one_line(edit, message, local_config, glue_dir, tmp_path):
+    bad = tmp_path / "bad_glue"
+    shutil.copytree(glue_dir / "MRPC", bad / "MRPC")
+    with open(bad / "MRPC/dev.tsv", "a") as f:
+        f.write("1\tonly\tthree\n")  # line 22, after the header and 20 rows
+    paths = {"EMPTY": str(tmp_path / "empty"), "BAD_TSV": str(bad)}
+    edit = {key: paths.get(value, value) for key, value in edit.items()}
+    message = message.replace("BAD_TSV", str(bad))
+    with pytest.raises(SystemExit) as exit_:
+        model_def.main([write_config(apply(local_config, edit), tmp_path)])
+    assert str(exit_.value.code).startswith(message)
+    assert "\n" not in str(exit_.value.code)
+
+
+def test_hub_name_without_network_says_so(local_config, tmp_path):
+    local_config["data"]["model_name_or_path"] = "bert-base-uncased"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    run = subprocess.run(
+        [sys.executable, "model_def.py", write_config(local_config, tmp_path)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 1
+    last = run.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: data.model_name_or_path: 'bert-base-uncased' is not a local")
+    assert "needs the network" in last and "save_pretrained" in last
+    assert "Traceback" not in run.stderr
+
+
+def test_position_limits_of_other_model_types():
+    from transformers import RobertaConfig, XLNetConfig
+
+    roberta = RobertaConfig(max_position_embeddings=66, pad_token_id=1)  # positions from 2
+    pretrained.check_positions(roberta, "roberta", 64, "r")
+    with pytest.raises(constants.ConfigError, match="65 is more than the 64 positions r"):
+        pretrained.check_positions(roberta, "roberta", 65, "r")
+    pretrained.check_positions(XLNetConfig(), "xlnet", 4096, "x")  # relative positions: no limit

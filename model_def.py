@@ -359,8 +359,13 @@ def distributed_context() -> det.core.DistributedContext | None:
     return det.core.DistributedContext.from_torch_distributed()
 
 
-def run_local(config: dict, resume: str | None = None) -> list[dict]:
-    """Train as the config says, with no cluster; returns the metrics of every validation."""
+def run_local(
+    config: dict, resume: str | None = None, trial_class: type[BertPyTorch] = BertPyTorch
+) -> list[dict]:
+    """Train as the config says, with no cluster; returns the metrics of every validation.
+
+    trial_class lets a benchmark or test run a subclass of the trial the same way.
+    """
     config.setdefault("reproducibility", {}).setdefault("experiment_seed", 42)
     seed_everything(config["reproducibility"]["experiment_seed"])
     hparams = local_hparams(config)
@@ -370,7 +375,7 @@ def run_local(config: dict, resume: str | None = None) -> list[dict]:
         distributed=distributed_context(),
         enable_tensorboard_logging=False,
     ) as context:
-        trial = BertPyTorch(context)
+        trial = trial_class(context)
         pytorch.Trainer(trial, context).fit(
             max_length=pytorch.Epoch(hparams["num_train_epochs"]),
             validation_period=pytorch.Epoch(1),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -171,11 +172,16 @@ def featurize(examples: Examples, tokenizer, max_seq_length: int) -> Features:
     torch.cumsum(lengths, 0, out=offsets[1:])
     labels = examples.labels
     return Features(
-        input_ids=torch.tensor([t for x in ids for t in x], dtype=torch.int32),
-        token_type_ids=torch.tensor([t for x in types for t in x], dtype=torch.int8),
+        input_ids=_flatten(ids, int(offsets[-1]), np.int32),
+        token_type_ids=_flatten(types, int(offsets[-1]), np.int8),
         offsets=offsets,
         labels=torch.from_numpy(labels) if labels is not None else None,
     )
+
+
+def _flatten(rows: list[list[int]], total: int, dtype: type) -> torch.Tensor:
+    """One flat tensor of all rows, without a Python list of every token in between."""
+    return torch.from_numpy(np.fromiter(itertools.chain.from_iterable(rows), dtype, total))
 
 
 def tokenizer_fingerprint(tokenizer) -> str:

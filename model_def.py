@@ -51,10 +51,11 @@ OPTIONAL_HPARAMS = {
     "warmup_ratio": 0.0,  # share of all optimizer steps spent warming the LR up linearly
     "max_grad_norm": 1.0,  # gradient clipping, as run_glue
     "pad_to_max_length": False,  # pad every batch to max_seq_length instead of its longest
-    "group_by_length": False,  # batch examples of similar length together
-    "precision": "auto",  # auto (bf16/fp16 on GPUs, fp32 on CPUs), fp32, bf16 or fp16
-    "fused_adamw": "auto",  # auto: fused on GPUs
+    "group_by_length": True,  # batch examples of similar length together: little padding
+    "precision": "auto",  # auto: bf16 (or fp16) on GPUs, bf16 on AMX CPUs, else fp32
+    "fused_adamw": "auto",  # auto: fused on CPUs and CUDA GPUs (torch has kernels for both)
     "attn_implementation": None,  # None: transformers' default (SDPA where supported)
+    "torch_compile": False,  # compile the model: slow first steps, faster ones after (GPUs)
 }
 REQUIRED_DATA = ("task", "model_name_or_path", "data_dir")
 OPTIONAL_DATA = {
@@ -114,6 +115,11 @@ def train_length(hparams: dict, searcher: dict) -> pytorch.Epoch:
             f"{epochs}, the run's length (hyperparameters.num_train_epochs)"
         )
     return pytorch.Epoch(epochs)
+
+
+def cpu_has_amx() -> bool:
+    """Intel AMX tiles run bf16 matrix products several times faster than fp32 ones."""
+    return torch.cpu._is_amx_tile_supported()
 
 
 class GlueMetricReducer(pytorch.MetricReducer):
@@ -195,6 +201,10 @@ class BertPyTorch(pytorch.PyTorchTrial):
             attn_implementation=hp["attn_implementation"],
         )
         self.model = context.wrap_model(model)
+        if hp["torch_compile"]:
+            # In place, so checkpoints keep their keys. Per-batch padding changes the sequence
+            # length, after which torch.compile recompiles once with the length symbolic.
+            self.model.compile()
 
         self.train_set, self.dev_set = self._load_datasets(hp, cfg)
         self.pad_to = hp["max_seq_length"] if hp["pad_to_max_length"] else None
@@ -270,7 +280,7 @@ class BertPyTorch(pytorch.PyTorchTrial):
         ]
         fused = hp["fused_adamw"]
         if fused == "auto":
-            fused = self.context.device.type == "cuda"
+            fused = self.context.device.type in ("cpu", "cuda")
         return torch.optim.AdamW(
             groups, lr=hp["learning_rate"], eps=hp["adam_epsilon"], fused=bool(fused)
         )
@@ -281,10 +291,10 @@ class BertPyTorch(pytorch.PyTorchTrial):
                 f"hyperparameters.precision: {precision!r} is not one of {', '.join(PRECISIONS)}"
             )
         cuda = self.context.device.type == "cuda"
-        if precision == "auto":
-            precision = "fp32"
-            if cuda:
-                precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        if precision == "auto" and cuda:
+            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        elif precision == "auto":
+            precision = "bf16" if cpu_has_amx() else "fp32"
         if precision == "fp16":
             if not cuda:
                 raise constants.ConfigError(
@@ -429,8 +439,13 @@ def distributed_context() -> det.core.DistributedContext | None:
     return det.core.DistributedContext.from_torch_distributed()
 
 
-def run_local(config: dict, resume: str | None = None) -> list[dict]:
-    """Train as the config says, with no cluster; returns the metrics of every validation."""
+def run_local(
+    config: dict, resume: str | None = None, trial_class: type[BertPyTorch] = BertPyTorch
+) -> list[dict]:
+    """Train as the config says, with no cluster; returns the metrics of every validation.
+
+    trial_class lets a benchmark or test run a subclass of the trial the same way.
+    """
     config.setdefault("reproducibility", {}).setdefault("experiment_seed", 42)
     seed_everything(config["reproducibility"]["experiment_seed"])
     hparams = local_hparams(config)
@@ -446,7 +461,7 @@ def run_local(config: dict, resume: str | None = None) -> list[dict]:
         distributed=distributed_context(),
         enable_tensorboard_logging=False,
     ) as context:
-        trial = BertPyTorch(context)
+        trial = trial_class(context)
         # Checkpoints copy the working directory: this one, whatever the command was run from.
         here = checkpointing.in_directory(os.path.dirname(os.path.abspath(__file__)))
         with checkpointing.loadable_rng_state(), resumed, here:

@@ -150,6 +150,10 @@ def dist_config(deterministic_model_dir, tmp_path_factory) -> pathlib.Path:
         learning_rate=LEARNING_RATE,
         num_train_epochs=EPOCHS,
         max_seq_length=32,
+        # Shuffled batches of 4 per process form exactly the global batches of 8 that one
+        # process draws, so the two runs can be compared step by step, in exact fp32 maths.
+        group_by_length=False,
+        precision="fp32",
     )
     path = folder / "config.yaml"
     path.write_text(yaml.safe_dump(config))

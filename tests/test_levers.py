@@ -1,0 +1,200 @@
+"""The speed levers compute what the plain path computes, within numerical tolerance."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+from determined import pytorch
+from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+import constants
+import data
+import model_def
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_model_dir):
+    return AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+@pytest.fixture(scope="module")
+def mrpc(tokenizer, glue_dir) -> data.GlueDataset:
+    task = constants.TASKS["MRPC"]
+    return data.GlueDataset(
+        data.featurize(data.read_examples(task, task.train, glue_dir), tokenizer, 32)
+    )
+
+
+@pytest.fixture(scope="module")
+def no_dropout_model_dir(tiny_model_dir, tmp_path_factory):
+    """The tiny model without dropout, whose random masks depend on the padded shape."""
+    path = tmp_path_factory.mktemp("tiny-bert-no-dropout")
+    config = BertConfig.from_pretrained(tiny_model_dir)
+    config.hidden_dropout_prob = config.attention_probs_dropout_prob = 0.0
+    BertForSequenceClassification.from_pretrained(tiny_model_dir, config=config).save_pretrained(
+        path
+    )
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(path)
+    return path
+
+
+def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in batch.items() if k != "split"}
+
+
+def test_dynamic_padding_gives_the_logits_of_full_padding(tiny_model_dir, tokenizer, mrpc):
+    torch.manual_seed(0)
+    model = BertForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=2).eval()
+    items = [mrpc[i] for i in range(16)]
+    dynamic = data.Collator(tokenizer, with_token_types=True)(items)
+    full = data.Collator(tokenizer, with_token_types=True, pad_to=32)(items)
+    assert dynamic["input_ids"].shape[1] < 32
+    with torch.no_grad():
+        a, b = model(**model_inputs(dynamic)), model(**model_inputs(full))
+    torch.testing.assert_close(a.logits, b.logits, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(a.loss, b.loss, atol=1e-6, rtol=1e-6)
+
+
+def test_dynamic_padding_trains_like_full_padding(local_config, no_dropout_model_dir):
+    """The whole trial, padded per batch or to max_seq_length: the same run, to rounding."""
+    local_config["data"]["model_name_or_path"] = str(no_dropout_model_dir)
+    local_config["hyperparameters"].update(precision="fp32", group_by_length=False)
+    runs = []
+    for pad in (False, True):
+        local_config["hyperparameters"]["pad_to_max_length"] = pad
+        runs.append(model_def.run_local(local_config)[-1])
+    assert runs[0]["validation_loss"] == pytest.approx(runs[1]["validation_loss"], rel=1e-4)
+    assert runs[0]["acc"] == runs[1]["acc"]
+
+
+def test_bf16_autocast_loss_is_close_to_fp32(tiny_model_dir, tokenizer, mrpc):
+    torch.manual_seed(0)
+    model = BertForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=2).eval()
+    batch = model_inputs(data.Collator(tokenizer, True)([mrpc[i] for i in range(32)]))
+    with torch.no_grad():
+        fp32 = model(**batch)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            bf16 = model(**batch)
+    assert bf16.logits.dtype == torch.bfloat16  # autocast did run the layers in bf16
+    torch.testing.assert_close(bf16.logits.float(), fp32.logits, atol=3e-2, rtol=3e-2)
+    assert bf16.loss.item() == pytest.approx(fp32.loss.item(), rel=1e-2)
+
+
+def test_bf16_trial_trains_like_fp32(local_config):
+    runs = []
+    for precision in ("fp32", "bf16"):
+        local_config["hyperparameters"]["precision"] = precision
+        runs.append(model_def.run_local(local_config)[-1])
+    assert runs[1]["validation_loss"] == pytest.approx(runs[0]["validation_loss"], rel=5e-2)
+
+
+def length_grouped(lengths: torch.Tensor, seed: int = 3) -> data.LengthGroupedBatchSampler:
+    return data.LengthGroupedBatchSampler(lengths, batch_size=8, seed=seed, group_batches=4)
+
+
+LENGTHS = torch.randint(5, 120, (203,), generator=torch.Generator().manual_seed(0))
+
+
+def test_length_grouped_batches_hold_every_index_once_per_pass():
+    sampler = length_grouped(LENGTHS)
+    passes = [list(sampler) for _ in range(2)]
+    for batches in passes:
+        assert len(batches) == len(sampler) == 26  # 203 / 8, rounded up
+        assert sorted(i for b in batches for i in b) == list(range(203))
+        assert all(len(b) <= 8 for b in batches)
+    assert passes[0] != passes[1]  # every pass is shuffled anew
+
+    def padded(batches):
+        return sum(len(b) * max(LENGTHS[b]) for b in batches)
+
+    shuffled = torch.randperm(203, generator=torch.Generator().manual_seed(1)).split(8)
+    assert padded(passes[0]) < 0.8 * padded([b.tolist() for b in shuffled])
+
+
+def test_length_grouped_batches_are_deterministic_for_a_seed():
+    def two_passes(seed):
+        sampler = length_grouped(LENGTHS, seed)
+        return [list(sampler) for _ in range(2)]
+
+    assert two_passes(3) == two_passes(3)
+    assert two_passes(3) != two_passes(4)
+
+
+def batches_of(loader) -> list[list[int]]:
+    return [batch.tolist() for batch in loader]
+
+
+def test_length_grouped_batches_shard_and_resume_through_determined():
+    """Determined deals whole batches to ranks in turn and skips them on resume, seed-stable."""
+    dataset = list(range(len(LENGTHS)))  # each example is its own index
+
+    def loader(**kwargs):
+        return pytorch.DataLoader(dataset, batch_sampler=length_grouped(LENGTHS)).get_data_loader(
+            **kwargs
+        )
+
+    whole = batches_of(loader())
+    shards = [batches_of(loader(num_replicas=2, rank=rank)) for rank in (0, 1)]
+    assert shards[0] == whole[0::2] and shards[1] == whole[1::2]
+    assert sorted(i for shard in shards for b in shard for i in b) == dataset
+
+    # A restart after 33 batches (past the first pass) goes on where the first run was.
+    uninterrupted = batches_of(itertools.islice(loader(repeat=True), 60))
+    resumed = batches_of(itertools.islice(loader(repeat=True, skip=33), 27))
+    assert resumed == uninterrupted[33:]
+
+
+def test_compiled_trial_trains_like_eager(local_config, no_dropout_model_dir, monkeypatch):
+    """torch_compile captures the same computation (aot_eager: inductor's codegen takes minutes)."""
+    compiled = []
+    real_compile = torch.compile
+
+    def compile_aot_eager(model, **kwargs):
+        compiled.append(model)
+        return real_compile(model, **kwargs, backend="aot_eager")
+
+    monkeypatch.setattr(torch, "compile", compile_aot_eager)
+    local_config["data"]["model_name_or_path"] = str(no_dropout_model_dir)
+    local_config["hyperparameters"].update(num_train_epochs=1, precision="fp32")
+    runs = []
+    for torch_compile in (False, True):
+        local_config["hyperparameters"]["torch_compile"] = torch_compile
+        runs.append(model_def.run_local(local_config)[-1])
+    assert len(compiled) == 1
+    assert runs[1]["validation_loss"] == pytest.approx(runs[0]["validation_loss"], rel=1e-4)
+
+
+@pytest.mark.parametrize("amx", [True, False])
+def test_auto_levers_on_cpus(local_config, monkeypatch, amx):
+    """auto: bf16 autocast where AMX runs it natively, fp32 elsewhere; fused AdamW on CPUs."""
+    monkeypatch.setattr(model_def, "cpu_has_amx", lambda: amx)
+    with pytorch.init(
+        hparams=model_def.local_hparams(local_config),
+        exp_conf=local_config,
+        enable_tensorboard_logging=False,
+    ) as context:
+        trial = model_def.BertPyTorch(context)
+    assert trial.autocast_dtype == (torch.bfloat16 if amx else None) and trial.scaler is None
+    assert trial.optimizer.defaults["fused"]
+
+
+def test_fused_adamw_steps_like_foreach():
+    torch.manual_seed(0)
+    params = [torch.randn(50, 20), torch.randn(20)]
+    grads = [[torch.randn_like(p) for p in params] for _ in range(3)]
+    stepped = []
+    for fused in (False, True):
+        copies = [p.clone().requires_grad_() for p in params]
+        optimizer = torch.optim.AdamW(
+            copies, lr=1e-2, weight_decay=0.01, fused=fused, foreach=not fused
+        )
+        for step_grads in grads:
+            for p, g in zip(copies, step_grads, strict=True):
+                p.grad = g.clone()
+            optimizer.step()
+        stepped.append(copies)
+    for foreach, fused in zip(*stepped, strict=True):
+        torch.testing.assert_close(fused, foreach)
+    assert not torch.equal(stepped[0][0], params[0])  # the steps did move the weights

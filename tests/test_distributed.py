@@ -10,6 +10,8 @@ which split unevenly over 2 processes and over batches of 4.
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import functools
 import http.server
 import io
@@ -38,6 +40,7 @@ import model_def
 
 TASKS = ("MRPC", "CoLA", "STS-B")
 RECORDED = ("MRPC", "CoLA")  # run through distributed_worker.py; STS-B through --nproc 2
+OVERRIDES = {"CoLA": ["hyperparameters.group_by_length=true"]}  # LengthGroupedBatchSampler
 TRAIN_ROWS, DEV_ROWS = 48, 21
 GLOBAL_BATCH, EPOCHS, LEARNING_RATE = 8, 8, 3e-3
 STEPS_PER_EPOCH = TRAIN_ROWS // GLOBAL_BATCH
@@ -97,11 +100,10 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-@pytest.fixture(scope="module")
-def glue_server(tmp_path_factory):
-    """A loopback server for the GLUE files; yields its base URL and a count of requests."""
-    root = tmp_path_factory.mktemp("www")
-    for path, content in glue_files().items():
+@contextlib.contextmanager
+def serving(root: pathlib.Path, files: dict[str, bytes]):
+    """A loopback HTTP server for files; yields its base URL and a count of requests."""
+    for path, content in files.items():
         (root / path).parent.mkdir(parents=True, exist_ok=True)
         (root / path).write_bytes(content)
     hits: Counter[str] = Counter()
@@ -118,9 +120,17 @@ def glue_server(tmp_path_factory):
         ("127.0.0.1", 0), functools.partial(Handler, directory=str(root))
     )
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}", hits
-    httpd.shutdown()
-    httpd.server_close()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}", hits
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def glue_server(tmp_path_factory):
+    with serving(tmp_path_factory.mktemp("www"), glue_files()) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
@@ -178,7 +188,7 @@ def two_processes(dist_config, glue_server) -> dict:
     for task in TASKS:
         out = folder / "out" / task
         out.mkdir(parents=True)
-        args = [str(dist_config), f"data.task={task}"]
+        args = [str(dist_config), f"data.task={task}", *OVERRIDES.get(task, [])]
         if task in RECORDED:
             command, env = model_def.torchrun_command(2, worker, [str(out), *args])
         else:
@@ -403,3 +413,33 @@ def test_cache_key_ignores_what_the_tokenizer_did_before(tiny_model_dir):
     fresh = data.tokenizer_fingerprint(tokenizer)
     tokenizer(["good w1 w2"], ["w3"], truncation=True, max_length=4, padding="max_length")
     assert data.tokenizer_fingerprint(tokenizer) == fresh
+
+
+def test_nodes_sharing_a_data_dir_download_and_cache_safely(tiny_model_dir, tmp_path, monkeypatch):
+    """The first processes of 4 nodes prepare the same task at once in one (bind-mounted)
+    data_dir and feature cache: each may download and tokenize, none fails or reads a partial
+    file, and all end up with the same complete files and features."""
+    task = constants.TASKS["MRPC"]
+    data_dir, cache = tmp_path / "glue_data", tmp_path / "cache"
+
+    def node_prepares(_) -> list[data.Features]:
+        tokenizer = constants.MODEL_CLASSES["bert"][2].from_pretrained(tiny_model_dir)
+        data.prepare_data(task, data_dir, download=True)
+        return [
+            data.load_features(task, split, data_dir, tokenizer, 32, cache)
+            for split in (task.train, task.dev[""])
+        ]
+
+    with serving(tmp_path / "www", glue_files()) as (base_url, hits):
+        monkeypatch.setenv("GLUE_BASE_URL", base_url)
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            nodes = list(pool.map(node_prepares, range(4)))
+    assert 1 <= hits["glue/data/mrpc_dev_ids.tsv"] <= 4
+    for node in nodes[1:]:
+        for mine, theirs in zip(nodes[0], node, strict=True):
+            assert torch.equal(mine.input_ids, theirs.input_ids)
+            assert torch.equal(mine.labels, theirs.labels)
+    assert [p.name for p in data_dir.iterdir()] == ["MRPC"]  # no staging folders left
+    assert data.task_data_present(task, data_dir)
+    assert len(list(cache.iterdir())) == 2  # one file per split, no temporary files left

@@ -77,10 +77,11 @@ def write_predictions(
     task, data_dir = trained.task, pathlib.Path(data_dir)
     missing = [split.path for split in task.test.values() if not (data_dir / split.path).is_file()]
     if missing:
+        folders = ",".join(sorted({path.split("/")[0] for path in missing}))
         raise FileNotFoundError(
             f"test file(s) {', '.join(missing)} not found in {data_dir}; get them with "
-            f"`python download_glue_data.py --data_dir {data_dir} --tasks {task.name}"
-            f"{',diagnostic' if task.name == 'MNLI' else ''}` or pass --data_dir"
+            f"`python download_glue_data.py --data_dir {data_dir} --tasks {folders}` "
+            "or pass --data_dir"
         )
     output_dir = pathlib.Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,8 @@ Variants (each trains in a fresh process, one after the other, so none inherits 
 memory, threads or compiled code):
   project     the trial as the config says, through Determined's local Trainer
               (model_def.run_local); `project:section.key=value,...` adds config overrides
+  original    the same trial with the original example's settings: fp32, eager attention,
+              every pair padded to max_seq_length, shuffled batches, unfused AdamW
   hf_padded   a plain transformers Trainer with run_glue's defaults: every pair padded to
               max_seq_length, fp32, the Trainer's default optimizer
   hf_dynamic  the same Trainer, padding each batch to its longest pair (DataCollatorWithPadding)
@@ -12,14 +14,17 @@ All read the model, data, batch size, learning rate, epochs and seed from the sa
     python bench/train_speed.py                      # MiniLM, real MRPC, const.yaml, all three
     python bench/train_speed.py --max-steps 40       # a quick look at throughput only
     python bench/train_speed.py --variants project project:hyperparameters.precision=fp32
-    python bench/train_speed.py --model bert-base-random --max-steps 200   # GPU throughput
+    python bench/train_speed.py --model bert-base-random --max-steps 200 --variants original \
+        project hyperparameters.global_batch_size=256      # GPU throughput, every variant
 
 "to end" counts from the variant's start (model loading, tokenizing into an empty cache, and
 the validations and checkpoints the project makes at each epoch's end) to its last optimizer
 step; "train s" counts the optimizer steps only; "total s" runs to the final dev metrics.
 Peak memory: on CPUs the process's peak RSS (getrusage) with its rise over the RSS at the
-variant's start, on GPUs torch.cuda.max_memory_allocated. MFU (GPUs only) counts the model
-FLOPs of real (non-pad) tokens against the card's dense bf16 peak.
+variant's start, on GPUs torch.cuda.max_memory_allocated. "cpu s" (the variant process's CPU
+time) and "load" (the 1-minute load average as it ended) show whether other work competed.
+MFU (GPUs only) counts the model FLOPs of real (non-pad) tokens against the card's dense bf16
+peak. `original` and the Hugging Face variants are the baselines the ratios are taken against.
 """
 
 from __future__ import annotations
@@ -46,6 +51,13 @@ import metrics  # noqa: E402
 import model_def  # noqa: E402
 
 BASELINES = ("hf_padded", "hf_dynamic")
+ORIGINAL_SETTINGS = [
+    "hyperparameters.precision=fp32",
+    "hyperparameters.attn_implementation=eager",
+    "hyperparameters.pad_to_max_length=true",
+    "hyperparameters.group_by_length=false",
+    "hyperparameters.fused_adamw=false",
+]
 # Dense bf16 tensor-core peaks in TFLOP/s (no sparsity), by part of torch.cuda's device name;
 # the first match wins, so "H100 PCIe" precedes "H100" (SXM).
 GPU_BF16_PEAK_TFLOPS = {
@@ -119,6 +131,8 @@ class Result:
     peak_mib: float
     start_mib: float | None  # RSS at the start, on CPUs
     final: dict[str, float]  # dev metrics after the last epoch; empty for --max-steps runs
+    cpu_s: float  # the process's CPU time: about threads x wall when it had the cores alone
+    load: float  # the machine's 1-minute load average at the end: other work competing
 
 
 # ---------------------------------------------------------------------------------------------
@@ -247,22 +261,31 @@ def run_hf(config: dict, meter: Meter, max_steps: int | None, padded: bool) -> d
 
 
 def run_variant(spec: str, config_path: str, overrides: list[str], max_steps: int | None) -> Result:
-    start_mib = psutil.Process().memory_info().rss / 2**20
+    process = psutil.Process()
+    start_mib = process.memory_info().rss / 2**20
+    start_cpu = sum(process.cpu_times()[:2])
     meter = Meter()
     name, _, extra = spec.partition(":")
-    if name == "project":
-        config = model_def.load_config(config_path, overrides + (extra.split(",") if extra else []))
+    if name in ("project", "original"):
+        settings = ORIGINAL_SETTINGS if name == "original" else []
+        extra_overrides = extra.split(",") if extra else []
+        config = model_def.load_config(config_path, overrides + settings + extra_overrides)
         final = run_project(config, meter, max_steps)
     elif name in BASELINES and not extra:
         config = model_def.load_config(config_path, overrides)
         final = run_hf(config, meter, max_steps, padded=name == "hf_padded")
     else:
-        raise ValueError(f"unknown variant {spec!r}: project[:overrides], {', '.join(BASELINES)}")
+        raise ValueError(
+            f"unknown variant {spec!r}: project[:overrides], original[:overrides], "
+            + ", ".join(BASELINES)
+        )
     total_s = time.perf_counter() - meter.start
+    cpu_s, load = sum(process.cpu_times()[:2]) - start_cpu, os.getloadavg()[0]
     if torch.cuda.is_available():
-        return Result(spec, meter, total_s, torch.cuda.max_memory_allocated() / 2**20, None, final)
-    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10  # KiB on Linux
-    return Result(spec, meter, total_s, peak_mib, start_mib, final)
+        peak_mib, start_mib = torch.cuda.max_memory_allocated() / 2**20, None
+    else:
+        peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10  # KiB on Linux
+    return Result(spec, meter, total_s, peak_mib, start_mib, final, cpu_s, load)
 
 
 def model_path(name: str, folder: pathlib.Path, seed: int) -> str:
@@ -302,16 +325,19 @@ def peak_flops(device: str) -> float | None:
 def report(results: list[Result], device: str, max_steps: int | None) -> None:
     peak = peak_flops(device)
     memory = "peak MiB" if torch.cuda.is_available() else "peak RSS MiB (+rise)"
-    header = f"{'variant':<28} {'steps':>5} {'samples/s':>9} {'real tok/s':>10} {'real%':>5} "
-    header += f"{'train s':>8} {'to end s':>8} {'total s':>8} {memory:>20} {'acc':>6} {'F1':>6}"
-    print(f"\n{device}, torch {torch.__version__}" + (" (MFU in the last column)" if peak else ""))
+    width = max(len("variant"), *(len(r.name) for r in results))
+    header = f"{'variant':<{width}} {'steps':>5} {'samples/s':>9} {'real tok/s':>10} {'real%':>5} "
+    header += f"{'train s':>8} {'to end s':>8} {'total s':>8} {'cpu s':>7} {'load':>4} "
+    header += f"{memory:>20} {'acc':>6} {'F1':>6}"
+    print(f"\n{device}, torch {torch.__version__}")
     print(header + (f" {'MFU':>6}" if peak else ""))
     for r in results:
         m = r.meter
         rise = f" (+{r.peak_mib - r.start_mib:.0f})" if r.start_mib is not None else ""
-        line = f"{r.name:<28} {m.steps:>5} {m.samples / m.train_s:>9.1f} "
+        line = f"{r.name:<{width}} {m.steps:>5} {m.samples / m.train_s:>9.1f} "
         line += f"{m.real_tokens / m.train_s:>10.0f} {100 * m.real_tokens / m.padded_tokens:>5.1f} "
         line += f"{m.train_s:>8.1f} {m.end_of_training - m.start:>8.1f} {r.total_s:>8.1f} "
+        line += f"{r.cpu_s:>7.0f} {r.load:>4.1f} "
         line += f"{f'{r.peak_mib:.0f}{rise}':>20} "
         line += " ".join(
             f"{r.final[k]:>6.4f}" if k in r.final else f"{'-':>6}" for k in ("acc", "f1")
@@ -320,12 +346,13 @@ def report(results: list[Result], device: str, max_steps: int | None) -> None:
             line += f" {m.model_flops() / m.train_s / peak:>6.1%}"
         print(line)
     print()
-    for base in (r for r in results if r.name in BASELINES):
-        for r in (r for r in results if r.name not in BASELINES):
+    baselines = [r for r in results if r.name in BASELINES or r.name.startswith("original")]
+    for base in baselines:
+        for r in (r for r in results if r not in baselines):
+            speed = (r.meter.samples / r.meter.train_s) / (base.meter.samples / base.meter.train_s)
             to_end = (base.meter.end_of_training - base.meter.start) / (
                 r.meter.end_of_training - r.meter.start
             )
-            speed = (r.meter.samples / r.meter.train_s) / (base.meter.samples / base.meter.train_s)
             line = f"{r.name} vs {base.name}: {speed:.2f}x samples/s"
             print(line + ("" if max_steps else f", {to_end:.2f}x faster to the end of training"))
     if max_steps:

@@ -29,6 +29,7 @@ sys.path.insert(0, str(REPO))
 
 from determined import pytorch  # noqa: E402
 
+import checkpointing  # noqa: E402
 import constants  # noqa: E402
 import data  # noqa: E402
 import model_def  # noqa: E402
@@ -89,9 +90,10 @@ def run(config: pathlib.Path, nproc: int, work: pathlib.Path) -> dict:
 
 def validate_here(checkpoint: pathlib.Path) -> dict[str, float]:
     """The checkpoint's dev metrics, computed in this one process."""
-    trial = pytorch.load_trial_from_checkpoint_path(
-        str(checkpoint), trial_class=model_def.BertPyTorch
-    )
+    with checkpointing.loadable_rng_state():
+        trial = pytorch.load_trial_from_checkpoint_path(
+            str(checkpoint), trial_class=model_def.BertPyTorch
+        )
     trial.model.eval()
     with torch.no_grad():
         for i, batch in enumerate(trial.build_validation_data_loader()):

@@ -170,7 +170,14 @@ class MeteredTrial(model_def.BertPyTorch):
 
 def run_project(config: dict, meter: Meter, max_steps: int | None) -> dict[str, float]:
     MeteredTrial.meter, MeteredTrial.max_steps = meter, max_steps
-    history = model_def.run_local(config, trial_class=MeteredTrial)
+    # Determined copies the working directory into every local checkpoint: run in the
+    # experiment folder, as `python model_def.py` does, so that copy is the experiment's code.
+    cwd = os.getcwd()
+    os.chdir(REPO)
+    try:
+        history = model_def.run_local(config, trial_class=MeteredTrial)
+    finally:
+        os.chdir(cwd)
     meter.pause()
     return {} if max_steps else history[-1]
 
@@ -373,7 +380,8 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    overrides = [f"data.data_dir={args.data_dir}", "data.download_data=false", *args.overrides]
+    data_dir = os.path.abspath(args.data_dir)
+    overrides = [f"data.data_dir={data_dir}", "data.download_data=false", *args.overrides]
     if args.epochs:
         overrides.append(f"hyperparameters.num_train_epochs={args.epochs}")
     if args.precision:
@@ -384,7 +392,7 @@ def main() -> None:
         # Fresh feature caches and local checkpoints for every run of the benchmark.
         os.environ["XDG_CACHE_HOME"] = os.path.join(tmp, "cache")
         os.environ["XDG_DATA_HOME"] = os.path.join(tmp, "data")
-        model = model_path(args.model, pathlib.Path(tmp, "model"), seed)
+        model = os.path.abspath(model_path(args.model, pathlib.Path(tmp, "model"), seed))
         overrides.append(f"data.model_name_or_path={model}")
         results = []
         for spec in args.variants:

@@ -85,6 +85,7 @@ class Meter:
     train_s: float = 0.0
     end_of_training: float = 0.0
     segment_start: float | None = None
+    pending: list = dataclasses.field(default_factory=list)  # on-device sums, read when paused
     non_embedding_params: int = 0
     layers: int = 0
     hidden: int = 0
@@ -100,12 +101,11 @@ class Meter:
         """Called as an optimizer step starts, with its batch's attention mask."""
         if self.segment_start is None:
             self.segment_start = time.perf_counter()
-        lengths = attention_mask.sum(1)
         self.steps += 1
-        self.samples += len(lengths)
-        self.real_tokens += int(lengths.sum())
+        self.samples += len(attention_mask)
         self.padded_tokens += attention_mask.numel()
-        self.squared_lengths += int((lengths * lengths).sum())
+        lengths = attention_mask.sum(1)  # summed on the GPU without waiting for it
+        self.pending.append(torch.stack([lengths.sum(), (lengths * lengths).sum()]))
 
     def pause(self) -> None:
         """Called when training stops: for a validation, a checkpoint, or at its end."""
@@ -116,6 +116,10 @@ class Meter:
         self.end_of_training = time.perf_counter()
         self.train_s += self.end_of_training - self.segment_start
         self.segment_start = None
+        real_tokens, squared_lengths = torch.stack(self.pending).sum(0).tolist()
+        self.real_tokens += real_tokens
+        self.squared_lengths += squared_lengths
+        self.pending.clear()
 
     def model_flops(self) -> float:
         """Training FLOPs (forward and backward) of the real tokens: 6N per token + attention."""

@@ -21,6 +21,8 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
+from torch.nn import functional as F
+from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import Dataset, Sampler
 
 import download_glue_data
@@ -293,33 +295,58 @@ class GlueDataset(Dataset):
 
 
 class Collator:
-    """Pads a batch to its longest example (or to a fixed length) on the tokenizer's side."""
+    """Pads a batch to its longest example (or to a fixed length) on the tokenizer's side.
 
-    def __init__(self, tokenizer, with_token_types: bool, pad_to: int | None = None) -> None:
+    multiple_of rounds the padded length up: fewer distinct shapes, each of which costs the
+    kernel libraries a plan on its first use, and lengths that suit the matrix units.
+    """
+
+    def __init__(
+        self,
+        tokenizer,
+        with_token_types: bool,
+        pad_to: int | None = None,
+        multiple_of: int = 1,
+        max_length: int | None = None,
+    ) -> None:
         self.pad_id = tokenizer.pad_token_id
         self.pad_type_id = tokenizer.pad_token_type_id
-        self.left = tokenizer.padding_side == "left"
+        self.side = tokenizer.padding_side
         self.with_token_types = with_token_types
         self.pad_to = pad_to
+        self.multiple_of = multiple_of
+        self.max_length = max_length
+
+    def _width(self, rows: Sequence[torch.Tensor]) -> int:
+        """pad_to, else the longest row rounded up to multiple_of (at most max_length)."""
+        if self.pad_to:
+            return self.pad_to
+        width = -(-max(len(row) for row in rows) // self.multiple_of) * self.multiple_of
+        return min(width, self.max_length or width)
+
+    def _pad(self, rows: Sequence[torch.Tensor], value: int, width: int) -> torch.Tensor:
+        padded = pad_sequence(rows, batch_first=True, padding_value=value, padding_side=self.side)
+        extra = width - padded.shape[1]
+        if extra > 0:
+            padded = F.pad(padded, (extra, 0) if self.side == "left" else (0, extra), value=value)
+        return padded.long()  # the cache stores narrow integer types
 
     def __call__(self, items: Sequence[tuple]) -> dict[str, torch.Tensor]:
-        width = self.pad_to or max(len(ids) for ids, *_ in items)
-        input_ids = torch.full((len(items), width), self.pad_id, dtype=torch.long)
-        token_types = torch.full((len(items), width), self.pad_type_id, dtype=torch.long)
-        attention = torch.zeros((len(items), width), dtype=torch.long)
-        for row, (ids, types, _, _) in enumerate(items):
-            span = slice(width - len(ids), width) if self.left else slice(0, len(ids))
-            input_ids[row, span] = ids
-            token_types[row, span] = types
-            attention[row, span] = 1
+        ids, types, labels, splits = zip(*items, strict=True)
+        width = self._width(ids)
+        input_ids = self._pad(ids, self.pad_id, width)
+        lengths = torch.tensor([len(row) for row in ids])
+        positions = torch.arange(input_ids.shape[1])
+        if self.side == "left":
+            positions = positions.flip(0)
         batch = {
             "input_ids": input_ids,
-            "attention_mask": attention,
-            "labels": torch.stack([label for _, _, label, _ in items]),
-            "split": torch.tensor([split for *_, split in items]),
+            "attention_mask": (positions < lengths[:, None]).long(),
+            "labels": torch.stack(labels),
+            "split": torch.tensor(splits),
         }
         if self.with_token_types:
-            batch["token_type_ids"] = token_types
+            batch["token_type_ids"] = self._pad(types, self.pad_type_id, width)
         return batch
 
 

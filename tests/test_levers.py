@@ -11,6 +11,7 @@ from transformers import AutoTokenizer, BertConfig, BertForSequenceClassificatio
 
 import constants
 import data
+import fast_dropout
 import model_def
 
 
@@ -219,19 +220,21 @@ def test_compiled_trial_trains_like_eager(local_config, no_dropout_model_dir, mo
     assert runs[1]["validation_loss"] == pytest.approx(runs[0]["validation_loss"], rel=1e-4)
 
 
-@pytest.mark.parametrize("amx", [True, False])
-def test_auto_levers_on_cpus(local_config, monkeypatch, amx):
-    """auto: bf16 autocast where AMX runs it natively, fp32 elsewhere; fused AdamW on CPUs."""
-    monkeypatch.setattr(model_def, "cpu_has_amx", lambda: amx)
+@pytest.mark.parametrize("native_bf16", [True, False])
+def test_auto_levers_on_cpus(local_config, monkeypatch, native_bf16):
+    """auto: bf16 autocast where the CPU runs it natively, fp32 elsewhere; fused AdamW on CPUs."""
+    monkeypatch.setattr(model_def, "cpu_has_bf16", lambda: native_bf16)
     with pytorch.init(
         hparams=model_def.local_hparams(local_config),
         exp_conf=local_config,
         enable_tensorboard_logging=False,
     ) as context:
         trial = model_def.BertPyTorch(context)
-    assert trial.autocast_dtype == (torch.bfloat16 if amx else None) and trial.scaler is None
+    assert trial.autocast_dtype == (torch.bfloat16 if native_bf16 else None)
+    assert trial.scaler is None
     assert trial.optimizer.defaults["fused"]
-    assert trial.model.config._attn_implementation == "eager"
+    assert trial.model.config._attn_implementation == fast_dropout.ATTENTION  # eager, fast dropout
+    assert any(type(m) is fast_dropout.FastDropout for m in trial.model.modules())
     assert trial.workers == 0
 
 

@@ -45,50 +45,57 @@ def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v for k, v in batch.items() if k != "split"}
 
 
-def test_dynamic_padding_gives_the_logits_of_full_padding(tiny_model_dir, tokenizer, mrpc):
+@pytest.fixture
+def eval_model(tiny_model_dir) -> BertForSequenceClassification:
     torch.manual_seed(0)
-    model = BertForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=2).eval()
+    return BertForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=2).eval()
+
+
+def test_dynamic_padding_gives_the_logits_of_full_padding(eval_model, tokenizer, mrpc):
     items = [mrpc[i] for i in range(16)]
     dynamic = data.Collator(tokenizer, with_token_types=True)(items)
     full = data.Collator(tokenizer, with_token_types=True, pad_to=32)(items)
     assert dynamic["input_ids"].shape[1] < 32
     with torch.no_grad():
-        a, b = model(**model_inputs(dynamic)), model(**model_inputs(full))
+        a, b = eval_model(**model_inputs(dynamic)), eval_model(**model_inputs(full))
     torch.testing.assert_close(a.logits, b.logits, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(a.loss, b.loss, atol=1e-6, rtol=1e-6)
 
 
-def test_rounded_padding_gives_the_logits_of_the_longest_row(tiny_model_dir, tokenizer, mrpc):
-    torch.manual_seed(0)
-    model = BertForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=2).eval()
+def test_rounded_padding_gives_the_logits_of_the_longest_row(eval_model, tokenizer, mrpc):
     items = [mrpc[i] for i in range(16)]
     longest = data.Collator(tokenizer, with_token_types=True)(items)
     rounded = data.Collator(tokenizer, with_token_types=True, multiple_of=8)(items)
     assert rounded["input_ids"].shape[1] % 8 == 0
     assert rounded["input_ids"].shape[1] > longest["input_ids"].shape[1]
     with torch.no_grad():
-        a, b = model(**model_inputs(longest)), model(**model_inputs(rounded))
+        a, b = eval_model(**model_inputs(longest)), eval_model(**model_inputs(rounded))
     torch.testing.assert_close(a.logits, b.logits, atol=1e-5, rtol=1e-5)
 
 
 def test_eager_attention_gives_the_logits_and_gradients_of_sdpa(
     no_dropout_model_dir, tokenizer, mrpc
 ):
-    """attn_implementation auto picks eager attention on CPUs: the same model as SDPA's."""
+    """attn_implementation auto picks eager attention on CPUs, with fast dropout: the same
+    model as SDPA's."""
     collate = data.Collator(tokenizer, with_token_types=True, multiple_of=8)
     batch = model_inputs(collate([mrpc[i] for i in range(16)]))
     runs = {}
-    for name in ("sdpa", "eager"):
+    for name in ("sdpa", "eager", fast_dropout.ATTENTION):
+        torch.manual_seed(0)
         model = BertForSequenceClassification.from_pretrained(
-            no_dropout_model_dir, num_labels=2, attn_implementation=name
+            no_dropout_model_dir, num_labels=2, attn_implementation=name.split("_")[0]
         )
+        if name == fast_dropout.ATTENTION:
+            fast_dropout.use_fast_dropout(model)
         assert model.config._attn_implementation == name
         out = model(**batch)
         out.loss.backward()
         runs[name] = out.logits, [p.grad for p in model.parameters()]
-    torch.testing.assert_close(runs["sdpa"][0], runs["eager"][0], atol=1e-5, rtol=1e-5)
-    for a, b in zip(runs["sdpa"][1], runs["eager"][1], strict=True):
-        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    for name in ("eager", fast_dropout.ATTENTION):
+        torch.testing.assert_close(runs["sdpa"][0], runs[name][0], atol=1e-5, rtol=1e-5)
+        for a, b in zip(runs["sdpa"][1], runs[name][1], strict=True):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
 
 
 def test_dataloader_workers_give_the_same_batches(local_config):

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import pathlib
+import random
 
 import pytest
 import torch
 from conftest import SHARED_GLUE
-from transformers import AutoTokenizer
+from transformers import AutoTokenizer, XLMTokenizer
 
 import constants
 import data
@@ -160,18 +162,51 @@ def tokenizer(tiny_model_dir):
     return AutoTokenizer.from_pretrained(tiny_model_dir)
 
 
-def test_batched_featurization_equals_one_by_one(tokenizer, glue_dir):
-    task = constants.TASKS["MRPC"]
-    examples = data.read_examples(task, task.train, glue_dir)
-    features = data.featurize(examples, tokenizer, max_seq_length=12)
+def assert_featurized_one_by_one(features, examples, tokenizer, max_seq_length: int) -> None:
+    """features hold what the tokenizer's own call gives for each text or pair."""
     assert len(features) == len(examples.text_a)
     for i in range(len(features)):
-        one = tokenizer(examples.text_a[i], examples.text_b[i], truncation=True, max_length=12)
+        text_b = examples.text_b[i] if examples.text_b is not None else None
+        one = tokenizer(
+            examples.text_a[i],
+            text_b,
+            truncation=True,
+            max_length=max_seq_length,
+            return_token_type_ids=True,
+        )
         span = slice(features.offsets[i], features.offsets[i + 1])
         assert features.input_ids[span].tolist() == one["input_ids"]
         assert features.token_type_ids[span].tolist() == one["token_type_ids"]
-    assert features.lengths.max() == 12  # long pairs were truncated
+    assert features.lengths.max() == max_seq_length  # long texts were truncated
+
+
+@pytest.mark.parametrize(
+    ("task_name", "truncation_side"), [("MRPC", "right"), ("MRPC", "left"), ("SST-2", "right")]
+)
+def test_batched_featurization_equals_one_by_one(tokenizer, glue_dir, task_name, truncation_side):
+    """The Rust tokenizer's batch call gives what the transformers call gives for each text."""
+    task = constants.TASKS[task_name]
+    examples = data.read_examples(task, task.train, glue_dir)
+    tokenizer.truncation_side = truncation_side
+    features = data.featurize(examples, tokenizer, max_seq_length=8)
+    assert_featurized_one_by_one(features, examples, tokenizer, 8)
     assert features.labels.tolist() == examples.labels.tolist()
+
+
+def test_python_tokenizers_featurize_through_their_call(tmp_path):
+    """XLM has only a Python tokenizer (no Rust backend): the same ids through its call."""
+    letters = "abcdef"
+    vocab = ["<s>", "</s>", "<pad>", "<unk>", *(f"{c}</w>" for c in letters)]
+    (tmp_path / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}))
+    (tmp_path / "merges.txt").write_text("")
+    tokenizer = XLMTokenizer(str(tmp_path / "vocab.json"), str(tmp_path / "merges.txt"))
+    assert getattr(tokenizer, "backend_tokenizer", None) is None
+    rng = random.Random(0)
+    texts = [" ".join(rng.choices(letters, k=rng.randint(1, 9))) for _ in range(40)]
+    examples = data.Examples(texts[:20], texts[20:], None, [str(i) for i in range(20)])
+    features = data.featurize(examples, tokenizer, max_seq_length=10)
+    assert_featurized_one_by_one(features, examples, tokenizer, 10)
+    assert features.labels is None
 
 
 def test_feature_cache_is_reused_only_when_nothing_changed(

@@ -6,6 +6,7 @@ import pathlib
 
 import pytest
 import torch
+from conftest import local_context
 
 import constants
 import model_def
@@ -63,11 +64,7 @@ def test_schedule_spans_exactly_the_run(local_config, monkeypatch):
 
 def test_no_weight_decay_on_biases_and_layer_norm(local_config):
     local_config["hyperparameters"]["weight_decay"] = 0.01
-    with model_def.pytorch.init(
-        hparams=model_def.local_hparams(local_config),
-        exp_conf=local_config,
-        enable_tensorboard_logging=False,
-    ) as context:
+    with local_context(local_config) as context:
         trial = model_def.BertPyTorch(context)
     decayed, plain = trial.optimizer.param_groups
     names = {id(p): n for n, p in trial.model.named_parameters()}

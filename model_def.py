@@ -121,6 +121,11 @@ def train_length(hparams: dict, searcher: dict) -> pytorch.Epoch:
     return pytorch.Epoch(epochs)
 
 
+def resolve_auto(choice, default):
+    """A lever's setting, with "auto" replaced by the default for this device."""
+    return default if choice == "auto" else choice
+
+
 def cpu_has_bf16() -> bool:
     """Whether the CPU multiplies bf16 matrices natively: AMX tiles (Intel) or AVX-512 BF16
     (Intel, AMD Zen 4 and later). There bf16 autocast trains 1.7-2x faster than fp32;
@@ -201,13 +206,16 @@ class BertPyTorch(pytorch.PyTorchTrial):
         )
 
         self.tokenizer = tokenizer_class.from_pretrained(cfg["model_name_or_path"])
+        cpu = context.device.type == "cpu"
         model = model_class.from_pretrained(
             cfg["model_name_or_path"],
             config=task_model_config(self.task, self.model_type, cfg["model_name_or_path"]),
-            attn_implementation=self._attn_implementation(hp["attn_implementation"]),
+            # Eager attention on CPUs, where torch's SDPA backward is slow: eager trains MiniLM
+            # 1.17x (AMD, AVX-512) to 1.46x (Intel, AMX) faster in bf16. On GPUs None:
+            # transformers' default, SDPA.
+            attn_implementation=resolve_auto(hp["attn_implementation"], "eager" if cpu else None),
         )
-        fast = hp["fast_dropout"]
-        if fast is True or (fast == "auto" and self.context.device.type == "cpu"):
+        if resolve_auto(hp["fast_dropout"], cpu):  # eager attention too, where it can
             fast_dropout.use_fast_dropout(model)
         self.model = context.wrap_model(model)
         if hp["torch_compile"]:
@@ -224,9 +232,7 @@ class BertPyTorch(pytorch.PyTorchTrial):
             max_length=hp["max_seq_length"],
         )
         self.group_by_length = hp["group_by_length"]
-        self.workers = hp["dataloader_workers"]
-        if self.workers == "auto":
-            self.workers = 2 if self.context.device.type == "cuda" else 0
+        self.workers = resolve_auto(hp["dataloader_workers"], 0 if cpu else 2)
 
         self.optimizer = context.wrap_optimizer(self._build_optimizer(hp))
         self.max_length = train_length(hp, context.get_experiment_config()["searcher"])
@@ -296,9 +302,7 @@ class BertPyTorch(pytorch.PyTorchTrial):
                 "weight_decay": 0.0,
             },
         ]
-        fused = hp["fused_adamw"]
-        if fused == "auto":
-            fused = self.context.device.type in ("cpu", "cuda")
+        fused = resolve_auto(hp["fused_adamw"], self.context.device.type in ("cpu", "cuda"))
         return torch.optim.AdamW(
             groups, lr=hp["learning_rate"], eps=hp["adam_epsilon"], fused=bool(fused)
         )
@@ -320,14 +324,6 @@ class BertPyTorch(pytorch.PyTorchTrial):
                 )
             return torch.float16, self.context.wrap_scaler(torch.amp.GradScaler("cuda"))
         return (torch.bfloat16 if precision == "bf16" else None), None
-
-    def _attn_implementation(self, choice: str | None) -> str | None:
-        """auto: transformers' default (SDPA) on GPUs; eager attention on CPUs, where torch's
-        SDPA backward is slow: eager trains MiniLM 1.17x (AMD, AVX-512) to 1.46x (Intel, AMX)
-        faster in bf16. fast_dropout may then swap in its own eager attention."""
-        if choice != "auto":
-            return choice
-        return "eager" if self.context.device.type == "cpu" else None
 
     def _autocast(self):
         if self.autocast_dtype is None:
@@ -468,6 +464,16 @@ def distributed_context() -> det.core.DistributedContext | None:
     return det.core.DistributedContext.from_torch_distributed()
 
 
+def local_context(config: dict, distributed: det.core.DistributedContext | None = None):
+    """The trial context of a local run (no cluster) of this config: a context manager."""
+    return pytorch.init(
+        hparams=local_hparams(config),
+        exp_conf=config,
+        distributed=distributed,
+        enable_tensorboard_logging=False,
+    )
+
+
 def run_local(
     config: dict, resume: str | None = None, trial_class: type[BertPyTorch] = BertPyTorch
 ) -> list[dict]:
@@ -477,19 +483,13 @@ def run_local(
     """
     config.setdefault("reproducibility", {}).setdefault("experiment_seed", 42)
     seed_everything(config["reproducibility"]["experiment_seed"])
-    hparams = local_hparams(config)
     checkpoint, resumed = None, contextlib.nullcontext()
     if resume:
         checkpoint = checkpointing.find_checkpoint(
             resume, constants.get_task(config["data"]["task"])
         )
         resumed = checkpointing.starting_at(checkpointing.batches_trained(checkpoint))
-    with pytorch.init(
-        hparams=hparams,
-        exp_conf=config,
-        distributed=distributed_context(),
-        enable_tensorboard_logging=False,
-    ) as context:
+    with local_context(config, distributed_context()) as context:
         trial = trial_class(context)
         # Checkpoints copy the working directory: this one, whatever the command was run from.
         here = checkpointing.in_directory(os.path.dirname(os.path.abspath(__file__)))

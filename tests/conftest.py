@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import pathlib
 import random
 
@@ -11,7 +10,6 @@ import yaml
 from transformers import BertConfig, BertModel, BertTokenizer
 
 import constants
-import model_def
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED_GLUE = REPO.parent / "shared" / "glue_data"
@@ -98,14 +96,3 @@ def local_config(tiny_model_dir, glue_dir, tmp_path, monkeypatch) -> dict:
         global_batch_size=8, learning_rate=3e-3, num_train_epochs=2, max_seq_length=32
     )
     return config
-
-
-@contextlib.contextmanager
-def local_context(config: dict):
-    """A local-mode trial context for the config, opened as model_def.run_local opens it."""
-    with model_def.pytorch.init(
-        hparams=model_def.local_hparams(config),
-        exp_conf=config,
-        enable_tensorboard_logging=False,
-    ) as context:
-        yield context

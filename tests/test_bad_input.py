@@ -10,7 +10,7 @@ import sys
 
 import pytest
 import yaml
-from conftest import REPO, local_context
+from conftest import REPO
 from transformers import BertForSequenceClassification
 
 import constants
@@ -84,7 +84,7 @@ def test_bad_model_settings_fail_before_any_data_work(case, local_config, tiny_m
 
 def test_batch_that_does_not_split_over_the_slots(local_config, monkeypatch):
     local_config["hyperparameters"]["global_batch_size"] = 9
-    with local_context(local_config) as context:
+    with model_def.local_context(local_config) as context:
         monkeypatch.setattr(context.distributed, "get_size", lambda: 2)
         with pytest.raises(
             constants.ConfigError,

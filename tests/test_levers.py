@@ -6,7 +6,6 @@ import itertools
 
 import pytest
 import torch
-from conftest import local_context
 from determined import pytorch
 from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
@@ -104,7 +103,7 @@ def test_dataloader_workers_give_the_same_batches(local_config):
     batches = []
     for workers in (0, 2):
         local_config["hyperparameters"]["dataloader_workers"] = workers
-        with local_context(local_config) as context:
+        with model_def.local_context(local_config) as context:
             trial = model_def.BertPyTorch(context)
             loader = trial.build_training_data_loader().get_data_loader(repeat=True)
             assert loader.num_workers == workers
@@ -228,7 +227,7 @@ def test_compiled_trial_trains_like_eager(local_config, no_dropout_model_dir, mo
 def test_auto_levers_on_cpus(local_config, monkeypatch, native_bf16):
     """auto: bf16 autocast where the CPU runs it natively, fp32 elsewhere; fused AdamW on CPUs."""
     monkeypatch.setattr(model_def, "cpu_has_bf16", lambda: native_bf16)
-    with local_context(local_config) as context:
+    with model_def.local_context(local_config) as context:
         trial = model_def.BertPyTorch(context)
     assert trial.autocast_dtype == (torch.bfloat16 if native_bf16 else None)
     assert trial.scaler is None

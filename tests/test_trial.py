@@ -6,7 +6,6 @@ import pathlib
 
 import pytest
 import torch
-from conftest import local_context
 
 import constants
 import model_def
@@ -64,7 +63,7 @@ def test_schedule_spans_exactly_the_run(local_config, monkeypatch):
 
 def test_no_weight_decay_on_biases_and_layer_norm(local_config):
     local_config["hyperparameters"]["weight_decay"] = 0.01
-    with local_context(local_config) as context:
+    with model_def.local_context(local_config) as context:
         trial = model_def.BertPyTorch(context)
     decayed, plain = trial.optimizer.param_groups
     names = {id(p): n for n, p in trial.model.named_parameters()}

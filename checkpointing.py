@@ -27,9 +27,14 @@ from constants import ConfigError
 LOCAL_TRIAL_ID = 0  # the trial id Determined's local Trainer saves and expects
 
 
+def storage_dir() -> pathlib.Path:
+    """Where local runs save checkpoints: Determined's default, $XDG_DATA_HOME/determined."""
+    return pathlib.Path(appdirs.user_data_dir("determined"))
+
+
 def find_checkpoint(name: str, task: constants.GlueTask) -> pathlib.Path:
     """--resume's argument, a checkpoint folder or the uuid of a local one, checked for `task`."""
-    storage = pathlib.Path(appdirs.user_data_dir("determined"))  # where local runs save
+    storage = storage_dir()
     # Determined's restore_path insists on this folder, even for a checkpoint outside it.
     storage.mkdir(parents=True, exist_ok=True)
     path = pathlib.Path(name).expanduser()

@@ -21,6 +21,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
+import tqdm
 from torch.nn import functional as F
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import Dataset, Sampler
@@ -156,7 +157,16 @@ def featurize(examples: Examples, tokenizer, max_seq_length: int) -> Features:
     """Tokenize all pairs with the batched tokenizer, truncating each pair to max_seq_length."""
     ids: list[list[int]] = []
     types: list[list[int]] = []
-    for start in range(0, len(examples.text_a), TOKENIZE_CHUNK):
+    count = len(examples.text_a)
+    # A bar on terminals only (disable=None), and only where it takes more than a moment.
+    bar = tqdm.tqdm(
+        total=count,
+        desc="featurizing",
+        unit="pair",
+        leave=False,
+        disable=count <= TOKENIZE_CHUNK or None,
+    )
+    for start in range(0, count, TOKENIZE_CHUNK):
         end = start + TOKENIZE_CHUNK
         text_b = examples.text_b[start:end] if examples.text_b is not None else None
         chunk_ids, chunk_types = encode(
@@ -164,6 +174,8 @@ def featurize(examples: Examples, tokenizer, max_seq_length: int) -> Features:
         )
         ids += chunk_ids
         types += chunk_types
+        bar.update(len(chunk_ids))
+    bar.close()
     lengths = torch.tensor([len(x) for x in ids], dtype=torch.int64)
     offsets = torch.zeros(len(ids) + 1, dtype=torch.int64)
     torch.cumsum(lengths, 0, out=offsets[1:])
@@ -257,7 +269,9 @@ def load_features(
     cached = _read_cache(cache_file, key)
     if cached is not None:
         return cached
-    features = featurize(read_examples(task, split, data_dir), tokenizer, max_seq_length)
+    examples = read_examples(task, split, data_dir)
+    logger.info(f"featurizing {len(examples.text_a)} examples of {path} into {cache_file}")
+    features = featurize(examples, tokenizer, max_seq_length)
     _write_cache(cache_file, key, features)
     return features
 

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import requests
+import tqdm
 
 DEFAULT_BASE_URL = "https://dl.fbaipublicfiles.com"
 BASE_URL_ENV = "GLUE_BASE_URL"
@@ -368,11 +369,15 @@ def _fetch_once(url: str, dest: Path) -> tuple[int, str]:
     try:
         with requests.get(url, stream=True, timeout=TIMEOUT_S) as resp:
             _check_status(url, resp)
-            with open(dest, "wb") as fh:
+            total = int(resp.headers.get("content-length", 0)) or None
+            name = url.rsplit("/", 1)[-1]
+            bar_args = {"unit": "B", "unit_scale": True, "leave": False, "disable": None}
+            with open(dest, "wb") as fh, tqdm.tqdm(total=total, desc=name, **bar_args) as bar:
                 for chunk in resp.iter_content(CHUNK_BYTES):
                     fh.write(chunk)
                     digest.update(chunk)
                     size += len(chunk)
+                    bar.update(len(chunk))
     except (
         requests.ConnectionError,
         requests.Timeout,

@@ -25,6 +25,7 @@ from transformers import PreTrainedModel
 import checkpointing
 import constants
 import model_def
+import trial_config
 
 
 @dataclasses.dataclass
@@ -45,18 +46,8 @@ def load(path: str | os.PathLike) -> FineTuned:
             "state_dict.pth); download a cluster checkpoint with `det checkpoint download UUID`"
         )
     load_data = json.loads(files[0].read_text())
-    hparams = model_def.with_defaults(
-        "hyperparameters",
-        load_data["hparams"],
-        model_def.REQUIRED_HPARAMS,
-        model_def.OPTIONAL_HPARAMS,
-    )
-    data_config = model_def.with_defaults(
-        "data",
-        load_data["experiment_config"]["data"],
-        model_def.REQUIRED_DATA,
-        model_def.OPTIONAL_DATA,
-    )
+    hparams = trial_config.hyperparameters(load_data["hparams"])
+    data_config = trial_config.data_config(load_data["experiment_config"]["data"])
     task = constants.get_task(data_config["task"])
     name = data_config["model_name_or_path"]
     _, model_class, tokenizer_class = constants.get_model_classes(hparams["model_type"])

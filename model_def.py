@@ -16,79 +16,29 @@ On this machine, no cluster (Determined's Trainer API in local mode):
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import json
 import logging
-import os
-import socket
-import subprocess
 import sys
+import time
 
 import determined as det
 import numpy as np
 import torch
-import yaml
 from determined import pytorch
 from transformers import get_linear_schedule_with_warmup
 
 import checkpointing
 import constants
 import data
-import download_glue_data
 import fast_dropout
+import local_run
 import metrics
 import pretrained
+import trial_config
 
 logger = logging.getLogger(__name__)
 
-# The hyperparameters and data keys the trial reads: the required ones, and every optional one
-# with its default (here and nowhere else). Any other key in the config is a mistake.
-REQUIRED_HPARAMS = ("global_batch_size", "learning_rate", "num_train_epochs", "model_type")
-OPTIONAL_HPARAMS = {
-    "max_seq_length": 128,  # tokens per pair, after truncation
-    "adam_epsilon": 1e-8,
-    "weight_decay": 0.0,  # never applied to biases and LayerNorm weights
-    "warmup_ratio": 0.0,  # share of all optimizer steps spent warming the LR up linearly
-    "max_grad_norm": 1.0,  # gradient clipping, as run_glue
-    "pad_to_max_length": False,  # pad every batch to max_seq_length instead of its longest
-    "pad_to_multiple_of": 8,  # round a batch's padded length up: few shapes for the kernels
-    "group_by_length": True,  # batch examples of similar length together: little padding
-    "precision": "auto",  # auto: bf16 (or fp16) on GPUs and on CPUs with native bf16, else fp32
-    "fused_adamw": "auto",  # auto: fused on CPUs and CUDA GPUs (torch has kernels for both)
-    "fast_dropout": "auto",  # auto: on CPUs, where torch's dropout draws slowly (fast_dropout.py)
-    "attn_implementation": "auto",  # auto: SDPA on GPUs, eager on CPUs; or eager, sdpa
-    "dataloader_workers": "auto",  # auto: 2 on GPUs, to batch while the GPU steps; 0 on CPUs
-    "torch_compile": False,  # compile the model: slow first steps, faster ones after (GPUs)
-}
-REQUIRED_DATA = ("task", "model_name_or_path", "data_dir")
-OPTIONAL_DATA = {
-    "download_data": False,  # fetch the task's files into data_dir when they are missing
-    "path_to_mrpc": "",  # a folder with msr_paraphrase_{train,test}.txt, instead of downloading
-    "cache_dir": None,  # tokenized-feature cache; None: ~/.cache/bert_glue_features
-}
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-# What a local run reports as one line: errors in the config, the data or the download.
-USER_ERRORS = (
-    constants.ConfigError,
-    data.DataError,
-    FileNotFoundError,
-    download_glue_data.DownloadError,
-)
-
-
-def with_defaults(section: str, values: dict, required: tuple, optional: dict) -> dict:
-    """values with defaults filled in; an unknown or missing key is an error that names it."""
-    known = (*required, *optional)
-    unknown = sorted(set(values) - set(known))
-    if unknown:
-        raise constants.ConfigError(
-            f"{section}: unknown key(s) {', '.join(unknown)}; known: {', '.join(known)}"
-        )
-    missing = [key for key in required if values.get(key) is None]
-    if missing:
-        raise constants.ConfigError(f"{section}: missing required key(s) {', '.join(missing)}")
-    return {**optional, **values}
 
 
 def task_model_config(task: constants.GlueTask, model_type: str, model_name_or_path: str):
@@ -102,23 +52,6 @@ def task_model_config(task: constants.GlueTask, model_type: str, model_name_or_p
         label2id={label: i for i, label in enumerate(label_names)},
         problem_type="regression" if task.is_regression else "single_label_classification",
     )
-
-
-def train_length(hparams: dict, searcher: dict) -> pytorch.Epoch:
-    """The run's length: hyperparameters.num_train_epochs, over which the LR schedule runs.
-
-    A searcher that stops trials early (adaptive_asha) counts progress in searcher.time_metric
-    up to searcher.max_time; those must be the same epochs, or its rungs would fall elsewhere
-    than the trial's schedule (Determined itself only logs a warning).
-    """
-    epochs = hparams["num_train_epochs"]
-    time_metric, max_time = searcher.get("time_metric"), searcher.get("max_time")
-    if time_metric is not None and (time_metric, max_time) != ("epochs", epochs):
-        raise ValueError(
-            f"searcher: time_metric {time_metric!r} and max_time {max_time} must be 'epochs' and "
-            f"{epochs}, the run's length (hyperparameters.num_train_epochs)"
-        )
-    return pytorch.Epoch(epochs)
 
 
 def resolve_auto(choice, default):
@@ -160,16 +93,6 @@ class GlueMetricReducer(pytorch.MetricReducer):
         return metrics.compute_split_metrics(self.task, splits, logits, labels)
 
 
-class ValidationHistory(pytorch.PyTorchCallback):
-    """Keeps every validation's metrics, so a local run can return and print them."""
-
-    def __init__(self) -> None:
-        self.metrics: list[dict] = []
-
-    def on_validation_end(self, metrics: dict) -> None:
-        self.metrics.append(metrics)
-
-
 class PortableCheckpoints(pytorch.PyTorchCallback):
     """Saves the weights without DDP's "module." prefix, so that a checkpoint loads alike in one
     process (Trainer or pytorch.load_trial_from_checkpoint_path) or in several (where Determined
@@ -180,23 +103,12 @@ class PortableCheckpoints(pytorch.PyTorchCallback):
             torch.nn.modules.utils.consume_prefix_in_state_dict_if_present(state, "module.")
 
 
-def check_batch_split(global_batch_size: int, slots: int) -> None:
-    """Every slot (process) must get the same number of examples per optimizer step."""
-    if global_batch_size % slots:
-        raise constants.ConfigError(
-            f"hyperparameters.global_batch_size: {global_batch_size} examples do not split evenly "
-            f"across {slots} slots (processes); use a multiple of {slots}"
-        )
-
-
 class BertPyTorch(pytorch.PyTorchTrial):
     def __init__(self, context: pytorch.PyTorchTrialContext) -> None:
         self.context = context
-        hp = with_defaults(
-            "hyperparameters", context.get_hparams(), REQUIRED_HPARAMS, OPTIONAL_HPARAMS
-        )
-        cfg = with_defaults("data", context.get_data_config(), REQUIRED_DATA, OPTIONAL_DATA)
-        check_batch_split(hp["global_batch_size"], context.distributed.get_size())
+        hp = trial_config.hyperparameters(context.get_hparams())
+        cfg = trial_config.data_config(context.get_data_config())
+        trial_config.check_batch_split(hp["global_batch_size"], context.distributed.get_size())
         self.task = constants.get_task(cfg["task"])
         self.model_type = hp["model_type"]
         _, model_class, tokenizer_class = constants.get_model_classes(self.model_type)
@@ -223,7 +135,9 @@ class BertPyTorch(pytorch.PyTorchTrial):
             # length, after which torch.compile recompiles once with the length symbolic.
             self.model.compile()
 
+        started = time.perf_counter()
         self.train_set, self.dev_set = self._load_datasets(hp, cfg)
+        self.data_seconds = time.perf_counter() - started  # downloading and featurizing
         self.collate = data.Collator(
             self.tokenizer,
             with_token_types=self.model_type in constants.MODELS_WITH_TOKEN_TYPES,
@@ -235,28 +149,24 @@ class BertPyTorch(pytorch.PyTorchTrial):
         self.workers = resolve_auto(hp["dataloader_workers"], 0 if cpu else 2)
 
         self.optimizer = context.wrap_optimizer(self._build_optimizer(hp))
-        self.max_length = train_length(hp, context.get_experiment_config()["searcher"])
-        total_steps = self.max_length.value * self._steps_per_epoch()
+        self.max_length = trial_config.train_length(hp, context.get_experiment_config()["searcher"])
+        self.total_steps = self.max_length.value * self._steps_per_epoch()
         self.lr_scheduler = context.wrap_lr_scheduler(
             get_linear_schedule_with_warmup(
                 self.optimizer,
-                num_warmup_steps=round(hp["warmup_ratio"] * total_steps),
-                num_training_steps=total_steps,
+                num_warmup_steps=round(hp["warmup_ratio"] * self.total_steps),
+                num_training_steps=self.total_steps,
             ),
             pytorch.LRScheduler.StepMode.STEP_EVERY_BATCH,
         )
 
         self.max_grad_norm = hp["max_grad_norm"]
-        self.validation_history = ValidationHistory()
         self.reducer = context.wrap_reducer(
             GlueMetricReducer(self.task), name=None, for_training=False
         )
 
     def build_callbacks(self) -> dict[str, pytorch.PyTorchCallback]:
-        return {
-            "validation_history": self.validation_history,
-            "portable_checkpoints": PortableCheckpoints(),
-        }
+        return {"portable_checkpoints": PortableCheckpoints()}
 
     def _load_datasets(
         self, hp: dict, cfg: dict
@@ -396,115 +306,6 @@ class BertPyTorch(pytorch.PyTorchTrial):
         return {}
 
 
-# ---------------------------------------------------------------------------------------------
-# Running the trial: on a cluster (launched by the configs' entrypoint) or locally.
-
-
-def load_config(path: str, overrides: list[str]) -> dict:
-    """The YAML config with `section.key=value` overrides applied (values parsed as YAML)."""
-    with open(path) as f:
-        config = yaml.safe_load(f)
-    known_sections = {
-        "hyperparameters": (*REQUIRED_HPARAMS, *OPTIONAL_HPARAMS),
-        "data": (*REQUIRED_DATA, *OPTIONAL_DATA),
-        "reproducibility": ("experiment_seed",),
-    }
-    for override in overrides:
-        key, sep, value = override.partition("=")
-        section, _, name = key.partition(".")
-        if not sep or section not in known_sections or name not in known_sections[section]:
-            raise constants.ConfigError(
-                f"bad override {override!r}: expected section.key=value with section one of "
-                f"{', '.join(known_sections)} and a key the trial reads"
-            )
-        config.setdefault(section, {})[name] = parse_value(value)
-    return config
-
-
-def parse_value(text: str):
-    """A YAML scalar, reading 3e-5 as a number too (YAML 1.1 wants 3.0e-5)."""
-    value = yaml.safe_load(text)
-    if isinstance(value, str):
-        with contextlib.suppress(ValueError):
-            return float(value)
-    return value
-
-
-def local_hparams(config: dict) -> dict:
-    """Hyperparameter values for a local run: constants as they are, `const` ones unwrapped."""
-    hparams = {}
-    for name, value in config["hyperparameters"].items():
-        if isinstance(value, dict):
-            if value.get("type") != "const":
-                raise constants.ConfigError(
-                    f"hyperparameters.{name} is searched ({value.get('type')}); a local run needs "
-                    f"one value: add the override hyperparameters.{name}=<value>"
-                )
-            value = value["val"]
-        hparams[name] = value
-    return hparams
-
-
-def seed_everything(seed: int) -> None:
-    """What Determined does on a cluster before building the trial, for local runs."""
-    import random
-
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def distributed_context() -> det.core.DistributedContext | None:
-    """A torch.distributed context when launched by torchrun (e.g. --nproc), else None."""
-    if "LOCAL_RANK" not in os.environ:
-        return None
-    os.environ["USE_TORCH_DISTRIBUTED"] = "1"  # DDP; Determined refuses several processes without
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    torch.distributed.init_process_group(backend=backend)
-    return det.core.DistributedContext.from_torch_distributed()
-
-
-def local_context(config: dict, distributed: det.core.DistributedContext | None = None):
-    """The trial context of a local run (no cluster) of this config: a context manager."""
-    return pytorch.init(
-        hparams=local_hparams(config),
-        exp_conf=config,
-        distributed=distributed,
-        enable_tensorboard_logging=False,
-    )
-
-
-def run_local(
-    config: dict, resume: str | None = None, trial_class: type[BertPyTorch] = BertPyTorch
-) -> list[dict]:
-    """Train as the config says, with no cluster; returns the metrics of every validation.
-
-    trial_class lets a benchmark or test run a subclass of the trial the same way.
-    """
-    config.setdefault("reproducibility", {}).setdefault("experiment_seed", 42)
-    seed_everything(config["reproducibility"]["experiment_seed"])
-    checkpoint, resumed = None, contextlib.nullcontext()
-    if resume:
-        checkpoint = checkpointing.find_checkpoint(
-            resume, constants.get_task(config["data"]["task"])
-        )
-        resumed = checkpointing.starting_at(checkpointing.batches_trained(checkpoint))
-    with local_context(config, distributed_context()) as context:
-        trial = trial_class(context)
-        # Checkpoints copy the working directory: this one, whatever the command was run from.
-        here = checkpointing.in_directory(os.path.dirname(os.path.abspath(__file__)))
-        with checkpointing.loadable_rng_state(), resumed, here:
-            pytorch.Trainer(trial, context).fit(
-                max_length=trial.max_length,
-                validation_period=pytorch.Epoch(1),
-                checkpoint_period=pytorch.Epoch(1),
-                checkpoint_policy="none",
-                reporting_period=pytorch.Batch(20),
-                latest_checkpoint=str(checkpoint) if checkpoint else None,
-            )
-    return trial.validation_history.metrics
-
-
 def run_on_cluster(info: det.ClusterInfo) -> None:
     with pytorch.init(hparams=info.trial.hparams) as context:
         trial = BertPyTorch(context)
@@ -517,65 +318,13 @@ def run_on_cluster(info: det.ClusterInfo) -> None:
             )
 
 
-def torchrun_command(nproc: int, script: str, args: list[str]) -> tuple[list[str], dict]:
-    """The command and environment that run `script args` in nproc local processes (torchrun)."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-    command += [f"--nproc_per_node={nproc}", script, *args]
-    # Determined's processes also talk over two TCP ports, fixed unless these variables say
-    # otherwise; free ones let several local runs share a machine.
-    with socket.socket() as pub, socket.socket() as pull:
-        pub.bind(("", 0))
-        pull.bind(("", 0))
-        ports = pub.getsockname()[1], pull.getsockname()[1]
-    env = {f"INTER_TRAIN_PROCESS_COMM_PORT_{i}": str(port) for i, port in enumerate(ports, 1)}
-    return command, {**os.environ, **env}
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("config", nargs="?", default="const.yaml", help="experiment config YAML")
-    parser.add_argument("overrides", nargs="*", help="section.key=value, e.g. data.task=RTE")
-    parser.add_argument(
-        "--nproc",
-        type=int,
-        default=1,
-        help="local processes, one slot each, trained together with torch.distributed (DDP)",
-    )
-    parser.add_argument("--resume", help="a checkpoint folder or uuid to continue training from")
-    parser.add_argument("--metrics-out", help="write every validation's metrics to this JSON file")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-
     info = det.get_cluster_info()
     if info is not None and info.task_type == "TRIAL":
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
         run_on_cluster(info)
         return 0
-    if args.nproc < 1:
-        parser.error(f"--nproc {args.nproc}: need at least 1 process")
-    try:
-        config = load_config(args.config, args.overrides)
-        hparams = with_defaults(
-            "hyperparameters", local_hparams(config), REQUIRED_HPARAMS, OPTIONAL_HPARAMS
-        )
-        check_batch_split(hparams["global_batch_size"], args.nproc)
-    except (OSError, ValueError, yaml.YAMLError) as e:  # the message names the file or key
-        sys.exit(f"error: {e}")
-    if args.nproc > 1 and "LOCAL_RANK" not in os.environ:
-        forwarded = [args.config, *args.overrides]
-        forwarded += ["--resume", args.resume] if args.resume else []
-        forwarded += ["--metrics-out", args.metrics_out] if args.metrics_out else []
-        command, env = torchrun_command(args.nproc, os.path.abspath(__file__), forwarded)
-        return subprocess.call(command, env=env)
-    try:
-        history = run_local(config, args.resume)
-    except USER_ERRORS as e:  # a mistake in the config or the files: the message says what
-        sys.exit(f"error: {e}")
-    if history:
-        logger.info(f"final validation metrics: {history[-1]}")
-    if args.metrics_out and os.environ.get("RANK", "0") == "0":
-        with open(args.metrics_out, "w") as f:
-            json.dump(history, f, indent=1)
-    return 0
+    return local_run.main(argv, BertPyTorch, script=__file__)
 
 
 if __name__ == "__main__":

@@ -68,7 +68,7 @@ def run(config: pathlib.Path, nproc: int, work: pathlib.Path) -> dict:
     start = time.perf_counter()
     done = subprocess.run(
         [sys.executable, "model_def.py", str(config), f"--nproc={nproc}"]
-        + [f"--metrics-out={metrics}"],
+        + [f"--metrics-out={metrics}", "--no-tensorboard"],
         cwd=REPO,
         env=env,
         capture_output=True,

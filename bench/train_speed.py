@@ -49,8 +49,10 @@ sys.path.insert(0, str(REPO))
 
 import constants  # noqa: E402
 import data  # noqa: E402
+import local_run  # noqa: E402
 import metrics  # noqa: E402
 import model_def  # noqa: E402
+import trial_config  # noqa: E402
 
 BASELINES = ("hf_padded", "hf_dynamic")
 ORIGINAL_SETTINGS = [
@@ -187,7 +189,7 @@ def run_project(config: dict, meter: Meter, max_steps: int | None) -> dict[str, 
     cwd = os.getcwd()
     os.chdir(REPO)
     try:
-        history = model_def.run_local(config, trial_class=MeteredTrial)
+        history = local_run.run_local(MeteredTrial, config, context_dir=REPO)
     finally:
         os.chdir(cwd)
     meter.pause()
@@ -212,7 +214,7 @@ class EncodedPairs(torch.utils.data.Dataset):
 def run_hf(config: dict, meter: Meter, max_steps: int | None, padded: bool) -> dict[str, float]:
     import transformers
 
-    hp, cfg = model_def.local_hparams(config), config["data"]
+    hp, cfg = trial_config.local_hparams(config), config["data"]
     seed = config["reproducibility"]["experiment_seed"]
     task = constants.get_task(cfg["task"])
     transformers.set_seed(seed)
@@ -294,10 +296,10 @@ def run_variant(
     if name in ("project", "original"):
         settings = ORIGINAL_SETTINGS if name == "original" else []
         extra_overrides = extra.split(",") if extra else []
-        config = model_def.load_config(config_path, overrides + settings + extra_overrides)
+        config = trial_config.load_config(config_path, overrides + settings + extra_overrides)
         final = run_project(config, meter, max_steps)
     elif name in BASELINES and not extra:
-        config = model_def.load_config(config_path, overrides)
+        config = trial_config.load_config(config_path, overrides)
         total_steps = max_steps and max_steps + warmup_steps
         final = run_hf(config, meter, total_steps, padded=name == "hf_padded")
     else:
@@ -436,7 +438,7 @@ def main() -> None:
         overrides.append(f"hyperparameters.num_train_epochs={args.epochs}")
     if args.precision:
         overrides.append(f"hyperparameters.precision={args.precision}")
-    config = model_def.load_config(args.config, overrides)
+    config = trial_config.load_config(args.config, overrides)
     seed = config.setdefault("reproducibility", {}).setdefault("experiment_seed", 42)
     with tempfile.TemporaryDirectory() as tmp:
         # Fresh feature caches and local checkpoints for every run of the benchmark.

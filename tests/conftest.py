@@ -18,6 +18,13 @@ WORDS = [f"w{i}" for i in range(40)] + ["good", "bad", "fine", "awful", "neutral
 CUE = {0: "bad", 1: "good", 2: "neutral"}
 
 
+@pytest.fixture(autouse=True)
+def in_tmp_path(tmp_path, monkeypatch) -> None:
+    """Every test runs in a folder of its own: what a run writes where it is started (such as
+    TensorBoard's runs/) never lands in the project."""
+    monkeypatch.chdir(tmp_path)
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> pathlib.Path:
     """A 2-layer, hidden-32 BERT saved as a Hugging Face model folder, like a Hub download."""

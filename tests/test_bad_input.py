@@ -14,6 +14,7 @@ from conftest import REPO
 from transformers import BertForSequenceClassification
 
 import constants
+import local_run
 import model_def
 import pretrained
 
@@ -78,13 +79,13 @@ def test_bad_model_settings_fail_before_any_data_work(case, local_config, tiny_m
     overrides, message = MODEL_CASES[case]
     apply(local_config, overrides(tiny_model_dir, tmp_path))
     with pytest.raises(constants.ConfigError, match=message):
-        model_def.run_local(local_config)
+        local_run.run_local(model_def.BertPyTorch, local_config)
     assert not (tmp_path / "xdg-cache").exists()  # nothing was tokenized or cached
 
 
 def test_batch_that_does_not_split_over_the_slots(local_config, monkeypatch):
     local_config["hyperparameters"]["global_batch_size"] = 9
-    with model_def.local_context(local_config) as context:
+    with local_run.local_context(local_config) as context:
         monkeypatch.setattr(context.distributed, "get_size", lambda: 2)
         with pytest.raises(
             constants.ConfigError,
@@ -128,8 +129,8 @@ def test_hub_name_without_network_says_so(local_config, tmp_path):
     local_config["data"]["model_name_or_path"] = "bert-base-uncased"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
     run = subprocess.run(
-        [sys.executable, "model_def.py", write_config(local_config, tmp_path)],
-        cwd=REPO,
+        [sys.executable, str(REPO / "model_def.py"), write_config(local_config, tmp_path)],
+        cwd=tmp_path,
         env=env,
         capture_output=True,
         text=True,

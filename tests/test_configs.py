@@ -14,12 +14,14 @@ import yaml
 from conftest import REPO
 
 import constants
+import local_run
 import metrics
 import model_def
+import trial_config
 
 CONFIGS = sorted(REPO.glob("*.yaml"))
-DATA_KEYS = (model_def.REQUIRED_DATA, model_def.OPTIONAL_DATA)
-HPARAM_KEYS = (model_def.REQUIRED_HPARAMS, model_def.OPTIONAL_HPARAMS)
+DATA_KEYS = (trial_config.REQUIRED_DATA, trial_config.OPTIONAL_DATA)
+HPARAM_KEYS = (trial_config.REQUIRED_HPARAMS, trial_config.OPTIONAL_HPARAMS)
 SEARCHED = ["global_batch_size", "learning_rate", "warmup_ratio", "weight_decay"]
 
 
@@ -73,13 +75,13 @@ def test_searcher_metric_is_reported_with_its_direction(path):
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_hyperparameters_and_length_agree_with_the_trial(path):
     config = load(path)
-    model_def.with_defaults("data", config["data"], *DATA_KEYS)
+    trial_config.with_defaults("data", config["data"], *DATA_KEYS)
     names = list(config["hyperparameters"])
     choices = [hparam_values(config["hyperparameters"][name]) for name in names]
     for values in itertools.product(*choices):  # every corner of the search space
         hparams = dict(zip(names, values, strict=True))
-        model_def.with_defaults("hyperparameters", hparams, *HPARAM_KEYS)  # unknown? missing?
-        length = model_def.train_length(hparams, config["searcher"])  # raises if inconsistent
+        trial_config.with_defaults("hyperparameters", hparams, *HPARAM_KEYS)  # unknown? missing?
+        length = trial_config.train_length(hparams, config["searcher"])  # raises if inconsistent
         assert length.value == hparams["num_train_epochs"]
     if config["searcher"]["name"] in ("adaptive_asha", "async_halving"):
         assert config["searcher"]["time_metric"] == "epochs"
@@ -87,11 +89,11 @@ def test_hyperparameters_and_length_agree_with_the_trial(path):
 
 def test_train_length_refuses_a_searcher_of_another_length():
     hparams = {"num_train_epochs": 4}
-    assert model_def.train_length(hparams, {"name": "single"}).value == 4
-    assert model_def.train_length(hparams, {"time_metric": "epochs", "max_time": 4}).value == 4
+    assert trial_config.train_length(hparams, {"name": "single"}).value == 4
+    assert trial_config.train_length(hparams, {"time_metric": "epochs", "max_time": 4}).value == 4
     for searcher in ({"time_metric": "epochs", "max_time": 3}, {"time_metric": "batches"}):
         with pytest.raises(ValueError, match="must be 'epochs' and 4.*num_train_epochs"):
-            model_def.train_length(hparams, searcher)
+            trial_config.train_length(hparams, searcher)
 
 
 def test_adaptive_trial_uses_every_searched_hyperparameter(local_config, monkeypatch):
@@ -112,7 +114,7 @@ def test_adaptive_trial_uses_every_searched_hyperparameter(local_config, monkeyp
         return result
 
     monkeypatch.setattr(model_def.BertPyTorch, "train_batch", spy)
-    model_def.run_local(config)
+    local_run.run_local(model_def.BertPyTorch, config)
 
     # 48 examples / 16 = 3 steps an epoch, 4 epochs (searcher.max_time): 12 steps, 2 of warmup.
     sizes, lrs, decays = zip(*steps, strict=True)

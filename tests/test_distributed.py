@@ -36,7 +36,9 @@ from distributed_worker import Recorder
 import checkpointing
 import constants
 import data
+import local_run
 import model_def
+import trial_config
 
 TASKS = ("MRPC", "CoLA", "STS-B")
 RECORDED = ("MRPC", "CoLA")  # run through distributed_worker.py; STS-B through --nproc 2
@@ -190,13 +192,13 @@ def two_processes(dist_config, glue_server) -> dict:
         out.mkdir(parents=True)
         args = [str(dist_config), f"data.task={task}", *OVERRIDES.get(task, [])]
         if task in RECORDED:
-            command, env = model_def.torchrun_command(2, worker, [str(out), *args])
+            command, env = local_run.torchrun_command(2, worker, [str(out), *args])
         else:
-            command = [sys.executable, "model_def.py", *args, "--nproc=2"]
+            command = [sys.executable, str(REPO / "model_def.py"), *args, "--nproc=2", "--verbose"]
             command, env = command + [f"--metrics-out={out / 'metrics.json'}"], dict(os.environ)
         runs[task] = subprocess.Popen(
             command,
-            cwd=REPO,
+            cwd=out,  # TensorBoard's runs/ folder
             env={**env, **extra_env, "XDG_DATA_HOME": str(out)},  # checkpoints: out/determined
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -245,10 +247,10 @@ def local_env(dist_config):
 @pytest.fixture(scope="module")
 def one_process(two_processes, dist_config, local_env) -> dict:
     """The same MRPC run in one process, on the data the 2-process run downloaded."""
-    config = model_def.load_config(str(dist_config), ["data.task=MRPC"])
+    config = trial_config.load_config(str(dist_config), ["data.task=MRPC"])
     recorder = Recorder()
     with recorder.patched():
-        model_def.run_local(config)
+        local_run.run_local(model_def.BertPyTorch, config)
     return recorder.record
 
 
@@ -372,10 +374,12 @@ def test_checkpoints_validate_alike_in_one_process(two_processes, local_env, tas
 
 def test_two_process_checkpoint_resumes_in_one_process(two_processes, dist_config, local_env):
     run = two_processes["MRPC"]
-    config = model_def.load_config(str(dist_config), ["data.task=MRPC"])
+    config = trial_config.load_config(str(dist_config), ["data.task=MRPC"])
     recorder = Recorder()
     with recorder.patched():
-        history = model_def.run_local(config, resume=str(run["checkpoints"][STEPS_PER_EPOCH]))
+        history = local_run.run_local(
+            model_def.BertPyTorch, config, resume=str(run["checkpoints"][STEPS_PER_EPOCH])
+        )
     assert len(history) == EPOCHS - 1  # continued after epoch 1
     lrs = [step["lr"] for step in run["ranks"][0]["steps"][STEPS_PER_EPOCH:]]
     assert [step["lr"] for step in recorder.record["steps"]] == pytest.approx(lrs)
@@ -383,9 +387,10 @@ def test_two_process_checkpoint_resumes_in_one_process(two_processes, dist_confi
 
 
 def test_nproc_runs_the_config_in_n_processes(two_processes):
-    """STS-B ran as users run it: python model_def.py CONFIG --nproc=2 --metrics-out FILE."""
+    """STS-B ran as users run it: python model_def.py CONFIG --nproc=2 --verbose --metrics-out F."""
     run = two_processes["STS-B"]
-    assert run["output"].count("no storage_manager provided") == 2  # logged by each process
+    assert run["output"].count("no storage_manager provided") == 2  # Determined's, per process
+    assert run["output"].count("Run summary") == 1  # the chief's
     assert [m["batches"] for m in run["metrics"]] == [
         STEPS_PER_EPOCH * (epoch + 1) for epoch in range(EPOCHS)
     ]

@@ -12,6 +12,7 @@ from transformers import AutoTokenizer, BertConfig, BertForSequenceClassificatio
 import constants
 import data
 import fast_dropout
+import local_run
 import model_def
 
 
@@ -103,7 +104,7 @@ def test_dataloader_workers_give_the_same_batches(local_config):
     batches = []
     for workers in (0, 2):
         local_config["hyperparameters"]["dataloader_workers"] = workers
-        with model_def.local_context(local_config) as context:
+        with local_run.local_context(local_config) as context:
             trial = model_def.BertPyTorch(context)
             loader = trial.build_training_data_loader().get_data_loader(repeat=True)
             assert loader.num_workers == workers
@@ -121,7 +122,7 @@ def test_dynamic_padding_trains_like_full_padding(local_config, no_dropout_model
     runs = []
     for pad in (False, True):
         local_config["hyperparameters"]["pad_to_max_length"] = pad
-        runs.append(model_def.run_local(local_config)[-1])
+        runs.append(local_run.run_local(model_def.BertPyTorch, local_config)[-1])
     assert runs[0]["validation_loss"] == pytest.approx(runs[1]["validation_loss"], rel=1e-4)
     assert runs[0]["acc"] == runs[1]["acc"]
 
@@ -143,7 +144,7 @@ def test_bf16_trial_trains_like_fp32(local_config):
     runs = []
     for precision in ("fp32", "bf16"):
         local_config["hyperparameters"]["precision"] = precision
-        runs.append(model_def.run_local(local_config)[-1])
+        runs.append(local_run.run_local(model_def.BertPyTorch, local_config)[-1])
     assert runs[1]["validation_loss"] == pytest.approx(runs[0]["validation_loss"], rel=5e-2)
 
 
@@ -218,7 +219,7 @@ def test_compiled_trial_trains_like_eager(local_config, no_dropout_model_dir, mo
     runs = []
     for torch_compile in (False, True):
         local_config["hyperparameters"]["torch_compile"] = torch_compile
-        runs.append(model_def.run_local(local_config)[-1])
+        runs.append(local_run.run_local(model_def.BertPyTorch, local_config)[-1])
     assert len(compiled) == 1
     assert runs[1]["validation_loss"] == pytest.approx(runs[0]["validation_loss"], rel=1e-4)
 
@@ -227,7 +228,7 @@ def test_compiled_trial_trains_like_eager(local_config, no_dropout_model_dir, mo
 def test_auto_levers_on_cpus(local_config, monkeypatch, native_bf16):
     """auto: bf16 autocast where the CPU runs it natively, fp32 elsewhere; fused AdamW on CPUs."""
     monkeypatch.setattr(model_def, "cpu_has_bf16", lambda: native_bf16)
-    with model_def.local_context(local_config) as context:
+    with local_run.local_context(local_config) as context:
         trial = model_def.BertPyTorch(context)
     assert trial.autocast_dtype == (torch.bfloat16 if native_bf16 else None)
     assert trial.scaler is None

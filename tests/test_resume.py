@@ -19,6 +19,7 @@ from determined import util
 
 import checkpointing
 import constants
+import local_run
 import model_def
 
 EPOCHS = 3  # 48 train rows / batch 8: 6 batches an epoch, a checkpoint after each epoch
@@ -36,9 +37,9 @@ def checkpoint_dirs(data_home: pathlib.Path) -> list[pathlib.Path]:
 def kill_after_first_checkpoint(config_file: pathlib.Path, data_home: pathlib.Path) -> int:
     """Run the CLI in a subprocess and SIGKILL it as soon as its first checkpoint is complete."""
     env = {**os.environ, "XDG_DATA_HOME": str(data_home)}
-    command = [sys.executable, "model_def.py", str(config_file)]
+    command = [sys.executable, str(REPO / "model_def.py"), str(config_file)]
     with open(data_home.parent / f"{data_home.name}.log", "w") as log:
-        run = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=log)
+        run = subprocess.Popen(command, cwd=data_home.parent, env=env, stdout=log, stderr=log)
         deadline = time.monotonic() + 300
         try:
             while not checkpoint_dirs(data_home) and run.poll() is None:
@@ -104,14 +105,16 @@ def assert_resumes_bitwise(
     assert checkpointing.batches_trained(first_checkpoint) == BATCHES
     seen = record_training(monkeypatch)
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "whole"))
-    whole_history = model_def.run_local(yaml.safe_load(config_file.read_text()))
+    whole_history = local_run.run_local(
+        model_def.BertPyTorch, yaml.safe_load(config_file.read_text())
+    )
     whole = list(seen)
     seen.clear()
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "resumed"))
     if not restore_torch_rng:  # as on ranks other than 0: the checkpoint holds rank 0's state
         monkeypatch.setattr(torch.random, "set_rng_state", lambda state: None)
     config = yaml.safe_load(config_file.read_text())
-    resumed_history = model_def.run_local(config, str(first_checkpoint))
+    resumed_history = local_run.run_local(model_def.BertPyTorch, config, str(first_checkpoint))
 
     # The same batches, in the same order, numbered on from the checkpoint: none repeated or lost.
     assert len(whole) == EPOCHS * BATCHES
@@ -146,7 +149,7 @@ def test_length_grouped_batches_resume_bitwise_on_any_rank(local_config, tmp_pat
         patch.setattr(model_def.BertPyTorch, "train_batch", crash_after_first_checkpoint)
         patch.setenv("XDG_DATA_HOME", str(tmp_path / "crashed"))
         with pytest.raises(KeyboardInterrupt):
-            model_def.run_local(yaml.safe_load(config_file.read_text()))
+            local_run.run_local(model_def.BertPyTorch, yaml.safe_load(config_file.read_text()))
     (first,) = checkpoint_dirs(tmp_path / "crashed")
     assert_resumes_bitwise(config_file, first, tmp_path, monkeypatch, restore_torch_rng=False)
 
@@ -154,7 +157,7 @@ def test_length_grouped_batches_resume_bitwise_on_any_rank(local_config, tmp_pat
 @pytest.fixture
 def one_epoch_checkpoint(local_config, tmp_path) -> pathlib.Path:
     local_config["hyperparameters"]["num_train_epochs"] = 1
-    model_def.run_local(local_config)
+    local_run.run_local(model_def.BertPyTorch, local_config)
     (checkpoint,) = checkpoint_dirs(tmp_path / "xdg-data")
     return checkpoint
 
@@ -192,7 +195,7 @@ def test_checkpoint_holds_training_state_and_code_only(local_config, tmp_path, m
     (elsewhere / "big" / "data.bin").write_bytes(bytes(1 << 20))
     monkeypatch.chdir(elsewhere)
     local_config["hyperparameters"]["num_train_epochs"] = 1
-    model_def.run_local(local_config)
+    local_run.run_local(model_def.BertPyTorch, local_config)
     (checkpoint,) = checkpoint_dirs(tmp_path / "xdg-data")
 
     names = sorted(p.name for p in checkpoint.iterdir())

@@ -6,9 +6,12 @@ import pathlib
 
 import pytest
 import torch
+from conftest import REPO
 
 import constants
+import local_run
 import model_def
+import trial_config
 
 
 def checkpoints(config_dir: pathlib.Path) -> list[pathlib.Path]:
@@ -18,7 +21,7 @@ def checkpoints(config_dir: pathlib.Path) -> list[pathlib.Path]:
 @pytest.mark.parametrize("task", list(constants.TASKS))
 def test_every_task_trains_validates_and_checkpoints(task, local_config, tmp_path):
     local_config["data"]["task"] = task
-    history = model_def.run_local(local_config)
+    history = local_run.run_local(model_def.BertPyTorch, local_config)
 
     assert len(history) == 2  # one validation per epoch
     final = history[-1]
@@ -34,7 +37,7 @@ def test_every_task_trains_validates_and_checkpoints(task, local_config, tmp_pat
 
 def test_training_learns_the_cue_words(local_config):
     local_config["hyperparameters"]["num_train_epochs"] = 10
-    history = model_def.run_local(local_config)
+    history = local_run.run_local(model_def.BertPyTorch, local_config)
     assert history[-1]["validation_loss"] < history[0]["validation_loss"]
     assert history[-1]["acc"] >= 0.9  # the label is cued by a word in every sentence
 
@@ -52,7 +55,7 @@ def test_schedule_spans_exactly_the_run(local_config, monkeypatch):
 
     monkeypatch.setattr(model_def.BertPyTorch, "train_batch", spy)
     local_config["hyperparameters"].update(warmup_ratio=0.25, num_train_epochs=2)
-    model_def.run_local(local_config)
+    local_run.run_local(model_def.BertPyTorch, local_config)
     # 48 examples / batch 8 = 6 steps per epoch, 12 in all, 3 of them warmup.
     peak = local_config["hyperparameters"]["learning_rate"]
     assert used == pytest.approx(
@@ -63,7 +66,7 @@ def test_schedule_spans_exactly_the_run(local_config, monkeypatch):
 
 def test_no_weight_decay_on_biases_and_layer_norm(local_config):
     local_config["hyperparameters"]["weight_decay"] = 0.01
-    with model_def.local_context(local_config) as context:
+    with local_run.local_context(local_config) as context:
         trial = model_def.BertPyTorch(context)
     decayed, plain = trial.optimizer.param_groups
     names = {id(p): n for n, p in trial.model.named_parameters()}
@@ -77,35 +80,35 @@ def test_no_weight_decay_on_biases_and_layer_norm(local_config):
 def test_misspelled_hyperparameter_names_the_key(local_config):
     local_config["hyperparameters"]["learnig_rate"] = 1e-3
     with pytest.raises(ValueError, match="hyperparameters: unknown key.*learnig_rate"):
-        model_def.run_local(local_config)
+        local_run.run_local(model_def.BertPyTorch, local_config)
 
 
 def test_misspelled_data_key_names_the_key(local_config):
     local_config["data"]["dataa_dir"] = "x"
     with pytest.raises(ValueError, match="data: unknown key.*dataa_dir"):
-        model_def.run_local(local_config)
+        local_run.run_local(model_def.BertPyTorch, local_config)
 
 
 def test_unknown_task_and_model_type_list_the_choices(local_config):
     local_config["data"]["task"] = "MRPCC"
     with pytest.raises(ValueError, match="unknown GLUE task 'MRPCC'.*MRPC"):
-        model_def.run_local(local_config)
+        local_run.run_local(model_def.BertPyTorch, local_config)
     local_config["data"]["task"] = "MRPC"
     local_config["hyperparameters"]["model_type"] = "gpt"
     with pytest.raises(ValueError, match="unknown model type 'gpt'.*distilbert"):
-        model_def.run_local(local_config)
+        local_run.run_local(model_def.BertPyTorch, local_config)
 
 
-def test_overrides_are_parsed_as_yaml_and_checked(tmp_path):
-    config = model_def.load_config(
-        str(model_def.__file__).replace("model_def.py", "const.yaml"),
-        ["hyperparameters.learning_rate=3e-5", "data.task=RTE", "data.download_data=false"],
+def test_overrides_are_parsed_as_yaml_and_checked():
+    const = str(REPO / "const.yaml")
+    config = trial_config.load_config(
+        const, ["hyperparameters.learning_rate=3e-5", "data.task=RTE", "data.download_data=false"]
     )
     assert config["hyperparameters"]["learning_rate"] == 3e-5
     assert config["data"]["task"] == "RTE" and config["data"]["download_data"] is False
     for bad in ["hyperparameters.lr=1", "learning_rate=1", "searcher.metric=f1", "data.task"]:
         with pytest.raises(ValueError, match="bad override"):
-            model_def.load_config("const.yaml", [bad])
+            trial_config.load_config(const, [bad])
 
 
 def test_searched_hyperparameter_needs_a_value_locally(local_config):
@@ -116,9 +119,9 @@ def test_searched_hyperparameter_needs_a_value_locally(local_config):
         "maxval": -4,
     }
     with pytest.raises(ValueError, match="hyperparameters.learning_rate=<value>"):
-        model_def.local_hparams(local_config)
+        trial_config.local_hparams(local_config)
     local_config["hyperparameters"]["learning_rate"] = {"type": "const", "val": 1e-4}
-    assert model_def.local_hparams(local_config)["learning_rate"] == 1e-4
+    assert trial_config.local_hparams(local_config)["learning_rate"] == 1e-4
 
 
 @pytest.mark.parametrize("model_type", list(constants.MODEL_CLASSES))

@@ -1,0 +1,267 @@
+"""Run a PyTorchTrial from an experiment config on this machine, no cluster.
+
+Determined's Trainer API in local mode, with what a person at a terminal wants around it:
+progress bars (or a line every reporting period when the output is no terminal), TensorBoard
+event files, a closing summary and an optional plot. `--nproc N` relaunches the same command in
+N processes under torchrun; `--resume` continues from a checkpoint exactly where it stopped.
+The runner takes the trial class it runs (model_def.main passes BertPyTorch), so nothing here
+imports the trial.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import logging
+import os
+import pathlib
+import random
+import socket
+import subprocess
+import sys
+import time
+
+import determined as det
+import numpy as np
+import torch
+import yaml
+from determined import pytorch
+
+import checkpointing
+import constants
+import data
+import download_glue_data
+import progress
+import trial_config
+
+logger = logging.getLogger(__name__)
+
+REPORTING_PERIOD = pytorch.Batch(20)  # training loss averaged over, and logged, this often
+# What a local run reports as one line: errors in the config, the data or the download.
+USER_ERRORS = (
+    constants.ConfigError,
+    data.DataError,
+    FileNotFoundError,
+    download_glue_data.DownloadError,
+)
+
+
+def seed_everything(seed: int) -> None:
+    """What Determined does on a cluster before building the trial, for local runs."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def distributed_context() -> det.core.DistributedContext | None:
+    """A torch.distributed context when launched by torchrun (e.g. --nproc), else None."""
+    if "LOCAL_RANK" not in os.environ:
+        return None
+    os.environ["USE_TORCH_DISTRIBUTED"] = "1"  # DDP; Determined refuses several processes without
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    torch.distributed.init_process_group(backend=backend)
+    return det.core.DistributedContext.from_torch_distributed()
+
+
+def local_context(
+    config: dict,
+    distributed: det.core.DistributedContext | None = None,
+    tensorboard: bool = False,
+):
+    """The trial context of a local run (no cluster) of this config: a context manager."""
+    return pytorch.init(
+        hparams=trial_config.local_hparams(config),
+        exp_conf=config,
+        distributed=distributed,
+        enable_tensorboard_logging=tensorboard,
+    )
+
+
+def recorded(trial_class: type[pytorch.PyTorchTrial], recorder: progress.RunRecorder) -> type:
+    """trial_class, telling recorder of every batch and adding it to the trial's callbacks.
+
+    Determined calls callbacks once per reporting period; the bars move per batch.
+    """
+
+    class RecordedTrial(trial_class):
+        def build_callbacks(self) -> dict[str, pytorch.PyTorchCallback]:
+            return {**super().build_callbacks(), "run_recorder": recorder}
+
+        def train_batch(self, batch, epoch_idx: int, batch_idx: int):
+            metrics = super().train_batch(batch, epoch_idx, batch_idx)
+            recorder.trained(self.get_batch_length(batch) * self.context.distributed.get_size())
+            return metrics
+
+        def evaluate_batch(self, batch, batch_idx: int):
+            metrics = super().evaluate_batch(batch, batch_idx)
+            recorder.evaluated()
+            return metrics
+
+    RecordedTrial.__name__ = RecordedTrial.__qualname__ = trial_class.__name__
+    return RecordedTrial
+
+
+def run_local(
+    trial_class: type[pytorch.PyTorchTrial],
+    config: dict,
+    resume: str | None = None,
+    recorder: progress.RunRecorder | None = None,
+    tensorboard: bool = False,
+    context_dir: str | os.PathLike | None = None,
+) -> list[dict]:
+    """Train trial_class as the config says, with no cluster; returns every validation's metrics.
+
+    The trial must set `max_length` (a pytorch.TrainUnit), `total_steps` (optimizer steps in
+    all), `dev_set` and `data_seconds` (time spent downloading and featurizing). Checkpoints copy
+    context_dir (Determined's context directory), by default the trial module's folder.
+    """
+    recorder = recorder or progress.RunRecorder(io.StringIO(), interactive=False)  # quiet
+    config.setdefault("reproducibility", {}).setdefault("experiment_seed", 42)
+    seed_everything(config["reproducibility"]["experiment_seed"])
+    checkpoint, resumed = None, contextlib.nullcontext()
+    if resume:
+        checkpoint = checkpointing.find_checkpoint(
+            resume, constants.get_task(config["data"]["task"])
+        )
+        resumed = checkpointing.starting_at(checkpointing.batches_trained(checkpoint))
+    with local_context(config, distributed_context(), tensorboard) as context:
+        trial = recorded(trial_class, recorder)(context)
+        dist = context.distributed
+        dev_batches = -(-len(trial.dev_set) // context.get_per_slot_batch_size())
+        recorder.begin(
+            trial.total_steps,
+            -(-dev_batches // dist.get_size()),
+            trial.data_seconds,
+            dist.rank == 0,
+        )
+        if tensorboard and dist.rank == 0:
+            use_tensorboard_folder(context)
+        # Checkpoints copy the working directory: the trial's, whatever the command was run from.
+        here = checkpointing.in_directory(context_dir or module_dir(trial_class))
+        with checkpointing.loadable_rng_state(), resumed, here:
+            pytorch.Trainer(trial, context).fit(
+                max_length=trial.max_length,
+                validation_period=pytorch.Epoch(1),
+                checkpoint_period=pytorch.Epoch(1),
+                checkpoint_policy="none",
+                reporting_period=REPORTING_PERIOD,
+                latest_checkpoint=str(checkpoint) if checkpoint else None,
+            )
+    return [metrics for _, metrics in recorder.validations]
+
+
+def use_tensorboard_folder(context: pytorch.PyTorchTrialContext) -> None:
+    """Give the context's TensorBoard writer the folder torch would pick, runs/<time>_<host>
+    where the command was run, but absolute: in local mode Determined leaves the writer's
+    folder relative, and fit() runs in another working directory."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    stamp = time.strftime("%b%d_%H-%M-%S")
+    folder = pathlib.Path("runs", f"{stamp}_{socket.gethostname()}").resolve()
+    context._tbd_writer = SummaryWriter(folder)  # what get_tensorboard_writer() returns
+    logger.info(f"TensorBoard events: tensorboard --logdir {folder.parent}")
+
+
+def module_dir(cls: type) -> pathlib.Path:
+    return pathlib.Path(sys.modules[cls.__module__].__file__).resolve().parent
+
+
+def torchrun_command(nproc: int, script: str, args: list[str]) -> tuple[list[str], dict]:
+    """The command and environment that run `script args` in nproc local processes (torchrun)."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    command += [f"--nproc_per_node={nproc}", script, *args]
+    # Determined's processes also talk over two TCP ports, fixed unless these variables say
+    # otherwise; free ones let several local runs share a machine.
+    with socket.socket() as pub, socket.socket() as pull:
+        pub.bind(("", 0))
+        pull.bind(("", 0))
+        ports = pub.getsockname()[1], pull.getsockname()[1]
+    env = {f"INTER_TRAIN_PROCESS_COMM_PORT_{i}": str(port) for i, port in enumerate(ports, 1)}
+    return command, {**os.environ, **env}
+
+
+def parse_args(argv: list[str] | None, description: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("config", nargs="?", default="const.yaml", help="experiment config YAML")
+    parser.add_argument("overrides", nargs="*", help="section.key=value, e.g. data.task=RTE")
+    parser.add_argument(
+        "--nproc",
+        type=int,
+        default=1,
+        help="local processes, one slot each, trained together with torch.distributed (DDP)",
+    )
+    parser.add_argument("--resume", help="a checkpoint folder or uuid to continue training from")
+    parser.add_argument("--metrics-out", help="write every validation's metrics to this JSON file")
+    parser.add_argument(
+        "--plot", help="draw the training loss and validation metrics into this PNG file"
+    )
+    parser.add_argument(
+        "--no-tensorboard", action="store_true", help="write no TensorBoard event files"
+    )
+    parser.add_argument(
+        "--verbose", action="store_true", help="show Determined's own log lines too"
+    )
+    args = parser.parse_args(argv)
+    if args.nproc < 1:
+        parser.error(f"--nproc {args.nproc}: need at least 1 process")
+    return args
+
+
+def main(argv: list[str] | None, trial_class: type[pytorch.PyTorchTrial], script: str) -> int:
+    """`python SCRIPT [CONFIG] [section.key=value ...] [options]`: one local run of the config."""
+    args = parse_args(argv, description=sys.modules[trial_class.__module__].__doc__)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if not args.verbose:  # its per-period report lines; the recorder shows the same facts
+        logging.getLogger("determined").setLevel(logging.WARNING)
+    try:
+        config = trial_config.load_config(args.config, args.overrides)
+        hparams = trial_config.hyperparameters(trial_config.local_hparams(config))
+        trial_config.check_batch_split(hparams["global_batch_size"], args.nproc)
+    except (OSError, ValueError, yaml.YAMLError) as e:  # the message names the file or key
+        sys.exit(f"error: {e}")
+    if args.nproc > 1 and "LOCAL_RANK" not in os.environ:
+        return relaunch(args, script)
+    recorder = progress.RunRecorder()
+    try:
+        run_local(trial_class, config, args.resume, recorder, tensorboard=not args.no_tensorboard)
+    except USER_ERRORS as e:  # a mistake in the config or the files: the message says what
+        sys.exit(f"error: {e}")
+    if os.environ.get("RANK", "0") != "0":
+        return 0
+    write_outputs(args, recorder, config)
+    command = ["python", os.path.basename(script), args.config, *args.overrides]
+    checkpoint = recorder.checkpoints and checkpointing.storage_dir() / recorder.checkpoints[-1]
+    print(progress.summary(recorder, config["searcher"], checkpoint, command), file=sys.stderr)
+    return 0
+
+
+def relaunch(args: argparse.Namespace, script: str) -> int:
+    """The same command in args.nproc processes under torchrun (which takes --nproc itself)."""
+    forwarded = [args.config, *args.overrides]
+    for option in ("resume", "metrics_out", "plot"):
+        if getattr(args, option):
+            forwarded += [f"--{option.replace('_', '-')}", getattr(args, option)]
+    forwarded += [
+        f"--{flag}"
+        for flag in ("no-tensorboard", "verbose")
+        if getattr(args, flag.replace("-", "_"))
+    ]
+    command, env = torchrun_command(args.nproc, os.path.abspath(script), forwarded)
+    return subprocess.call(command, env=env)
+
+
+def write_outputs(args: argparse.Namespace, recorder: progress.RunRecorder, config: dict) -> None:
+    """--metrics-out's JSON list and the plot (--plot, or beside the metrics file)."""
+    if args.metrics_out:
+        path = pathlib.Path(args.metrics_out)
+        partial = path.with_name(f".{path.name}.partial")
+        partial.write_text(json.dumps([m for _, m in recorder.validations], indent=1))
+        os.replace(partial, path)
+    plot = args.plot or (args.metrics_out and pathlib.Path(args.metrics_out).with_suffix(".png"))
+    if plot and recorder.validations:
+        progress.plot_history(recorder, plot)
+        logger.info(f"plot: {plot}")

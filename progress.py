@@ -1,0 +1,262 @@
+"""What a local run shows: progress, a closing summary and a plot of its curves.
+
+A `RunRecorder` is a PyTorchCallback that the local runner adds to the trial. On a terminal it
+draws one live bar per phase (training with loss, learning rate, samples/s and ETA; validation);
+elsewhere (CI, a log file) it prints a line with the same facts every reporting period. It keeps
+the training loss and every validation's metrics for the summary table and `plot_history`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import pathlib
+import shlex
+import sys
+import time
+from typing import TextIO
+
+import psutil
+import tqdm
+from determined import pytorch
+
+
+@dataclasses.dataclass
+class Timer:
+    """Seconds spent in a phase, summed over its intervals."""
+
+    seconds: float = 0.0
+    started: float | None = None
+
+    def start(self) -> None:
+        # From the process's start: imports and the model's loading count as start-up too.
+        since_start = time.time() - psutil.Process().create_time()
+        self.started = time.perf_counter() - since_start
+
+    def stop(self) -> None:
+        if self.started is not None:
+            self.seconds += time.perf_counter() - self.started
+            self.started = None
+
+
+def format_duration(seconds: float) -> str:
+    minutes, seconds = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m{seconds:02d}s" if hours else f"{minutes}m{seconds:02d}s"
+
+
+class RunRecorder(pytorch.PyTorchCallback):
+    """Progress and history of one local run, on the chief process (other ranks stay quiet)."""
+
+    def __init__(self, stream: TextIO = sys.stderr, interactive: bool | None = None) -> None:
+        self.stream = stream
+        self.interactive = stream.isatty() if interactive is None else interactive
+        # From the process's start: imports and the model's loading count as start-up too.
+        since_start = time.time() - psutil.Process().create_time()
+        self.started = time.perf_counter() - since_start
+        self.total_batches = self.validation_batches = 0
+        self.first_batch = self.batches = self.samples = 0
+        self.losses: list[tuple[int, float]] = []  # (batches trained, mean training loss)
+        self.validations: list[tuple[int, dict]] = []  # (batches trained, metrics)
+        self.checkpoints: list[str] = []  # uuids, oldest first
+        self.training, self.validation, self.checkpointing = Timer(), Timer(), Timer()
+        self.startup_seconds = self.data_seconds = 0.0
+        self.chief = True
+        self.bar: tqdm.tqdm | None = None
+
+    def begin(
+        self, total_batches: int, validation_batches: int, data_seconds: float, chief: bool
+    ) -> None:
+        """What is known once the trial is built: the run's size, the time its data took."""
+        self.total_batches, self.validation_batches = total_batches, validation_batches
+        self.data_seconds, self.chief = data_seconds, chief
+
+    # What the local runner reports per batch (Determined's callbacks fire per period only).
+    def trained(self, samples: int) -> None:
+        self.batches += 1
+        self.samples += samples
+        if self.bar is not None:
+            self.bar.update()
+
+    def evaluated(self) -> None:
+        if self.bar is not None:
+            self.bar.update()
+
+    # PyTorchCallback hooks.
+    def on_trial_startup(self, first_batch_idx: int, checkpoint_uuid: str | None) -> None:
+        self.first_batch = self.batches = first_batch_idx  # a resumed run starts past 0
+
+    def on_training_start(self) -> None:
+        self.startup_seconds = time.perf_counter() - self.started
+        self._resume_training()
+
+    def on_training_workload_end(self, avg_metrics: dict, batch_metrics: list[dict]) -> None:
+        loss = float(avg_metrics["loss"])
+        self.losses.append((self.batches, loss))
+        lr = batch_metrics[-1]["lr"] if batch_metrics else math.nan
+        if self.bar is not None:
+            speed = self.samples_per_second()
+            self.bar.set_postfix_str(f"loss {loss:.4f}, lr {lr:.2e}, {speed:.1f} samples/s")
+        elif self.chief:
+            done = self.batches / max(self.total_batches, 1)
+            self._line(
+                f"train {self.batches}/{self.total_batches} ({done:.0%}) loss {loss:.4f} "
+                f"lr {lr:.2e} {self.samples_per_second():.1f} samples/s "
+                f"eta {format_duration(self.eta_seconds())}"
+            )
+
+    def on_validation_start(self) -> None:
+        self._pause_training()
+        self.validation.start()
+        if self.chief and self.interactive:
+            self.bar = self._bar("validation", self.validation_batches)
+
+    def on_validation_end(self, metrics: dict) -> None:
+        self.validation.stop()
+        # Determined adds "batches" and "epochs" to this dict as it reports it: keep it so.
+        self.validations.append((self.batches, metrics))
+        self._close_bar()
+        if self.chief:
+            shown = ", ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items()))
+            self._line(f"validation after {self.batches} batches: {shown}")
+        self._resume_training()
+
+    def on_checkpoint_save_start(self, checkpoint: dict) -> None:
+        self._pause_training()
+        self.checkpointing.start()
+
+    def on_checkpoint_upload_end(self, uuid: str) -> None:
+        self.checkpointing.stop()
+        self.checkpoints.append(uuid)
+        self._resume_training()
+
+    def on_trial_shutdown(self) -> None:
+        self._pause_training()
+
+    # Derived figures.
+    def training_seconds(self) -> float:
+        running = self.training.started
+        return self.training.seconds + (time.perf_counter() - running if running else 0.0)
+
+    def samples_per_second(self) -> float:
+        seconds = self.training_seconds()
+        return self.samples / seconds if seconds else 0.0
+
+    def eta_seconds(self) -> float:
+        per_batch = self.training_seconds() / max(self.batches - self.first_batch, 1)
+        return per_batch * max(self.total_batches - self.batches, 0)
+
+    # Bars and lines.
+    def _resume_training(self) -> None:
+        if self.training.started is None and self.batches < self.total_batches:
+            self.training.start()
+            if self.chief and self.interactive:
+                self.bar = self._bar("training", self.total_batches, initial=self.batches)
+
+    def _pause_training(self) -> None:
+        self.training.stop()
+        self._close_bar()
+
+    def _bar(self, phase: str, total: int, initial: int = 0) -> tqdm.tqdm:
+        return tqdm.tqdm(
+            total=total, initial=initial, desc=phase, unit="batch", file=self.stream, leave=False
+        )
+
+    def _close_bar(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    def _line(self, text: str) -> None:
+        print(text, file=self.stream, flush=True)
+
+
+def metric_names(validations: list[tuple[int, dict]]) -> list[str]:
+    """The validation metrics' names, less the counters Determined adds."""
+    return sorted({name for _, m in validations for name in m} - {"batches", "epochs"})
+
+
+def best_validation(
+    validations: list[tuple[int, dict]], metric: str, smaller_is_better: bool
+) -> tuple[int, dict] | None:
+    """The validation the searcher would call best (the first of equals), or None."""
+    scored = [v for v in validations if not math.isnan(v[1].get(metric, math.nan))]
+    if not scored:
+        return None
+    pick = min if smaller_is_better else max
+    return pick(scored, key=lambda v: v[1][metric])
+
+
+def summary(
+    recorder: RunRecorder,
+    searcher: dict,
+    checkpoint_dir: pathlib.Path | None,
+    command: list[str],
+) -> str:
+    """The closing table: final and best metrics, the checkpoint, where the time went, and the
+    commands that resume, predict and export from the checkpoint."""
+    lines = ["", "Run summary"]
+    if recorder.validations:
+        final_batch, final = recorder.validations[-1]
+        metric, smaller = searcher["metric"], searcher.get("smaller_is_better", False)
+        best_batch, best = best_validation(recorder.validations, metric, smaller) or (
+            final_batch,
+            final,
+        )
+        lines.append(f"  {'metric':<18}{'final':>10}{'best':>10}")
+        for name in metric_names(recorder.validations):
+            mark = "  <- searcher.metric" if name == metric else ""
+            values = (final.get(name, math.nan), best.get(name, math.nan))
+            lines.append(f"  {name:<18}{values[0]:>10.4f}{values[1]:>10.4f}{mark}")
+        lines.append(
+            f"  final after batch {final_batch}, best after batch {best_batch} "
+            f"({'smallest' if smaller else 'largest'} {metric})"
+        )
+    total = time.perf_counter() - recorder.started
+    startup = recorder.startup_seconds - recorder.data_seconds
+    lines.append(
+        f"time        {format_duration(total)}: start-up {startup:.1f} s, data (download, "
+        f"featurize) {recorder.data_seconds:.1f} s, training "
+        f"{recorder.training.seconds:.1f} s, validation {recorder.validation.seconds:.1f} s, "
+        f"checkpoints {recorder.checkpointing.seconds:.1f} s"
+    )
+    lines.append(f"speed       {recorder.samples_per_second():.1f} samples/s while training")
+    if checkpoint_dir is not None:
+        lines += [
+            f"checkpoint  {checkpoint_dir.name}  {checkpoint_dir}",
+            f"resume      {shlex.join([*command, '--resume', checkpoint_dir.name])}",
+            f"predict     python predict.py {checkpoint_dir} --output_dir submission",
+            f"export      python export.py {checkpoint_dir} hf_model",
+        ]
+    return "\n".join(lines)
+
+
+def plot_history(recorder: RunRecorder, path: str | os.PathLike) -> list[str]:
+    """Training loss and every validation metric against batches, one panel each, as a PNG
+    written atomically to path. Returns the panels' titles."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    series = {"training loss": recorder.losses}
+    for name in metric_names(recorder.validations):
+        series[name] = [(b, m[name]) for b, m in recorder.validations if name in m]
+    columns = min(3, len(series))
+    rows = -(-len(series) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3 * rows), squeeze=False)
+    for ax, (title, points) in zip(axes.flat, series.items(), strict=False):
+        ax.plot(*zip(*points, strict=True), marker="" if title == "training loss" else "o")
+        ax.set_title(title)
+        ax.set_xlabel("batches")
+        ax.grid(alpha=0.3)
+    for ax in axes.flat[len(series) :]:
+        ax.remove()
+    figure.tight_layout()
+    path = pathlib.Path(path)
+    partial = path.with_name(f".{path.name}.partial")
+    figure.savefig(partial, format="png", dpi=100)
+    plt.close(figure)
+    os.replace(partial, path)
+    return list(series)

@@ -1,0 +1,143 @@
+"""What a local run shows a person: progress, the summary, TensorBoard curves and the plot."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import pathlib
+import re
+import subprocess
+import sys
+
+import pytest
+import yaml
+from conftest import REPO
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+import local_run
+import model_def
+import progress
+
+STEPS_PER_EPOCH = 6  # 48 training rows in batches of 8 (local_config)
+
+
+@pytest.fixture
+def cli_run(local_config, tmp_path) -> dict:
+    """`python model_def.py CONFIG --plot curves.png` in a subprocess, output not a terminal."""
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(local_config))
+    command = [sys.executable, str(REPO / "model_def.py"), str(config), "--plot", "curves.png"]
+    run = subprocess.run(
+        command, cwd=tmp_path, env=dict(os.environ), capture_output=True, text=True, timeout=300
+    )
+    assert run.returncode == 0, run.stderr[-4000:]
+    return {"stderr": run.stderr, "folder": tmp_path}
+
+
+def test_progress_lines_carry_step_loss_lr_speed_and_eta(cli_run):
+    lines = re.findall(
+        r"^train (\d+)/(\d+) \((\d+)%\) loss ([\d.]+) lr ([\d.e+-]+) ([\d.]+) samples/s "
+        r"eta (\d+)m(\d\d)s$",
+        cli_run["stderr"],
+        re.MULTILINE,
+    )
+    # The reporting period (20 batches) is longer than an epoch: one line per epoch.
+    assert [(int(done), int(total)) for done, total, *_ in lines] == [(6, 12), (12, 12)]
+    assert [int(line[2]) for line in lines] == [50, 100]
+    assert all(float(line[5]) > 0 for line in lines)  # samples/s
+    assert lines[-1][6:] == ("0", "00")  # nothing left at the end
+    validations = re.findall(r"^validation after (\d+) batches: (.*)$", cli_run["stderr"], re.M)
+    assert [int(b) for b, _ in validations] == [STEPS_PER_EPOCH, 2 * STEPS_PER_EPOCH]
+    assert all("acc " in shown and "validation_loss " in shown for _, shown in validations)
+
+
+def test_determined_per_period_lines_stay_out_of_the_terminal(cli_run):
+    for line in ("report_training_metrics", "report_progress with progress", "status: training"):
+        assert line not in cli_run["stderr"]
+
+
+def test_summary_names_the_checkpoint_on_disk_and_how_to_resume(cli_run, tmp_path):
+    summary = cli_run["stderr"][cli_run["stderr"].index("Run summary") :]
+    uuid, path = re.search(r"^checkpoint  (\S+)  (\S+)$", summary, re.M).groups()
+    checkpoint = pathlib.Path(path)
+    assert checkpoint.name == uuid and (checkpoint / "metadata.json").is_file()
+    assert checkpoint.parent == tmp_path / "xdg-data" / "determined"
+    assert re.search(
+        rf"^resume      python model_def.py \S+config.yaml --resume {uuid}$", summary, re.M
+    )
+    assert f"python predict.py {checkpoint} --output_dir submission" in summary
+    row = re.search(r"^  acc\s+([\d.]+)\s+([\d.]+)  <- searcher.metric$", summary, re.M)
+    assert float(row[2]) >= float(row[1])  # best >= final, for a larger-is-better metric
+    times = re.search(
+        r"start-up ([\d.]+) s, data \(download, featurize\) ([\d.]+) s, training ([\d.]+) s, "
+        r"validation ([\d.]+) s, checkpoints ([\d.]+) s",
+        summary,
+    )
+    startup, data, training, validation, checkpoints = map(float, times.groups())
+    assert startup > 1  # from the process's start: imports and the model count
+    assert min(training, validation, checkpoints) > 0 and data >= 0
+    assert float(re.search(r"^speed       ([\d.]+) samples/s", summary, re.M)[1]) > 0
+
+
+def test_tensorboard_events_hold_training_and_validation_curves(cli_run):
+    (folder,) = (cli_run["folder"] / "runs").iterdir()  # runs/<time>_<host>, as torch names it
+    assert f"tensorboard --logdir {folder.parent}" in cli_run["stderr"]
+    accumulator = EventAccumulator(str(folder))
+    accumulator.Reload()
+    tags = {tag.removeprefix("Determined/") for tag in accumulator.Tags()["scalars"]}
+    assert {"loss", "lr", "val_acc", "val_f1", "val_acc_and_f1", "validation_loss"} <= tags
+    assert [e.step for e in accumulator.Scalars("Determined/val_acc")] == [6, 12]
+    assert len(accumulator.Scalars("Determined/loss")) == 2 * STEPS_PER_EPOCH
+
+
+def test_plot_is_a_png_beside_the_run(cli_run):
+    png = cli_run["folder"] / "curves.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "plot: curves.png" in cli_run["stderr"]
+
+
+def test_plot_has_one_panel_per_metric(local_config, tmp_path):
+    recorder = progress.RunRecorder(io.StringIO(), interactive=False)
+    local_run.run_local(model_def.BertPyTorch, local_config, recorder=recorder)
+    titles = progress.plot_history(recorder, tmp_path / "p.png")
+    assert titles == ["training loss", "acc", "acc_and_f1", "f1", "validation_loss"]
+    assert (tmp_path / "p.png").stat().st_size > 10_000
+    assert not list(tmp_path.glob(".p.png*"))  # written whole, then renamed
+
+
+def test_terminal_gets_live_bars_for_training_and_validation(local_config):
+    stream = io.StringIO()
+    recorder = progress.RunRecorder(stream, interactive=True)
+    local_run.run_local(model_def.BertPyTorch, local_config, recorder=recorder)
+    shown = stream.getvalue()
+    # tqdm redraws at most every 0.1 s, but always on creation and on a new postfix.
+    assert re.search(r"training: +0%.*\| *0/12 ", shown)
+    postfix = r"loss [\d.]+, lr [\d.e+-]+, [\d.]+ samples/s"
+    assert re.search(rf"training: +50%.*\| *6/12 .*{postfix}", shown)  # the epoch's report
+    assert re.search(r"validation: +0%.*\| *0/3 ", shown)  # 20 dev rows in batches of 8
+    assert "\ntrain " not in shown  # bars instead of lines
+
+
+def test_metrics_file_and_its_plot(local_config, tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(local_config))
+    out = tmp_path / "out" / "metrics.json"
+    out.parent.mkdir()
+    assert model_def.main([str(config), "--metrics-out", str(out), "--no-tensorboard"]) == 0
+    history = json.loads(out.read_text())
+    assert [m["batches"] for m in history] == [6, 12]
+    assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(("smaller_is_better", "best_batch"), [(False, 20), (True, 10)])
+def test_best_validation_follows_the_searcher(smaller_is_better, best_batch):
+    validations = [(10, {"acc": 0.5}), (20, {"acc": 0.7}), (30, {"acc": 0.7}), (40, {"x": 1})]
+    assert progress.best_validation(validations, "acc", smaller_is_better)[0] == best_batch
+    assert progress.best_validation(validations, "f1", smaller_is_better) is None
+
+
+def test_durations_read_as_minutes_or_hours():
+    assert progress.format_duration(59.6) == "1m00s"
+    assert progress.format_duration(3725) == "1h02m05s"

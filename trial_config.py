@@ -1,0 +1,134 @@
+"""The experiment config as the trial reads it: keys, defaults, overrides, checks.
+
+Determined's YAML is the configuration. This module names the `hyperparameters` and `data` keys
+the trial reads (required ones, and every optional one with its default: here and nowhere else),
+applies a local run's `section.key=value` overrides, and checks what Determined itself would let
+through to fail later.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import yaml
+from determined import pytorch
+
+from constants import ConfigError
+
+REQUIRED_HPARAMS = ("global_batch_size", "learning_rate", "num_train_epochs", "model_type")
+OPTIONAL_HPARAMS = {
+    "max_seq_length": 128,  # tokens per pair, after truncation
+    "adam_epsilon": 1e-8,
+    "weight_decay": 0.0,  # never applied to biases and LayerNorm weights
+    "warmup_ratio": 0.0,  # share of all optimizer steps spent warming the LR up linearly
+    "max_grad_norm": 1.0,  # gradient clipping, as run_glue
+    "pad_to_max_length": False,  # pad every batch to max_seq_length instead of its longest
+    "pad_to_multiple_of": 8,  # round a batch's padded length up: few shapes for the kernels
+    "group_by_length": True,  # batch examples of similar length together: little padding
+    "precision": "auto",  # auto: bf16 (or fp16) on GPUs and on CPUs with native bf16, else fp32
+    "fused_adamw": "auto",  # auto: fused on CPUs and CUDA GPUs (torch has kernels for both)
+    "fast_dropout": "auto",  # auto: on CPUs, where torch's dropout draws slowly (fast_dropout.py)
+    "attn_implementation": "auto",  # auto: SDPA on GPUs, eager on CPUs; or eager, sdpa
+    "dataloader_workers": "auto",  # auto: 2 on GPUs, to batch while the GPU steps; 0 on CPUs
+    "torch_compile": False,  # compile the model: slow first steps, faster ones after (GPUs)
+}
+REQUIRED_DATA = ("task", "model_name_or_path", "data_dir")
+OPTIONAL_DATA = {
+    "download_data": False,  # fetch the task's files into data_dir when they are missing
+    "path_to_mrpc": "",  # a folder with msr_paraphrase_{train,test}.txt, instead of downloading
+    "cache_dir": None,  # tokenized-feature cache; None: ~/.cache/bert_glue_features
+}
+# The sections and keys a local run's overrides may change.
+OVERRIDABLE = {
+    "hyperparameters": (*REQUIRED_HPARAMS, *OPTIONAL_HPARAMS),
+    "data": (*REQUIRED_DATA, *OPTIONAL_DATA),
+    "reproducibility": ("experiment_seed",),
+}
+
+
+def with_defaults(section: str, values: dict, required: tuple, optional: dict) -> dict:
+    """values with defaults filled in; an unknown or missing key is an error that names it."""
+    known = (*required, *optional)
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ConfigError(
+            f"{section}: unknown key(s) {', '.join(unknown)}; known: {', '.join(known)}"
+        )
+    missing = [key for key in required if values.get(key) is None]
+    if missing:
+        raise ConfigError(f"{section}: missing required key(s) {', '.join(missing)}")
+    return {**optional, **values}
+
+
+def hyperparameters(values: dict) -> dict:
+    return with_defaults("hyperparameters", values, REQUIRED_HPARAMS, OPTIONAL_HPARAMS)
+
+
+def data_config(values: dict) -> dict:
+    return with_defaults("data", values, REQUIRED_DATA, OPTIONAL_DATA)
+
+
+def check_batch_split(global_batch_size: int, slots: int) -> None:
+    """Every slot (process) must get the same number of examples per optimizer step."""
+    if global_batch_size % slots:
+        raise ConfigError(
+            f"hyperparameters.global_batch_size: {global_batch_size} examples do not split evenly "
+            f"across {slots} slots (processes); use a multiple of {slots}"
+        )
+
+
+def train_length(hparams: dict, searcher: dict) -> pytorch.Epoch:
+    """The run's length: hyperparameters.num_train_epochs, over which the LR schedule runs.
+
+    A searcher that stops trials early (adaptive_asha) counts progress in searcher.time_metric
+    up to searcher.max_time; those must be the same epochs, or its rungs would fall elsewhere
+    than the trial's schedule (Determined itself only logs a warning).
+    """
+    epochs = hparams["num_train_epochs"]
+    time_metric, max_time = searcher.get("time_metric"), searcher.get("max_time")
+    if time_metric is not None and (time_metric, max_time) != ("epochs", epochs):
+        raise ValueError(
+            f"searcher: time_metric {time_metric!r} and max_time {max_time} must be 'epochs' and "
+            f"{epochs}, the run's length (hyperparameters.num_train_epochs)"
+        )
+    return pytorch.Epoch(epochs)
+
+
+def load_config(path: str, overrides: list[str]) -> dict:
+    """The YAML config with `section.key=value` overrides applied (values parsed as YAML)."""
+    with open(path) as f:
+        config = yaml.safe_load(f)
+    for override in overrides:
+        key, sep, value = override.partition("=")
+        section, _, name = key.partition(".")
+        if not sep or name not in OVERRIDABLE.get(section, ()):
+            raise ConfigError(
+                f"bad override {override!r}: expected section.key=value with section one of "
+                f"{', '.join(OVERRIDABLE)} and a key the trial reads"
+            )
+        config.setdefault(section, {})[name] = parse_value(value)
+    return config
+
+
+def parse_value(text: str):
+    """A YAML scalar, reading 3e-5 as a number too (YAML 1.1 wants 3.0e-5)."""
+    value = yaml.safe_load(text)
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            return float(value)
+    return value
+
+
+def local_hparams(config: dict) -> dict:
+    """Hyperparameter values for a local run: constants as they are, `const` ones unwrapped."""
+    hparams = {}
+    for name, value in config["hyperparameters"].items():
+        if isinstance(value, dict):
+            if value.get("type") != "const":
+                raise ConfigError(
+                    f"hyperparameters.{name} is searched ({value.get('type')}); a local run needs "
+                    f"one value: add the override hyperparameters.{name}=<value>"
+                )
+            value = value["val"]
+        hparams[name] = value
+    return hparams

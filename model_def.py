@@ -39,6 +39,7 @@ import download_glue_data
 import fast_dropout
 import metrics
 import pretrained
+import versions
 
 logger = logging.getLogger(__name__)
 
@@ -532,6 +533,7 @@ def torchrun_command(nproc: int, script: str, args: list[str]) -> tuple[list[str
 
 
 def main(argv: list[str] | None = None) -> int:
+    versions.require_supported()  # one "error:" line if torch or transformers is unusable
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("config", nargs="?", default="const.yaml", help="experiment config YAML")
     parser.add_argument("overrides", nargs="*", help="section.key=value, e.g. data.task=RTE")

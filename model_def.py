@@ -21,6 +21,12 @@ import logging
 import sys
 import time
 
+import versions
+
+# Before transformers is imported: with a torch it cannot use it fails on its first model class,
+# with an ImportError that names neither the versions nor the fix. This exits with one line.
+versions.require_supported()
+
 import determined as det
 import numpy as np
 import torch

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Runs in every container of the experiment before the trial, inside Determined's PyTorch image
-# (which has torch and determined). Installs what the trial needs beyond it, with the same pins
-# as requirements.txt (tests/test_packaging.py keeps them in step).
+# Determined sources this in every container of the experiment, after its task setup has
+# installed the master's determined wheel and before the trial starts, inside environment.image
+# (nvcr.io/nvidia/pytorch:25.12-py3: Python 3.12, torch; image/ngc-25.12.txt). It installs what
+# that image lacks, requirements-image.txt, under the image's own pip constraints
+# (PIP_CONSTRAINT=/etc/pip/constraint.txt), and does nothing when all of it is there already
+# (an image built from the Dockerfile). Then it stops the container with one "error:" line if
+# torch or transformers cannot run the trial (versions.py).
 set -euo pipefail
-pip install --no-cache-dir \
-  transformers==5.24.0 \
-  tokenizers==0.23.3 \
-  scikit-learn==1.9.1 \
-  scipy==1.17.1 \
-  sentencepiece==0.2.3 \
-  sacremoses==0.2.0 \
-  "requests>=2.28"
+python="${DET_PYTHON_EXECUTABLE:-python3}"
+if ! "$python" versions.py --unmet requirements-image.txt; then
+  "$python" -m pip install --no-cache-dir -r requirements-image.txt
+fi
+"$python" versions.py

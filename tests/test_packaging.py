@@ -1,25 +1,67 @@
-"""What Determined uploads and installs: the startup hook's pins follow requirements.txt."""
+"""What Determined uploads and installs: one list of what the image lacks, pinned as
+requirements.txt pins it, installed by startup-hook.sh and the Dockerfile in the configs' image."""
 
 from __future__ import annotations
 
 import re
 
+import pathspec
+import pytest
+import yaml
 from conftest import REPO
+
+IMAGE_REQUIREMENTS = REPO / "requirements-image.txt"
+CONFIGS = sorted(REPO.glob("*.yaml"))
 
 
 def pins(text: str) -> dict[str, str]:
     return dict(re.findall(r"^\s*\"?([A-Za-z0-9_.-]+)([=><]=[^\s\"\\]+)", text, flags=re.M))
 
 
-def test_startup_hook_pins_match_requirements():
-    hook = pins((REPO / "startup-hook.sh").read_text())
+def dockerfile_base() -> str:
+    return re.search(r"^ARG BASE_IMAGE=(\S+)$", (REPO / "Dockerfile").read_text(), flags=re.M)[1]
+
+
+def test_image_requirements_are_pinned_as_requirements_txt_pins_them():
+    image = pins(IMAGE_REQUIREMENTS.read_text())
     requirements = pins((REPO / "requirements.txt").read_text())
-    assert {"transformers", "tokenizers", "scikit-learn", "scipy"} <= set(hook)
-    for package, spec in hook.items():
-        assert requirements.get(package) == spec, f"{package}: hook {spec}, requirements.txt"
+    assert {"transformers", "tokenizers", "scikit-learn", "scipy"} <= set(image)
+    for package, spec in image.items():
+        assert requirements.get(package) == spec, f"{package}: image {spec}, requirements.txt"
+
+
+def test_startup_hook_installs_the_image_requirements_and_nothing_else():
+    hook = (REPO / "startup-hook.sh").read_text()
+    assert "pip install --no-cache-dir -r requirements-image.txt\n" in hook
+    assert "versions.py --unmet requirements-image.txt" in hook
+    assert pins(hook) == {}
+
+
+def test_dockerfile_installs_the_image_requirements_and_the_masters_determined():
+    dockerfile = (REPO / "Dockerfile").read_text()
+    determined = pins((REPO / "requirements.txt").read_text())["determined"]
+    assert f"-r /tmp/requirements-image.txt determined{determined}\n" in dockerfile
+    assert "ENV DET_SKIP_PIP_INSTALL=1" in dockerfile
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_configs_run_in_the_dockerfiles_base_image(path):
+    assert yaml.safe_load(path.read_text())["environment"]["image"] == dockerfile_base()
+
+
+def test_the_base_image_has_its_package_list():
+    tag = dockerfile_base().removeprefix("nvcr.io/nvidia/pytorch:").removesuffix("-py3")
+    facts = (REPO / "image" / f"ngc-{tag}.txt").read_text()
+    assert dockerfile_base() in facts and "python==3." in facts
 
 
 def test_detignore_keeps_tests_caches_and_environments_out():
     ignored = (REPO / ".detignore").read_text().split()
     for pattern in ("tests/", "bench/", ".venv/", "__pycache__/", "glue_data/", "*.pt"):
         assert pattern in ignored
+
+
+def test_detignore_uploads_what_the_startup_hook_runs():
+    spec = pathspec.PathSpec.from_lines("gitwildmatch", (REPO / ".detignore").read_text().split())
+    for name in ("startup-hook.sh", "requirements-image.txt", "versions.py"):
+        assert not spec.match_file(name), name

@@ -1,0 +1,142 @@
+"""versions.py: the trial refuses a torch or transformers it cannot use, as transformers judges it;
+startup-hook.sh installs only what is missing, then runs that check."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO
+from transformers.utils import import_utils
+
+import versions
+
+# Versions as NVIDIA's containers and PyPI spell them.
+TORCH_VERSIONS = [
+    "2.3.0a0+40ec155e58",  # NGC 24.03, under Determined 0.38.1's default image
+    "2.5.1",
+    "2.6.0a0+ecf3bae40a",  # a pre-release of 2.6: older than 2.6.0
+    "2.6.0",
+    "2.10.0a0+b4e4ee81d3",  # NGC 25.12, the configs' image
+    "2.13.0",
+    "N/A",  # what transformers reads when torch has no version metadata
+]
+
+
+def never_asked() -> bool:
+    raise AssertionError("transformers' verdict is asked only when both versions pass")
+
+
+@pytest.mark.parametrize("torch_version", TORCH_VERSIONS)
+def test_torch_floor_is_transformers_own(torch_version, monkeypatch):
+    monkeypatch.setattr(
+        import_utils, "_is_package_available", lambda *a, **k: (True, torch_version)
+    )
+    transformers_accepts = import_utils.is_torch_available.__wrapped__()  # past its lru_cache
+    assert versions.at_least(torch_version, versions.MIN_TORCH) == transformers_accepts
+
+
+def test_a_pre_release_torch_is_refused_with_the_versions_and_the_fix():
+    message = versions.problem("2.6.0a0+xyz", "5.24.0", never_asked)
+    assert message.startswith("torch 2.6.0a0+xyz, transformers 5.24.0: ")
+    assert "torch >= 2.6.0" in message
+    assert "environment.image" in message and "requirements.txt" in message
+
+
+def test_an_old_or_missing_transformers_is_refused():
+    assert "transformers >= 5.24.0" in versions.problem(
+        "2.10.0a0+b4e4ee81d3", "5.23.0", never_asked
+    )
+    assert versions.problem("2.13.0", None, never_asked).startswith(
+        "torch 2.13.0, transformers missing: the trial needs transformers >= 5.24.0"
+    )
+    assert "torch missing" in versions.problem(None, "5.24.0", never_asked)
+
+
+def test_torch_turned_off_by_transformers_is_refused():
+    message = versions.problem("2.13.0", "5.24.0", lambda: False)
+    assert "is_torch_available() is False" in message
+
+
+def test_the_pinned_stack_and_ngc_25_12_pass():
+    assert versions.problem("2.13.0", "5.24.0", lambda: True) == ""
+    assert versions.problem("2.10.0a0+b4e4ee81d3", "5.24.0", lambda: True) == ""
+    assert versions.problem("2.13.0", "5.24.0", versions.transformers_sees_torch) == ""
+
+
+def test_min_transformers_is_the_image_pin():
+    pin = "transformers==" + str(versions.MIN_TRANSFORMERS)
+    assert pin in (REPO / "requirements-image.txt").read_text().split()
+
+
+def test_model_def_stops_before_transformers_fails_on_an_old_torch():
+    """Under a torch transformers 5 turns off, `python model_def.py` ends with one error line,
+    not with transformers' ImportError from the first model class the trial imports."""
+    fake = (
+        "import importlib.metadata as m, runpy, sys; real = m.version; "
+        "m.version = lambda n: '2.5.0a0+abc' if n == 'torch' else real(n); "
+        "sys.argv = ['model_def.py', 'const.yaml']; "
+        "runpy.run_path('model_def.py', run_name='__main__')"
+    )
+    done = subprocess.run([sys.executable, "-c", fake], cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 1
+    assert done.stderr.startswith("error: torch 2.5.0a0+abc, transformers ")
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+
+
+def test_versions_script_exits_1_with_one_line_under_an_old_torch():
+    fake = (
+        "import importlib.metadata as m, runpy, sys; real = m.version; "
+        "m.version = lambda n: '2.5.0a0+abc' if n == 'torch' else real(n); "
+        "sys.argv = ['versions.py']; runpy.run_path('versions.py', run_name='__main__')"
+    )
+    done = subprocess.run([sys.executable, "-c", fake], cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 1
+    assert done.stderr.startswith("error: torch 2.5.0a0+abc, transformers ")
+    assert done.stderr.count("\n") == 1
+
+
+def test_unmet_lists_what_is_missing_or_another_version(tmp_path):
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text(
+        "# a comment\npackaging>=1\n\ntransformers==0.0.1  # too old\nno-such-package-xyz==1\n"
+    )
+    assert versions.unmet(requirements) == [
+        "transformers==0.0.1 (installed: 5.24.0)",
+        "no-such-package-xyz==1 (installed: none)",
+    ]
+    assert versions.main(["--unmet", str(requirements)]) == 1
+
+
+def run_hook(tmp_path, requirements: str) -> tuple[subprocess.CompletedProcess, str]:
+    """startup-hook.sh in a copy of its files, with a Python that logs and skips pip calls."""
+    for name in ("startup-hook.sh", "versions.py"):
+        shutil.copy(REPO / name, tmp_path / name)
+    (tmp_path / "requirements-image.txt").write_text(requirements)
+    python = tmp_path / "python"
+    python.write_text(
+        f'#!/usr/bin/env bash\nif [ "$1 $2" = "-m pip" ]; then echo "$@" >> pip.log; exit 0; fi\n'
+        f'exec {sys.executable} "$@"\n'
+    )
+    python.chmod(0o755)
+    env = {"PATH": "/usr/bin:/bin", "DET_PYTHON_EXECUTABLE": str(python)}
+    done = subprocess.run(
+        ["bash", "startup-hook.sh"], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    log = tmp_path / "pip.log"
+    return done, log.read_text() if log.exists() else ""
+
+
+def test_hook_skips_pip_when_everything_is_installed(tmp_path):
+    done, pip_calls = run_hook(tmp_path, (REPO / "requirements-image.txt").read_text())
+    assert done.returncode == 0, done.stderr
+    assert pip_calls == ""
+
+
+def test_hook_installs_the_requirements_file_when_a_pin_is_missing(tmp_path):
+    done, pip_calls = run_hook(tmp_path, "no-such-package-xyz==1\n")
+    assert done.returncode == 0, done.stderr
+    assert "not installed: no-such-package-xyz==1" in done.stdout
+    assert pip_calls == "-m pip install --no-cache-dir -r requirements-image.txt\n"

@@ -35,9 +35,12 @@ class Timer:
         self.started = time.perf_counter() - since_start
 
     def stop(self) -> None:
-        if self.started is not None:
-            self.seconds += time.perf_counter() - self.started
-            self.started = None
+        self.seconds, self.started = self.elapsed(), None
+
+    def elapsed(self) -> float:
+        """All the phase's seconds so far, the running interval's too."""
+        running = time.perf_counter() - self.started if self.started is not None else 0.0
+        return self.seconds + running
 
 
 def format_duration(seconds: float) -> str:
@@ -135,16 +138,12 @@ class RunRecorder(pytorch.PyTorchCallback):
         self._pause_training()
 
     # Derived figures.
-    def training_seconds(self) -> float:
-        running = self.training.started
-        return self.training.seconds + (time.perf_counter() - running if running else 0.0)
-
     def samples_per_second(self) -> float:
-        seconds = self.training_seconds()
+        seconds = self.training.elapsed()
         return self.samples / seconds if seconds else 0.0
 
     def eta_seconds(self) -> float:
-        per_batch = self.training_seconds() / max(self.batches - self.first_batch, 1)
+        per_batch = self.training.elapsed() / max(self.batches - self.first_batch, 1)
         return per_batch * max(self.total_batches - self.batches, 0)
 
     # Bars and lines.

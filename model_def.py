@@ -258,6 +258,7 @@ class BertPyTorch(pytorch.PyTorchTrial):
         self.reducer = context.wrap_reducer(
             GlueMetricReducer(self.task), name=None, for_training=False
         )
+        self.train_loss = context.wrap_reducer(metrics.DeviceMean(), "loss", for_validation=False)
 
     def build_callbacks(self) -> dict[str, pytorch.PyTorchCallback]:
         return {
@@ -390,7 +391,8 @@ class BertPyTorch(pytorch.PyTorchTrial):
         loss = self._forward(batch).loss
         self.context.backward(self.scaler.scale(loss) if self.scaler else loss)
         self.context.step_optimizer(self.optimizer, clip_grads=self._clip, scaler=self.scaler)
-        return {"loss": loss, "lr": self.lr_scheduler.get_last_lr()[0]}
+        self.train_loss.update(loss)  # reported as "loss", averaged over the reporting period
+        return {"lr": self.lr_scheduler.get_last_lr()[0]}
 
     def _clip(self, params) -> None:
         if self.scaler:

@@ -17,8 +17,8 @@ out of time is recorded as such and the next one runs:
 Every figure goes into <results>/gpu_check.json as it is measured (rewritten atomically), the
 output into <results>/gpu_check.log (by gpu_check.sh), so a run cut off returns what it has.
 
-1. Here, once (writes .gpu_carry/, which .git/info/exclude must list: about 47 MB):
-    echo /.gpu_carry/ >> .git/info/exclude
+1. Here, once, in that checkout (writes .gpu_carry/, ignored by .gitignore, so only `carry`
+   takes it along; the sizes it prints must leave the 64 MiB a call carries):
     python bench/gpu_check.py --prepare --data-dir ../shared/glue_data
 2. The device call (the `run` tool), from the checkout the session was started in:
     command: bash bench/gpu_check.sh      carry: [".gpu_carry"]      timeout_s: 540

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from determined import pytorch
 from scipy import stats
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
@@ -51,3 +52,27 @@ def compute_split_metrics(
         for name, value in compute_metrics(task, logits[rows], labels[rows]).items():
             results[name + suffix] = value
     return results
+
+
+class DeviceMean(pytorch.MetricReducer):
+    """The mean of a value added every training batch, summed where it is (on the GPU) and read
+    once per reporting period. A tensor that train_batch returns is copied to the host by
+    Determined at once, which makes the host wait for the GPU every batch."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.total: torch.Tensor | float = 0.0
+        self.count = 0
+
+    def update(self, value: torch.Tensor) -> None:
+        self.total = self.total + value.detach().float()
+        self.count += 1
+
+    def per_slot_reduce(self) -> tuple[float, int]:
+        return float(self.total), self.count
+
+    def cross_slot_reduce(self, per_slot: list[tuple[float, int]]) -> float:
+        totals, counts = zip(*per_slot, strict=True)
+        return sum(totals) / sum(counts)

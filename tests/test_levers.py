@@ -256,3 +256,46 @@ def test_fused_adamw_steps_like_foreach():
     for foreach, fused in zip(*stepped, strict=True):
         torch.testing.assert_close(fused, foreach)
     assert not torch.equal(stepped[0][0], params[0])  # the steps did move the weights
+
+
+@pytest.mark.parametrize(
+    "gpu, capability, expected",
+    [
+        ("V100", (7, 0), torch.float16),
+        ("T4", (7, 5), torch.float16),
+        ("A100", (8, 0), torch.bfloat16),
+        ("H100", (9, 0), torch.bfloat16),
+    ],
+)
+def test_auto_precision_on_gpus_follows_compute_capability(
+    local_config, monkeypatch, gpu, capability, expected
+):
+    """auto on a GPU: bf16 from compute capability 8.0 on, else fp16 with the loss scaler, even
+    where torch.cuda.is_bf16_supported() says yes (it counts emulated bf16 on V100 and T4)."""
+    asked = []
+
+    def get_device_capability(device):
+        asked.append(device)
+        return capability
+
+    class BuiltPrecision(Exception):
+        """Stops the trial's __init__ once it has chosen the precision, before the model is
+        moved to a GPU this machine may not have."""
+
+    def stop(*args) -> None:
+        raise BuiltPrecision
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", get_device_capability)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
+    monkeypatch.setattr(model_def.pretrained, "check_pretrained", stop)
+    with local_run.local_context(local_config) as context:
+        monkeypatch.setattr(context, "device", torch.device("cuda", 0))  # as Determined sets it
+        trial = model_def.BertPyTorch.__new__(model_def.BertPyTorch)
+        with pytest.raises(BuiltPrecision):
+            trial.__init__(context)
+    assert asked == [torch.device("cuda", 0)], gpu
+    assert trial.autocast_dtype == expected
+    if expected == torch.float16:
+        assert isinstance(trial.scaler, torch.amp.GradScaler) and context._scaler is trial.scaler
+    else:
+        assert trial.scaler is None and context._scaler is None

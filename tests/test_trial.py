@@ -149,3 +149,39 @@ def test_every_model_type_constructs_and_runs_a_batch(model_type, tmp_path):
         inputs["token_type_ids"] = torch.zeros(2, 7, dtype=torch.long)
     out = model(**inputs)
     assert out.logits.shape == (2, 3) and torch.isfinite(out.loss)
+
+
+def test_training_loss_is_averaged_over_each_reporting_period(local_config):
+    """The trial returns no tensor per batch (Determined would copy it to the host at once) and
+    sums the loss on the device instead: the reported averages are the batch losses' means over
+    each reporting period, as when train_batch returned the loss."""
+    losses, returned, reported = [], [], []
+
+    class Recorder(model_def.pytorch.PyTorchCallback):
+        def on_training_workload_end(self, avg_metrics, batch_metrics) -> None:
+            reported.append(avg_metrics["loss"])
+
+    class RecordingTrial(model_def.BertPyTorch):
+        def build_callbacks(self):
+            return {**super().build_callbacks(), "recorder": Recorder()}
+
+        def _forward(self, batch):
+            out = super()._forward(batch)
+            if self.model.training:
+                losses.append(out.loss.item())
+            return out
+
+        def train_batch(self, batch, epoch_idx, batch_idx):
+            returned.append(super().train_batch(batch, epoch_idx, batch_idx))
+            return returned[-1]
+
+    # 48 rows in batches of 2: 24 batches an epoch. run_local reports every 20 batches and
+    # Determined also ends a reporting period at each epoch's end: 20, 4, 16 and 8 batches.
+    local_config["hyperparameters"].update(global_batch_size=2, num_train_epochs=2)
+    local_run.run_local(RecordingTrial, local_config)
+    assert len(losses) == 48
+    assert all(isinstance(v, float) for r in returned for v in r.values())
+    periods = [(0, 20), (20, 24), (24, 40), (40, 48)]
+    expected = [sum(losses[a:b]) / (b - a) for a, b in periods]
+    assert reported == pytest.approx(expected, rel=1e-6)
+    assert len(set(reported)) == 4  # the periods' means differ: none counted twice

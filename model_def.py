@@ -236,6 +236,7 @@ class BertPyTorch(pytorch.PyTorchTrial):
 
         self.optimizer = context.wrap_optimizer(self._build_optimizer(hp))
         self.max_length = train_length(hp, context.get_experiment_config()["searcher"])
+        metrics.check_searcher(self.task, context.get_experiment_config()["searcher"])
         total_steps = self.max_length.value * self._steps_per_epoch()
         self.lr_scheduler = context.wrap_lr_scheduler(
             get_linear_schedule_with_warmup(

@@ -39,6 +39,7 @@ import download_glue_data
 import fast_dropout
 import metrics
 import pretrained
+import searcher_stop
 
 logger = logging.getLogger(__name__)
 
@@ -257,6 +258,7 @@ class BertPyTorch(pytorch.PyTorchTrial):
         return {
             "validation_history": self.validation_history,
             "portable_checkpoints": PortableCheckpoints(),
+            "searcher_stop": searcher_stop.SearcherStop(self.context),
         }
 
     def _load_datasets(

@@ -165,14 +165,12 @@ class FakeMaster:
         for route_method, pattern, endpoint in self.routes():
             match = re.fullmatch(pattern, parsed.path)
             if method == route_method and match:
-                if endpoint == self.preemption:  # outside the lock: it waits
-                    with self._lock:
-                        self.requests.append(request)
-                    return endpoint(match, body)
                 with self._lock:
                     self.requests.append(request)
-                    request.status, request.answer = endpoint(match, body)
-                return request.status, request.answer
+                    if endpoint != self.preemption:  # a long poll waits, with the lock free
+                        request.status, request.answer = endpoint(match, body)
+                        return request.status, request.answer
+                return endpoint(match, body)
         request.status = 404
         with self._lock:
             self.unknown.append(request)

@@ -155,7 +155,7 @@ def test_position_limits_of_other_model_types():
 def test_searcher_metric_the_task_does_not_report(local_config, tmp_path):
     """Checked when the trial is built, on a cluster as in a local run: one line, the choices."""
     local_config["data"]["task"] = "STS-B"
-    local_config["searcher"]["metric"] = "acc"
+    local_config["searcher"].update(metric="acc", smaller_is_better=False)
     with pytest.raises(SystemExit) as exit_:
         model_def.main([write_config(local_config, tmp_path)])
     assert str(exit_.value.code) == (

@@ -2,7 +2,8 @@
 
 FakeMaster serves the REST calls that the harness makes during a PyTorchTrial's life
 (determined/core/_context.py, _train.py, _metrics.py, _checkpoint.py, _preempt.py and
-pytorch/_pytorch_trial.py call them; paths as in common/api/bindings.py), records each one,
+pytorch/_pytorch_trial.py call them; paths as in common/api/bindings.py) for a trial that is
+never preempted and never reports an invalid hyperparameter, records each one,
 and answers GetTrial with the trial's state, which a test (or stop_after_validations) flips
 to STOPPING_COMPLETED as adaptive ASHA's early stop does. A request it does not know gets a
 404 and lands in `unknown`.
@@ -141,7 +142,6 @@ class FakeMaster:
             ("POST", trial + "/runner/metadata", self.empty),
             ("POST", trial + "/metrics", self.report_metrics),
             ("POST", trial + "/progress", self.empty),
-            ("POST", trial + "/early_exit", self.empty),
             ("GET", trial, self.get_trial),
             ("POST", r"/api/v1/checkpoints", self.empty),
             (
@@ -150,7 +150,6 @@ class FakeMaster:
                 self.best_validation,
             ),
             ("GET", r"/api/v1/allocations/[^/]+/signals/preemption", self.preemption),
-            ("POST", r"/api/v1/allocations/[^/]+/signals/ack_preemption", self.empty),
         ]
 
     def handle(self, method: str, url: str, headers, raw: bytes) -> tuple[int, dict]:

@@ -8,7 +8,9 @@ from determined import pytorch
 from scipy import stats
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
-from constants import GlueTask
+from constants import ConfigError, GlueTask
+
+LOSS = "validation_loss"  # the dev-set loss; the one metric a searcher should minimize
 
 
 def predictions(task: GlueTask, logits: np.ndarray) -> np.ndarray:
@@ -27,7 +29,7 @@ def loss(task: GlueTask, logits: np.ndarray, labels: np.ndarray) -> float:
 def compute_metrics(task: GlueTask, logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     """The task's metrics (named as in transformers' old glue_compute_metrics) plus the loss."""
     preds = predictions(task, logits)
-    results: dict[str, float] = {"validation_loss": loss(task, logits, labels)}
+    results: dict[str, float] = {LOSS: loss(task, logits, labels)}
     if task.is_regression:
         results["pearson"] = float(stats.pearsonr(preds, labels)[0])
         results["spearmanr"] = float(stats.spearmanr(preds, labels)[0])
@@ -76,3 +78,38 @@ class DeviceMean(pytorch.MetricReducer):
     def cross_slot_reduce(self, per_slot: list[tuple[float, int]]) -> float:
         totals, counts = zip(*per_slot, strict=True)
         return sum(totals) / sum(counts)
+
+
+def reported_metrics(task: GlueTask) -> tuple[str, ...]:
+    """The names of the validation metrics the trial reports for the task, in report order.
+
+    Read off compute_split_metrics itself, on a stand-in dev set of 4 distinct rows per split
+    (perfect predictions, so that no correlation or F1 is undefined).
+    """
+    splits = np.repeat(np.arange(len(task.dev)), 4)
+    if task.is_regression:
+        labels = np.arange(len(splits), dtype=np.float32)
+        logits = labels[:, None]
+    else:
+        labels = np.arange(len(splits)) % task.num_labels
+        logits = np.eye(task.num_labels, dtype=np.float32)[labels]
+    return tuple(compute_split_metrics(task, splits, logits, labels))
+
+
+def check_searcher(task: GlueTask, searcher: dict) -> None:
+    """searcher.metric must be one the trial reports, and smaller_is_better must suit it."""
+    names = reported_metrics(task)
+    metric = searcher.get("metric")
+    if metric not in names:
+        raise ConfigError(
+            f"searcher.metric: {metric!r} is not a metric the trial reports for {task.name}; "
+            f"choose one of {', '.join(names)}"
+        )
+    is_loss = metric.startswith(LOSS)
+    smaller_is_better = searcher.get("smaller_is_better", True)  # Determined's default
+    if smaller_is_better != is_loss:
+        kind = "a loss, smaller is better" if is_loss else "a score, larger is better"
+        raise ConfigError(
+            f"searcher.smaller_is_better: {str(smaller_is_better).lower()} does not suit "
+            f"searcher.metric {metric!r}, {kind}; set smaller_is_better: {str(is_loss).lower()}"
+        )

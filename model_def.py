@@ -40,6 +40,7 @@ import fast_dropout
 import local_run
 import metrics
 import pretrained
+import searcher_stop
 import trial_config
 
 logger = logging.getLogger(__name__)
@@ -123,6 +124,7 @@ class BertPyTorch(pytorch.PyTorchTrial):
         cfg = trial_config.data_config(context.get_data_config())
         trial_config.check_batch_split(hp["global_batch_size"], context.distributed.get_size())
         self.task = constants.get_task(cfg["task"])
+        metrics.check_searcher(self.task, context.get_experiment_config()["searcher"])
         self.model_type = hp["model_type"]
         _, model_class, tokenizer_class = constants.get_model_classes(self.model_type)
         self.autocast_dtype, self.scaler = self._mixed_precision(hp["precision"])
@@ -180,7 +182,10 @@ class BertPyTorch(pytorch.PyTorchTrial):
         self.train_loss = context.wrap_reducer(metrics.DeviceMean(), "loss", for_validation=False)
 
     def build_callbacks(self) -> dict[str, pytorch.PyTorchCallback]:
-        return {"portable_checkpoints": PortableCheckpoints()}
+        return {
+            "portable_checkpoints": PortableCheckpoints(),
+            "searcher_stop": searcher_stop.SearcherStop(self.context),
+        }
 
     def _load_datasets(
         self, hp: dict, cfg: dict

@@ -43,6 +43,7 @@ OVERRIDABLE = {
     "hyperparameters": (*REQUIRED_HPARAMS, *OPTIONAL_HPARAMS),
     "data": (*REQUIRED_DATA, *OPTIONAL_DATA),
     "reproducibility": ("experiment_seed",),
+    "searcher": ("metric", "smaller_is_better"),  # e.g. for data.task=STS-B, which has no acc
 }
 
 

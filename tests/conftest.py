@@ -102,4 +102,6 @@ def local_config(tiny_model_dir, glue_dir, tmp_path, monkeypatch) -> dict:
     config["hyperparameters"].update(
         global_batch_size=8, learning_rate=3e-3, num_train_epochs=2, max_seq_length=32
     )
+    # The one metric every task reports: tests switch data.task (metrics.check_searcher).
+    config["searcher"].update(metric="validation_loss", smaller_is_better=True)
     return config

@@ -151,3 +151,15 @@ def test_position_limits_of_other_model_types():
     with pytest.raises(constants.ConfigError, match="65 is more than the 64 positions r"):
         pretrained.check_positions(roberta, "roberta", 65, "r")
     pretrained.check_positions(XLNetConfig(), "xlnet", 4096, "x")  # relative positions: no limit
+
+
+def test_searcher_metric_the_task_does_not_report(local_config, tmp_path):
+    """Checked when the trial is built, on a cluster as in a local run: one line, the choices."""
+    local_config["data"]["task"] = "STS-B"
+    local_config["searcher"].update(metric="acc", smaller_is_better=False)
+    with pytest.raises(SystemExit) as exit_:
+        model_def.main([write_config(local_config, tmp_path)])
+    assert str(exit_.value.code) == (
+        "error: searcher.metric: 'acc' is not a metric the trial reports for STS-B; "
+        "choose one of validation_loss, pearson, spearmanr, corr"
+    )

@@ -157,6 +157,8 @@ def dist_config(deterministic_model_dir, tmp_path_factory) -> pathlib.Path:
         data_dir=str(folder / "glue_data"),
         download_data=True,
     )
+    # The one metric every task reports: the runs switch data.task (metrics.check_searcher).
+    config["searcher"].update(metric="validation_loss", smaller_is_better=True)
     config["hyperparameters"].update(
         global_batch_size=GLOBAL_BATCH,
         learning_rate=LEARNING_RATE,

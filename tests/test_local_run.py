@@ -67,8 +67,9 @@ def test_summary_names_the_checkpoint_on_disk_and_how_to_resume(cli_run, tmp_pat
         rf"^resume      python model_def.py \S+config.yaml --resume {uuid}$", summary, re.M
     )
     assert f"python predict.py {checkpoint} --output_dir submission" in summary
-    row = re.search(r"^  acc\s+([\d.]+)\s+([\d.]+)  <- searcher.metric$", summary, re.M)
-    assert float(row[2]) >= float(row[1])  # best >= final, for a larger-is-better metric
+    row = re.search(r"^  validation_loss\s+([\d.]+)\s+([\d.]+)  <- searcher.metric$", summary, re.M)
+    assert float(row[2]) <= float(row[1])  # best <= final: local_config's metric is a loss
+    assert re.search(r"^  acc\s+[\d.]+\s+[\d.]+$", summary, re.M)
     times = re.search(
         r"start-up ([\d.]+) s, data \(download, featurize\) ([\d.]+) s, training ([\d.]+) s, "
         r"validation ([\d.]+) s, checkpoints ([\d.]+) s",

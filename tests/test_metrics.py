@@ -60,3 +60,74 @@ def test_mnli_reports_matched_and_mismatched_separately():
     results = metrics.compute_split_metrics(task, splits, logits, labels)
     assert results["acc"] == 1.0 and results["acc_mm"] == 0.5
     assert set(results) == {"acc", "validation_loss", "acc_mm", "validation_loss_mm"}
+
+
+@pytest.mark.parametrize(
+    ("task", "names"),
+    [
+        ("MRPC", ["validation_loss", "acc", "f1", "acc_and_f1"]),
+        ("CoLA", ["validation_loss", "acc", "mcc"]),
+        ("STS-B", ["validation_loss", "pearson", "spearmanr", "corr"]),
+        ("MNLI", ["validation_loss", "acc", "validation_loss_mm", "acc_mm"]),
+    ],
+)
+def test_reported_metrics_are_the_task_table_metrics_of_every_dev_split(task, names):
+    assert list(metrics.reported_metrics(constants.TASKS[task])) == names
+
+
+def test_reported_metrics_are_what_a_real_validation_reports():
+    task = constants.TASKS["MNLI"]
+    splits = np.repeat([0, 1], 50)
+    logits = RNG.normal(size=(100, 3)).astype(np.float32)
+    labels = RNG.integers(0, 3, 100)
+    reported = metrics.compute_split_metrics(task, splits, logits, labels)
+    assert tuple(reported) == metrics.reported_metrics(task)
+
+
+@pytest.mark.parametrize(
+    ("task", "searcher", "message"),
+    [
+        (
+            "STS-B",
+            {"metric": "acc", "smaller_is_better": False},
+            "searcher.metric: 'acc' is not a metric the trial reports for STS-B; choose one of "
+            "validation_loss, pearson, spearmanr, corr",
+        ),
+        (
+            "MRPC",
+            {"metric": "acc", "smaller_is_better": True},
+            "searcher.smaller_is_better: true does not suit searcher.metric 'acc', a score, "
+            "larger is better; set smaller_is_better: false",
+        ),
+        (
+            "MRPC",
+            {"metric": "acc"},  # Determined's default: smaller_is_better true
+            "searcher.smaller_is_better: true does not suit",
+        ),
+        (
+            "MNLI",
+            {"metric": "validation_loss_mm", "smaller_is_better": False},
+            "searcher.smaller_is_better: false does not suit searcher.metric "
+            "'validation_loss_mm', a loss, smaller is better; set smaller_is_better: true",
+        ),
+        ("RTE", {"smaller_is_better": False}, "searcher.metric: None is not a metric"),
+    ],
+    ids=[
+        "metric-of-another-task",
+        "score-minimized",
+        "default-direction",
+        "loss-maximized",
+        "none",
+    ],
+)
+def test_check_searcher_names_the_key_and_the_choices(task, searcher, message):
+    with pytest.raises(constants.ConfigError) as error:
+        metrics.check_searcher(constants.TASKS[task], searcher)
+    assert str(error.value).startswith(message)
+
+
+def test_check_searcher_accepts_each_reported_metric_with_its_direction():
+    for task in constants.TASKS.values():
+        for name in metrics.reported_metrics(task):
+            smaller = name.startswith("validation_loss")
+            metrics.check_searcher(task, {"metric": name, "smaller_is_better": smaller})

@@ -106,7 +106,7 @@ def test_overrides_are_parsed_as_yaml_and_checked():
     )
     assert config["hyperparameters"]["learning_rate"] == 3e-5
     assert config["data"]["task"] == "RTE" and config["data"]["download_data"] is False
-    for bad in ["hyperparameters.lr=1", "learning_rate=1", "searcher.metric=f1", "data.task"]:
+    for bad in ["hyperparameters.lr=1", "learning_rate=1", "searcher.name=grid", "data.task"]:
         with pytest.raises(ValueError, match="bad override"):
             trial_config.load_config(const, [bad])
 

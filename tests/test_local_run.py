@@ -76,8 +76,10 @@ def test_summary_names_the_checkpoint_on_disk_and_how_to_resume(cli_run, tmp_pat
         summary,
     )
     startup, data, training, validation, checkpoints = map(float, times.groups())
+    minutes, seconds = map(int, re.search(r"^time        (\d+)m(\d\d)s:", summary, re.M).groups())
+    assert startup + training + validation + checkpoints <= 60 * minutes + seconds + 1
     assert startup > 1  # from the process's start: imports and the model count
-    assert min(training, validation, checkpoints) > 0 and data >= 0
+    assert training > 0 and min(data, validation, checkpoints) >= 0
     assert float(re.search(r"^speed       ([\d.]+) samples/s", summary, re.M)[1]) > 0
 
 
@@ -138,6 +140,19 @@ def test_best_validation_follows_the_searcher(smaller_is_better, best_batch):
     validations = [(10, {"acc": 0.5}), (20, {"acc": 0.7}), (30, {"acc": 0.7}), (40, {"x": 1})]
     assert progress.best_validation(validations, "acc", smaller_is_better)[0] == best_batch
     assert progress.best_validation(validations, "f1", smaller_is_better) is None
+
+
+def test_timer_sums_its_intervals(monkeypatch):
+    clock = iter([10.0, 12.5, 20.0, 21.0, 30.0])
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: next(clock))
+    timer = progress.Timer()
+    timer.start()  # 10.0
+    timer.stop()  # 12.5
+    timer.start()  # 20.0
+    assert timer.elapsed() == 3.5  # 21.0: the running interval counts
+    timer.stop()  # 30.0
+    timer.stop()  # stopped already: no clock read, nothing added
+    assert timer.seconds == 12.5
 
 
 def test_durations_read_as_minutes_or_hours():

@@ -45,8 +45,9 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 CARRY = REPO / ".gpu_carry"
 # What the lent machine's image lacks for the trial (determined's other requirements are not
-# imported by a local run); it has torch, transformers, accelerate, scikit-learn and pytest.
-WHEELS = ("determined==0.38.1", "ruamel.yaml==0.19.1", "appdirs==1.4.4")
+# imported by a local run); it has torch, accelerate, scikit-learn and pytest, and transformers
+# 5.17, older than the 5.24 that versions.py requires (13.5 MB: the carry stays under 64 MiB).
+WHEELS = ("determined==0.38.1", "ruamel.yaml==0.19.1", "appdirs==1.4.4", "transformers==5.24.0")
 # Seconds per step: 8 minutes in all, inside the call's timeout_s of 540.
 BUDGET_S = {"install": 30, "cuda_tests": 150, "throughput": 130, "mrpc_job": 130, "profile": 40}
 PROFILE_BELOW_MFU = 0.35

@@ -71,31 +71,20 @@ def test_min_transformers_is_the_image_pin():
     assert pin in (REPO / "requirements-image.txt").read_text().split()
 
 
-def test_model_def_stops_before_transformers_fails_on_an_old_torch():
-    """Under a torch transformers 5 turns off, `python model_def.py` ends with one error line,
-    not with transformers' ImportError from the first model class the trial imports."""
+@pytest.mark.parametrize("script", ["model_def.py", "versions.py"])
+def test_scripts_exit_with_one_line_under_a_torch_transformers_turns_off(script):
+    """`python model_def.py` ends with one error line before transformers' ImportError from the
+    first model class the trial imports; the hook's `python versions.py` likewise."""
+    argv = [script, "const.yaml"] if script == "model_def.py" else [script]
     fake = (
         "import importlib.metadata as m, runpy, sys; real = m.version; "
         "m.version = lambda n: '2.5.0a0+abc' if n == 'torch' else real(n); "
-        "sys.argv = ['model_def.py', 'const.yaml']; "
-        "runpy.run_path('model_def.py', run_name='__main__')"
+        f"sys.argv = {argv!r}; runpy.run_path({script!r}, run_name='__main__')"
     )
     done = subprocess.run([sys.executable, "-c", fake], cwd=REPO, capture_output=True, text=True)
     assert done.returncode == 1
     assert done.stderr.startswith("error: torch 2.5.0a0+abc, transformers ")
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
-
-
-def test_versions_script_exits_1_with_one_line_under_an_old_torch():
-    fake = (
-        "import importlib.metadata as m, runpy, sys; real = m.version; "
-        "m.version = lambda n: '2.5.0a0+abc' if n == 'torch' else real(n); "
-        "sys.argv = ['versions.py']; runpy.run_path('versions.py', run_name='__main__')"
-    )
-    done = subprocess.run([sys.executable, "-c", fake], cwd=REPO, capture_output=True, text=True)
-    assert done.returncode == 1
-    assert done.stderr.startswith("error: torch 2.5.0a0+abc, transformers ")
-    assert done.stderr.count("\n") == 1
 
 
 def test_unmet_lists_what_is_missing_or_another_version(tmp_path):

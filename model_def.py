@@ -145,6 +145,9 @@ class BertPyTorch(pytorch.PyTorchTrial):
         if resolve_auto(hp["fast_dropout"], cpu):  # eager attention too, where it can
             fast_dropout.use_fast_dropout(model)
         self.model = context.wrap_model(model)
+        # Determined's own copy of each batch to the GPU blocks the host until the GPU is idle;
+        # _forward copies without blocking instead (the loaders pin memory on GPUs).
+        context.experimental.disable_auto_to_device()
         if hp["torch_compile"]:
             # In place, so checkpoints keep their keys. Per-batch padding changes the sequence
             # length, after which torch.compile recompiles once with the length symbolic.
@@ -300,7 +303,8 @@ class BertPyTorch(pytorch.PyTorchTrial):
         )
 
     def _forward(self, batch: dict[str, torch.Tensor]):
-        inputs = {k: v for k, v in batch.items() if k != "split"}
+        device = self.context.device
+        inputs = {k: v.to(device, non_blocking=True) for k, v in batch.items() if k != "split"}
         with self._autocast():
             return self.model(**inputs)
 

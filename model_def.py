@@ -11,6 +11,7 @@ On this machine, no cluster (Determined's Trainer API in local mode):
     python model_def.py const.yaml data.data_dir=glue_data hyperparameters.learning_rate=3e-5
     python model_def.py distributed.yaml --nproc 2              # 2 processes, torch.distributed
     python model_def.py const.yaml --metrics-out metrics.json   # save the validation metrics
+    python model_def.py const.yaml --plot curves.png            # and draw them (progress.py)
     python model_def.py const.yaml --resume <checkpoint uuid or folder>  # continue a run
 """
 

@@ -22,6 +22,8 @@ import torch
 from determined import pytorch
 
 import constants
+import custom_task
+import trial_config
 from constants import ConfigError
 
 LOCAL_TRIAL_ID = 0  # the trial id Determined's local Trainer saves and expects
@@ -51,10 +53,10 @@ def find_checkpoint(name: str, task: constants.GlueTask) -> pathlib.Path:
         )
     try:
         saved = json.loads((path / "load_data.json").read_text())["experiment_config"]["data"]
-        saved_task = constants.get_task(saved["task"])
+        saved_task = custom_task.task_from_config(trial_config.data_config(saved))
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise ConfigError(
-            f"--resume {name}: {path / 'load_data.json'} names no GLUE data.task ({e!r}); "
+            f"--resume {name}: {path / 'load_data.json'} names no data.task ({e!r}); "
             "this is not a checkpoint of this trial"
         ) from None
     if saved_task.num_labels != task.num_labels:

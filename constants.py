@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 
 from transformers import (
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
     BertConfig,
     BertForSequenceClassification,
     BertTokenizer,
@@ -28,8 +32,10 @@ class ConfigError(ValueError):
 
 
 # model_type -> (config class, model class, tokenizer class). In transformers 5 the plain
-# tokenizer names are the fast (Rust) tokenizers; XLM has only its Python tokenizer.
+# tokenizer names are the fast (Rust) tokenizers; XLM has only its Python tokenizer. "auto"
+# takes whatever encoder the model folder's config.json names (DeBERTa-v3, ELECTRA, ...).
 MODEL_CLASSES = {
+    "auto": (AutoConfig, AutoModelForSequenceClassification, AutoTokenizer),
     "bert": (BertConfig, BertForSequenceClassification, BertTokenizer),
     "xlnet": (XLNetConfig, XLNetForSequenceClassification, XLNetTokenizer),
     "xlm": (XLMConfig, XLMForSequenceClassification, XLMTokenizer),
@@ -41,16 +47,35 @@ MODEL_CLASSES = {
 MODELS_WITH_TOKEN_TYPES = ("bert", "xlnet")
 
 
+def feeds_token_types(model_type: str, tokenizer, model) -> bool:
+    """Whether batches carry token_type_ids: by the list above for the named model types; for
+    "auto" when the tokenizer makes them, the model takes them and has more than one type to
+    embed (DeBERTa-v3 has 0, RoBERTa 1; ModernBERT takes none)."""
+    if model_type != "auto":
+        return model_type in MODELS_WITH_TOKEN_TYPES
+    made = "token_type_ids" in tokenizer.model_input_names
+    taken = "token_type_ids" in inspect.signature(model.forward).parameters
+    types = getattr(model.config, "type_vocab_size", None)
+    return made and taken and (types is None or types > 1)
+
+
 @dataclasses.dataclass(frozen=True)
 class Split:
     """Where one split of a task lives and how to read its rows (0-based column indices)."""
 
     path: str  # relative to data_dir
-    text_a: int
-    text_b: int | None
-    label: int | None  # None for test files, which carry no labels
+    text_a: int | str  # a column's index, or its name in the header (JSON Lines: the key)
+    text_b: int | str | None
+    label: int | str | None  # None for test files, which carry no labels
     header: bool = True
     index: int | None = None  # the column a GLUE submission file calls "index"
+    format: str = "tsv_noquote"  # one of FORMATS
+    require_text: bool = False  # an empty text is an error (custom files)
+
+
+# File formats: comma- or tab-separated with quoting as Excel and pandas write it, tab-separated
+# with quotes as plain text (GLUE's own files), and JSON Lines (one object per line).
+FORMATS = ("csv", "tsv", "tsv_noquote", "jsonl")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +87,8 @@ class GlueTask:
     dev: dict[str, Split]  # metric suffix -> dev split; "" is the main one
     test: dict[str, Split]  # submission file stem -> test split
     skip_malformed_rows: bool = False  # QQP's train/dev have a few rows with missing fields
+    score_range: tuple[float, float] | None = None  # predictions are clipped to it (STS-B)
+    custom: bool = False  # the user's own files (custom_task.py), not a GLUE download
 
     @property
     def is_regression(self) -> bool:
@@ -108,7 +135,7 @@ TASKS = {
         ),
         _task("SST-2", BINARY, ACC, 0, None, 1, test_a=1),
         _task("MRPC", BINARY, ACC_F1, 3, 4, 0),
-        _task("STS-B", (), ("pearson", "spearmanr", "corr"), 7, 8, -1),
+        _task("STS-B", (), ("pearson", "spearmanr", "corr"), 7, 8, -1, score_range=(0.0, 5.0)),
         _task("QQP", BINARY, ACC_F1, 3, 4, 5, test_a=1, test_b=2, skip_malformed_rows=True),
         GlueTask(
             "MNLI",

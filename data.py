@@ -11,11 +11,13 @@ from __future__ import annotations
 import csv
 import dataclasses
 import hashlib
+import io
 import itertools
 import json
 import logging
 import os
 import pathlib
+import re
 import tempfile
 from collections.abc import Iterator, Sequence
 
@@ -33,10 +35,13 @@ logger = logging.getLogger(__name__)
 
 CACHE_FORMAT = 1  # bump when the cached tensors change meaning
 TOKENIZE_CHUNK = 8192  # pairs per call to the (batched, Rust) tokenizer
+# Control characters no text has (all but tab, line ends, vertical tab and form feed).
+BINARY = re.compile(r"[\x00-\x08\x0e-\x1f]")
+SEPARATED = {"csv": "comma-separated", "tsv": "tab-separated", "tsv_noquote": "tab-separated"}
 
 
 class DataError(ValueError):
-    """A GLUE file that cannot be read as its task says; the message names the file and line."""
+    """A data file that cannot be read as its task says; the message names the file and line."""
 
 
 @dataclasses.dataclass
@@ -58,8 +63,12 @@ def prepare_data(
     """Make sure the task's train and dev files are in data_dir, downloading them if allowed."""
     if task_data_present(task, data_dir):
         return
+    missing = [s.path for s in (task.train, *task.dev.values())]
+    if task.custom:
+        raise FileNotFoundError(
+            f"data.custom: {', '.join(missing)} not found in data.data_dir {data_dir}"
+        )
     if not download:
-        missing = [s.path for s in (task.train, *task.dev.values())]
         raise FileNotFoundError(
             f"GLUE {task.name} data not found in {data_dir} (expected {', '.join(missing)}). "
             "Set data.download_data: true, point data.data_dir at a GLUE folder, or run "
@@ -68,48 +77,146 @@ def prepare_data(
     download_glue_data.ensure_task_data(task.name, data_dir, path_to_mrpc=path_to_mrpc)
 
 
+def read_text(path: pathlib.Path) -> str:
+    """The file's text: UTF-8 (a BOM dropped), and no bytes that only binary files hold."""
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise DataError(
+            f"{path}:{line}: not UTF-8 text (byte {raw[e.start]:#04x}); save the file as UTF-8"
+        ) from None
+    found = BINARY.search(text)
+    if found:
+        line = text.count("\n", 0, found.start()) + 1
+        raise DataError(
+            f"{path}:{line}: byte {ord(found.group()):#04x}, which no text holds: "
+            "this is a binary file, not a text file"
+        )
+    return text
+
+
 def read_rows(
-    path: pathlib.Path, header: bool, skip_malformed: bool = False
+    path: pathlib.Path, header: bool, skip_malformed: bool = False, format: str = "tsv_noquote"
 ) -> Iterator[tuple[int, list[str]]]:
-    """Yield (line number, fields) of a GLUE TSV; every row must have the first row's width.
+    """Yield (line number, fields) of a delimited file; every row must have the first row's width.
 
     GLUE files are tab-separated with no quoting (quotes are text), may start with a BOM
     (MRPC) and are read the same with LF or CRLF line ends. Rows of another width are an
-    error, or are skipped with a warning where the task allows it (QQP).
+    error, or are skipped with a warning where the task allows it (QQP). A row's line number
+    is the line it starts on (a quoted field may span lines).
     """
+    rows = delimited_rows(path, format)
     width, skipped = None, 0
-    with open(path, encoding="utf-8-sig", newline="") as f:
-        for line_number, row in enumerate(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE), 1):
-            if width is None:
-                width = len(row)
-                if header:
-                    continue
-            if len(row) == width:
-                yield line_number, row
-            elif skip_malformed:
-                skipped += 1
-            else:
-                raise DataError(
-                    f"{path}:{line_number}: expected {width} tab-separated columns "
-                    f"(as in line 1), found {len(row)}"
-                )
+    for line_number, row in rows:
+        if width is None:
+            width = len(row)
+            if header:
+                continue
+        if len(row) == width:
+            yield line_number, row
+        elif skip_malformed:
+            skipped += 1
+        else:
+            raise DataError(
+                f"{path}:{line_number}: expected {width} {SEPARATED[format]} columns "
+                f"(as in line 1), found {len(row)}"
+            )
     if width is None:
         raise DataError(f"{path}: the file is empty")
     if skipped:
         logger.warning(f"{path}: skipped {skipped} malformed rows")
 
 
+def delimited_rows(path: pathlib.Path, format: str) -> Iterator[tuple[int, list[str]]]:
+    """(first line, fields) of every row of a CSV or TSV file."""
+    quoting = csv.QUOTE_NONE if format == "tsv_noquote" else csv.QUOTE_MINIMAL
+    delimiter = "," if format == "csv" else "\t"
+    lines = io.StringIO(read_text(path), newline="")
+    reader = csv.reader(lines, delimiter=delimiter, quoting=quoting, strict=True)
+    start = 1
+    try:
+        for row in reader:
+            yield start, row
+            start = reader.line_num + 1
+    except csv.Error as e:
+        raise DataError(f"{path}:{start}: {e}") from None
+
+
+def read_fields(
+    path: pathlib.Path, split: Split, skip_malformed: bool = False
+) -> Iterator[tuple[int, list[str | None]]]:
+    """(line number, [text_a, text_b, label, index]) of each row, None for columns the split
+    does not have; columns named (not numbered) are looked up in the header or JSON object."""
+    columns = [split.text_a, split.text_b, split.label, split.index]
+    if split.format == "jsonl":
+        yield from _jsonl_fields(path, columns)
+        return
+    rows = read_rows(path, False, skip_malformed, split.format)
+    if isinstance(split.text_a, str):
+        _, header = next(rows)
+        columns = _column_indices(path, header, columns)
+    elif split.header:
+        next(rows)
+    for line_number, row in rows:
+        yield line_number, [row[c] if c is not None else None for c in columns]
+
+
+def _column_indices(path: pathlib.Path, header: list[str], names: list) -> list[int | None]:
+    missing = [name for name in names if name is not None and name not in header]
+    if missing:
+        raise DataError(
+            f"{path}:1: no column {', '.join(map(repr, missing))} in the header; "
+            f"the columns are {', '.join(map(repr, header))}"
+        )
+    return [header.index(name) if name is not None else None for name in names]
+
+
+def _jsonl_fields(path: pathlib.Path, keys: list) -> Iterator[tuple[int, list[str | None]]]:
+    for line_number, line in enumerate(read_text(path).split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}:{line_number}: not JSON ({e.msg})") from None
+        if not isinstance(record, dict):
+            raise DataError(f"{path}:{line_number}: expected a JSON object, found {line[:40]!r}")
+        missing = [key for key in keys if key is not None and key not in record]
+        if missing:
+            raise DataError(
+                f"{path}:{line_number}: no key {', '.join(map(repr, missing))}; "
+                f"the keys are {', '.join(map(repr, record))}"
+            )
+        yield line_number, [_json_value(record, k, path, line_number) for k in keys]
+
+
+def _json_value(record: dict, key: str | None, path: pathlib.Path, line: int) -> str | None:
+    """A JSON string as it is, a number or boolean as JSON writes it (1, 0.5, true)."""
+    if key is None:
+        return None
+    value = record[key]
+    if isinstance(value, str):
+        return value
+    if value is None or isinstance(value, (list, dict)):
+        raise DataError(f"{path}:{line}: {key!r} is {json.dumps(value)[:40]}, not text or a number")
+    return json.dumps(value)
+
+
 def read_examples(task: GlueTask, split: Split, data_dir: str | os.PathLike) -> Examples:
     path = pathlib.Path(data_dir) / split.path
     label_ids = {label: i for i, label in enumerate(task.labels)}
     text_a, text_b, labels, index = [], [], [], []
-    for line_number, row in read_rows(path, split.header, task.skip_malformed_rows):
-        text_a.append(row[split.text_a])
+    for line_number, (a, b, label, row_index) in read_fields(path, split, task.skip_malformed_rows):
+        if split.require_text:
+            _check_text(path, line_number, (split.text_a, a), (split.text_b, b))
+        text_a.append(a)
         if split.text_b is not None:
-            text_b.append(row[split.text_b])
-        index.append(row[split.index] if split.index is not None else str(line_number))
+            text_b.append(b)
+        index.append(row_index if split.index is not None else str(line_number))
         if split.label is not None:
-            labels.append(_parse_label(task, label_ids, row[split.label], path, line_number))
+            labels.append(_parse_label(task, label_ids, label, path, line_number))
     if not text_a:
         raise DataError(f"{path}: no examples")
     dtype = np.float32 if task.is_regression else np.int64
@@ -119,6 +226,12 @@ def read_examples(task: GlueTask, split: Split, data_dir: str | os.PathLike) -> 
         labels=np.asarray(labels, dtype=dtype) if split.label is not None else None,
         index=index,
     )
+
+
+def _check_text(path: pathlib.Path, line: int, *columns: tuple) -> None:
+    for name, text in columns:
+        if name is not None and not text.strip():
+            raise DataError(f"{path}:{line}: the text in {name!r} is empty")
 
 
 def _parse_label(
@@ -260,12 +373,13 @@ def load_features(
     path = pathlib.Path(data_dir) / split.path
     key = hashlib.sha256(
         json.dumps(
-            [CACHE_FORMAT, task.name, split.path, max_seq_length, file_digest(path)]
-            + [tokenizer_fingerprint(tokenizer)]
+            [CACHE_FORMAT, task.name, task.labels, dataclasses.astuple(split), max_seq_length]
+            + [file_digest(path), tokenizer_fingerprint(tokenizer)]
         ).encode()
     ).hexdigest()
     cache_dir = pathlib.Path(cache_dir) if cache_dir else default_cache_dir()
-    cache_file = cache_dir / f"{split.path.replace('/', '_')[:-4]}-{key[:20]}.pt"
+    stem = re.sub(r"[^\w.-]+", "_", str(pathlib.PurePath(split.path).with_suffix(""))).strip("_")
+    cache_file = cache_dir / f"{stem}-{key[:20]}.pt"
     cached = _read_cache(cache_file, key)
     if cached is not None:
         return cached

@@ -24,6 +24,7 @@ from transformers import PreTrainedModel
 
 import checkpointing
 import constants
+import custom_task
 import model_def
 import trial_config
 
@@ -48,17 +49,27 @@ def load(path: str | os.PathLike) -> FineTuned:
     load_data = json.loads(files[0].read_text())
     hparams = trial_config.hyperparameters(load_data["hparams"])
     data_config = trial_config.data_config(load_data["experiment_config"]["data"])
-    task = constants.get_task(data_config["task"])
-    name = data_config["model_name_or_path"]
-    _, model_class, tokenizer_class = constants.get_model_classes(hparams["model_type"])
-    # Built from the config alone: every weight comes from the checkpoint.
-    model = model_class(model_def.task_model_config(task, hparams["model_type"], name))
     # Determined pickles RNG states (numpy arrays) beside the weights, which weights_only
     # refuses: load only checkpoints you trust, as with any pickle.
     with checkpointing.loadable_rng_state():
         state = torch.load(files[1], map_location="cpu")
+    task = task_of(data_config, state)
+    name = data_config["model_name_or_path"]
+    model_type = hparams["model_type"]
+    _, model_class, tokenizer_class = constants.get_model_classes(model_type)
+    # Built from the config alone: every weight comes from the checkpoint.
+    config = model_def.task_model_config(task, model_type, name)
+    model = model_class.from_config(config) if model_type == "auto" else model_class(config)
     weights = state["models_state_dict"][0]
     torch.nn.modules.utils.consume_prefix_in_state_dict_if_present(weights, "module.")  # DDP
     model.load_state_dict(weights)
     tokenizer = tokenizer_class.from_pretrained(name)
     return FineTuned(task, hparams, data_config, model.eval(), tokenizer)
+
+
+def task_of(data_config: dict, state: dict) -> constants.GlueTask:
+    """The checkpoint's task; a custom one with the label names it was trained with, which need
+    no training file (model_def.TaskLabels records them)."""
+    if str(data_config["task"]).lower() != custom_task.NAME:
+        return custom_task.task_from_config(data_config)
+    return custom_task.task_from_config(data_config, state["callbacks"]["task_labels"]["labels"])

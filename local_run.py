@@ -31,6 +31,7 @@ from determined import pytorch
 
 import checkpointing
 import constants
+import custom_task
 import data
 import download_glue_data
 import progress
@@ -123,7 +124,7 @@ def run_local(
     checkpoint, resumed = None, contextlib.nullcontext()
     if resume:
         checkpoint = checkpointing.find_checkpoint(
-            resume, constants.get_task(config["data"]["task"])
+            resume, custom_task.task_from_config(trial_config.data_config(config["data"]))
         )
         resumed = checkpointing.starting_at(checkpointing.batches_trained(checkpoint))
     with local_context(config, distributed_context(), tensorboard) as context:

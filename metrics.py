@@ -27,17 +27,28 @@ def loss(task: GlueTask, logits: np.ndarray, labels: np.ndarray) -> float:
 
 
 def compute_metrics(task: GlueTask, logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """The task's metrics (named as in transformers' old glue_compute_metrics) plus the loss."""
+    """The task's metrics (named as in transformers' old glue_compute_metrics) plus the loss.
+
+    F1 is binary (of label 1) for two labels, the unweighted mean over labels for more.
+    """
     preds = predictions(task, logits)
     results: dict[str, float] = {LOSS: loss(task, logits, labels)}
-    if task.is_regression:
+    if "pearson" in task.metrics:
         results["pearson"] = float(stats.pearsonr(preds, labels)[0])
+    if "spearmanr" in task.metrics:
         results["spearmanr"] = float(stats.spearmanr(preds, labels)[0])
+    if "corr" in task.metrics:
         results["corr"] = (results["pearson"] + results["spearmanr"]) / 2
-        return results
-    results["acc"] = float(accuracy_score(labels, preds))
+    if "acc" in task.metrics:
+        results["acc"] = float(accuracy_score(labels, preds))
     if "f1" in task.metrics:
-        results["f1"] = float(f1_score(labels, preds))
+        results["f1"] = float(
+            f1_score(labels, preds)
+            if task.num_labels == 2
+            # Over every label, also one the dev set lacks (its F1 counts as 0).
+            else f1_score(labels, preds, average="macro", labels=range(task.num_labels))
+        )
+    if "acc_and_f1" in task.metrics:
         results["acc_and_f1"] = (results["acc"] + results["f1"]) / 2
     if "mcc" in task.metrics:
         results["mcc"] = float(matthews_corrcoef(labels, preds))

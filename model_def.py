@@ -36,6 +36,7 @@ from transformers import get_linear_schedule_with_warmup
 
 import checkpointing
 import constants
+import custom_task
 import data
 import fast_dropout
 import local_run
@@ -118,13 +119,31 @@ class PortableCheckpoints(pytorch.PyTorchCallback):
             torch.nn.modules.utils.consume_prefix_in_state_dict_if_present(state, "module.")
 
 
+class TaskLabels(pytorch.PyTorchCallback):
+    """Records the task's label names in the checkpoint (state_dict.pth, "callbacks"), where
+    finetuned.py reads a custom task's back: inferred ones too, in the order trained."""
+
+    def __init__(self, task: constants.GlueTask) -> None:
+        self.labels = list(task.labels)
+
+    def state_dict(self) -> dict:
+        return {"labels": self.labels}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        if state_dict["labels"] != self.labels:
+            raise constants.ConfigError(
+                f"data.custom.labels: the checkpoint was trained with the labels "
+                f"{state_dict['labels']}, not {self.labels}; resume with the same labels"
+            )
+
+
 class BertPyTorch(pytorch.PyTorchTrial):
     def __init__(self, context: pytorch.PyTorchTrialContext) -> None:
         self.context = context
         hp = trial_config.hyperparameters(context.get_hparams())
         cfg = trial_config.data_config(context.get_data_config())
         trial_config.check_batch_split(hp["global_batch_size"], context.distributed.get_size())
-        self.task = constants.get_task(cfg["task"])
+        self.task = custom_task.task_from_config(cfg)
         metrics.check_searcher(self.task, context.get_experiment_config()["searcher"])
         self.model_type = hp["model_type"]
         _, model_class, tokenizer_class = constants.get_model_classes(self.model_type)
@@ -159,7 +178,7 @@ class BertPyTorch(pytorch.PyTorchTrial):
         self.data_seconds = time.perf_counter() - started  # downloading and featurizing
         self.collate = data.Collator(
             self.tokenizer,
-            with_token_types=self.model_type in constants.MODELS_WITH_TOKEN_TYPES,
+            with_token_types=constants.feeds_token_types(self.model_type, self.tokenizer, model),
             pad_to=hp["max_seq_length"] if hp["pad_to_max_length"] else None,
             multiple_of=hp["pad_to_multiple_of"],
             max_length=hp["max_seq_length"],
@@ -189,6 +208,7 @@ class BertPyTorch(pytorch.PyTorchTrial):
         return {
             "portable_checkpoints": PortableCheckpoints(),
             "searcher_stop": searcher_stop.SearcherStop(self.context),
+            "task_labels": TaskLabels(self.task),
         }
 
     def _load_datasets(

@@ -9,6 +9,9 @@ MNLI checkpoint writes MNLI-m.tsv, MNLI-mm.tsv and, for the diagnostic set, AX.t
 clipped to 0..5 for STS-B. Run it once per task's checkpoint into the same output_dir;
 --zip then packs every submission file there into output_dir/submission.zip. Test files
 have no labels, so no metric is computed here.
+
+A custom task's checkpoint (data.task: custom) writes predictions.tsv for data.custom.test:
+`index` is the line each row starts on, `prediction` a label name or the unclipped score.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import numpy as np
 import torch
 
 import constants
+import custom_task
 import data
 import finetuned
 import metrics
@@ -38,7 +42,8 @@ def prediction_strings(task: constants.GlueTask, logits: np.ndarray) -> list[str
     """What the leaderboard expects in the prediction column: label names or 0..5 scores."""
     predictions = metrics.predictions(task, logits)
     if task.is_regression:
-        return [f"{score:.3f}" for score in np.clip(predictions, 0.0, 5.0)]
+        low, high = task.score_range or (-np.inf, np.inf)
+        return [f"{score:.3f}" for score in np.clip(predictions, low, high)]
     return [task.labels[i] for i in predictions]
 
 
@@ -51,7 +56,7 @@ def predict_logits(trained: finetuned.FineTuned, features: data.Features, batch_
     model, tokenizer = trained.model, trained.tokenizer
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
-    with_token_types = trained.hparams["model_type"] in constants.MODELS_WITH_TOKEN_TYPES
+    with_token_types = constants.feeds_token_types(trained.hparams["model_type"], tokenizer, model)
     order = torch.argsort(features.lengths, stable=True)
     loader = torch.utils.data.DataLoader(
         torch.utils.data.Subset(data.GlueDataset(features), order.tolist()),
@@ -75,7 +80,11 @@ def write_predictions(
 ) -> list[pathlib.Path]:
     """Write one submission file per test split of the checkpoint's task; return their paths."""
     task, data_dir = trained.task, pathlib.Path(data_dir)
+    if not task.test:
+        raise constants.ConfigError(f"{custom_task.KEY}.test: the checkpoint's task names no file")
     missing = [split.path for split in task.test.values() if not (data_dir / split.path).is_file()]
+    if missing and task.custom:
+        raise FileNotFoundError(f"{custom_task.KEY}.test: {missing[0]} not found in {data_dir}")
     if missing:
         folders = ",".join(sorted({path.split("/")[0] for path in missing}))
         raise FileNotFoundError(
@@ -127,9 +136,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--zip", action="store_true", help="then zip output_dir's submission")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    trained = finetuned.load(args.checkpoint)
-    data_dir = args.data_dir or trained.data_config["data_dir"]
-    write_predictions(trained, data_dir, args.output_dir, args.batch_size)
+    try:
+        trained = finetuned.load(args.checkpoint)
+        data_dir = args.data_dir or trained.data_config["data_dir"]
+        write_predictions(trained, data_dir, args.output_dir, args.batch_size)
+    except (constants.ConfigError, data.DataError, FileNotFoundError) as e:
+        sys.exit(f"error: {e}")
     if args.zip:
         logger.info(f"wrote {zip_submission(args.output_dir)}")
     return 0

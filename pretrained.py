@@ -8,8 +8,15 @@ position table only fail mid-training. Each is an error here that names the key 
 
 from __future__ import annotations
 
+import json
 import pathlib
 
+import transformers
+from transformers import CONFIG_MAPPING, PretrainedConfig
+from transformers.models.auto.tokenization_auto import (
+    TOKENIZER_MAPPING_NAMES,
+    tokenizer_class_from_name,
+)
 from transformers.utils import (
     SAFE_WEIGHTS_INDEX_NAME,
     SAFE_WEIGHTS_NAME,
@@ -22,17 +29,21 @@ from constants import ConfigError, GlueTask
 
 WEIGHT_FILES = (SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME, WEIGHTS_NAME, WEIGHTS_INDEX_NAME)
 KEY = "data.model_name_or_path"
+# Model types whose position ids start after pad_token_id (RoBERTa's embeddings).
+POSITIONS_AFTER_PAD = ("roberta", "xlm-roberta", "camembert")
 
 
 def check_pretrained(name: str, model_type: str, task: GlueTask, max_seq_length: int) -> None:
     config_class, _, tokenizer_class = constants.get_model_classes(model_type)
     folder = pathlib.Path(name).expanduser()
     if folder.is_dir():
-        check_folder(folder, tokenizer_class)
+        check_folder(
+            folder, auto_tokenizer_class(folder) if model_type == "auto" else tokenizer_class
+        )
     elif name.startswith(("/", ".", "~")):
         raise ConfigError(f"{KEY}: no folder {folder}")
     try:
-        raw, _ = config_class.get_config_dict(name)
+        raw, _ = PretrainedConfig.get_config_dict(name)
     except OSError as e:  # not on disk, and the Hub is unreachable or has no such model
         raise ConfigError(
             f"{KEY}: {name!r} is not a local folder, and the Hugging Face Hub could not provide "
@@ -40,14 +51,43 @@ def check_pretrained(name: str, model_type: str, task: GlueTask, max_seq_length:
             "cached in HF_HOME after); without one, save the model with save_pretrained() on a "
             f"machine that has it and set {KEY} to that folder."
         ) from None
-    if raw.get("model_type") not in (None, model_type):  # None: an old config; trust it
+    if model_type != "auto" and raw.get("model_type") not in (None, model_type):  # None: old
         raise ConfigError(
             f"hyperparameters.model_type: {name} is a {raw.get('model_type')!r} model, not "
-            f"{model_type!r}; set model_type to match it"
+            f"{model_type!r}; set model_type to match it, or to auto"
         )
-    config = config_class.from_dict(raw)
-    check_positions(config, model_type, max_seq_length, name)
+    config = auto_config(raw, name) if model_type == "auto" else config_class.from_dict(raw)
+    check_positions(config, max_seq_length, name)
     check_head(config, task, name)
+
+
+def auto_config(raw: dict, name: str) -> PretrainedConfig:
+    """The config class config.json's model_type names, as AutoConfig picks it."""
+    if raw.get("model_type") not in CONFIG_MAPPING:
+        raise ConfigError(
+            f"{KEY}: {name}'s config.json has model_type {raw.get('model_type')!r}, which "
+            f"transformers {transformers.__version__} does not know; model_type: auto needs one "
+            "it does"
+        )
+    return CONFIG_MAPPING[raw["model_type"]].from_dict(raw)
+
+
+def auto_tokenizer_class(folder: pathlib.Path) -> type:
+    """The tokenizer class AutoTokenizer loads from the folder: tokenizer_config.json's
+    tokenizer_class, else the one of config.json's model_type."""
+    settings = folder / "tokenizer_config.json"
+    name = json.loads(settings.read_text()).get("tokenizer_class") if settings.is_file() else None
+    if name is None and (folder / "config.json").is_file():
+        model_type = json.loads((folder / "config.json").read_text()).get("model_type")
+        name = TOKENIZER_MAPPING_NAMES.get(model_type)
+    tokenizer_class = tokenizer_class_from_name(name) if name else None
+    if tokenizer_class is None:
+        raise ConfigError(
+            f"{KEY}: {folder} names no tokenizer class this transformers has (tokenizer_config."
+            "json tokenizer_class, or config.json model_type); save its tokenizer there with "
+            "save_pretrained()"
+        )
+    return tokenizer_class
 
 
 def check_folder(folder: pathlib.Path, tokenizer_class) -> None:
@@ -71,11 +111,11 @@ def check_folder(folder: pathlib.Path, tokenizer_class) -> None:
         )
 
 
-def check_positions(config, model_type: str, max_seq_length: int, name: str) -> None:
-    positions = config.max_position_embeddings
+def check_positions(config, max_seq_length: int, name: str) -> None:
+    positions = getattr(config, "max_position_embeddings", -1)  # none: no table to run past
     if positions < 0:  # XLNet says -1: its relative positions have no table to run past
         return
-    if model_type == "roberta":  # RoBERTa numbers positions from pad_token_id + 1
+    if config.model_type in POSITIONS_AFTER_PAD:  # they number positions from pad_token_id + 1
         positions -= config.pad_token_id + 1
     if max_seq_length > positions:
         raise ConfigError(

@@ -37,6 +37,7 @@ OPTIONAL_DATA = {
     "download_data": False,  # fetch the task's files into data_dir when they are missing
     "path_to_mrpc": "",  # a folder with msr_paraphrase_{train,test}.txt, instead of downloading
     "cache_dir": None,  # tokenized-feature cache; None: ~/.cache/bert_glue_features
+    "custom": None,  # with task: custom, your own files (custom_task.py)
 }
 # The sections and keys a local run's overrides may change.
 OVERRIDABLE = {

@@ -147,10 +147,10 @@ def test_position_limits_of_other_model_types():
     from transformers import RobertaConfig, XLNetConfig
 
     roberta = RobertaConfig(max_position_embeddings=66, pad_token_id=1)  # positions from 2
-    pretrained.check_positions(roberta, "roberta", 64, "r")
+    pretrained.check_positions(roberta, 64, "r")
     with pytest.raises(constants.ConfigError, match="65 is more than the 64 positions r"):
-        pretrained.check_positions(roberta, "roberta", 65, "r")
-    pretrained.check_positions(XLNetConfig(), "xlnet", 4096, "x")  # relative positions: no limit
+        pretrained.check_positions(roberta, 65, "r")
+    pretrained.check_positions(XLNetConfig(), 4096, "x")  # relative positions: no limit
 
 
 def test_searcher_metric_the_task_does_not_report(local_config, tmp_path):

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from conftest import REPO
 
-import constants
+import custom_task
 import local_run
 import metrics
 import model_def
@@ -43,13 +43,15 @@ def hparam_values(spec) -> list:
 
 
 def test_there_are_configs_to_check():
-    assert {"const.yaml", "distributed.yaml", "adaptive.yaml"} <= {p.name for p in CONFIGS}
+    assert {"const.yaml", "distributed.yaml", "adaptive.yaml", "custom.yaml"} <= {
+        p.name for p in CONFIGS
+    }
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_searcher_metric_is_reported_with_its_direction(path):
     config = load(path)
-    task = constants.get_task(config["data"]["task"])
+    task = custom_task.task_from_config(trial_config.data_config(config["data"]))
     metrics.check_searcher(task, config["searcher"])  # raises if not (tests/test_metrics.py)
     # Determined's default is smaller_is_better: true; the configs say it either way.
     assert "smaller_is_better" in config["searcher"]

@@ -6,6 +6,7 @@ import pathlib
 import random
 
 import pytest
+import torch
 import yaml
 from transformers import BertConfig, BertModel, BertTokenizer
 
@@ -41,6 +42,7 @@ def tiny_model_dir(tmp_path_factory) -> pathlib.Path:
         intermediate_size=64,
         max_position_embeddings=64,
     )
+    torch.manual_seed(0)  # the same "pre-trained" weights in every test session
     BertModel(config).save_pretrained(path)  # a pre-trained encoder, no task head yet
     tokenizer.save_pretrained(path)
     return path

@@ -15,6 +15,7 @@ import re
 
 import numpy as np
 import pytest
+import torch
 from conftest import CUE, WORDS
 from test_bad_input import write_config
 from test_predict import last_checkpoint, read_tsv
@@ -188,16 +189,17 @@ def test_custom_task_trains_validates_and_predicts(case, custom_config, tmp_path
     config["searcher"].update(metric=names[0], smaller_is_better=False)
     config["hyperparameters"].update(
         num_train_epochs=10,  # 60 steps
-        learning_rate=3e-3 if num_labels else 1e-3,  # regression collapses to the mean at 3e-3
+        # Regression learns the cue-word scores at 5e-3 (Pearson 0.81-0.97 over seeds 1-4 and 42;
+        # it wandered between -0.8 and 0.5 at 1e-4..3e-3).
+        learning_rate=3e-3 if num_labels else 5e-3,
         precision="fp32",  # bf16 rounds the tiny model's close scores to one value (Pearson nan)
     )
     validations = local_run.run_local(model_def.BertPyTorch, config)
     assert len(validations) == 10
     assert set(validations[-1]) - {"batches", "epochs"} == {"validation_loss", *names}
     # The cue word decides the label: the tiny model learns it, well above chance (1/labels).
-    # Regression: a positive Pearson (0 by chance); the tiny model's random init (conftest, not
-    # seeded) moves it from run to run.
-    bar = 1.6 / num_labels if num_labels else 0.0
+    # Regression: a Pearson well above 0, which chance gives.
+    bar = 1.6 / num_labels if num_labels else 0.5
     assert validations[-1][names[0]] > bar
 
     trained = finetuned.load(last_checkpoint(tmp_path / "xdg-data"))
@@ -321,6 +323,7 @@ def test_custom_settings_are_checked(tmp_path):
 def test_any_encoder_trains_predicts_and_exports(model, custom_config, tmp_path, monkeypatch):
     folder = tmp_path / model
     folder.mkdir()
+    torch.manual_seed(0)
     tokenizer, encoder = MODELS[model][0](folder)
     encoder.save_pretrained(folder)
     tokenizer.save_pretrained(folder)

@@ -144,7 +144,8 @@ class BertPyTorch(pytorch.PyTorchTrial):
         cfg = trial_config.data_config(context.get_data_config())
         trial_config.check_batch_split(hp["global_batch_size"], context.distributed.get_size())
         self.task = custom_task.task_from_config(cfg)
-        metrics.check_searcher(self.task, context.get_experiment_config()["searcher"])
+        searcher = context.get_experiment_config()["searcher"]
+        metrics.check_searcher(self.task, searcher)
         self.model_type = hp["model_type"]
         _, model_class, tokenizer_class = constants.get_model_classes(self.model_type)
         self.autocast_dtype, self.scaler = self._mixed_precision(hp["precision"])
@@ -187,7 +188,7 @@ class BertPyTorch(pytorch.PyTorchTrial):
         self.workers = resolve_auto(hp["dataloader_workers"], 0 if cpu else 2)
 
         self.optimizer = context.wrap_optimizer(self._build_optimizer(hp))
-        self.max_length = trial_config.train_length(hp, context.get_experiment_config()["searcher"])
+        self.max_length = trial_config.train_length(hp, searcher)
         self.total_steps = self.max_length.value * self._steps_per_epoch()
         self.lr_scheduler = context.wrap_lr_scheduler(
             get_linear_schedule_with_warmup(

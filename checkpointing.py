@@ -52,8 +52,9 @@ def find_checkpoint(name: str, task: constants.GlueTask) -> pathlib.Path:
             "stopped while saving it). Resume from the checkpoint before it."
         )
     try:
-        saved = json.loads((path / "load_data.json").read_text())["experiment_config"]["data"]
-        saved_task = custom_task.task_from_config(trial_config.data_config(saved))
+        saved = json.loads((path / "load_data.json").read_text())
+        _, saved_data = trial_config.settings(saved["hparams"], saved["experiment_config"]["data"])
+        saved_task = custom_task.task_from_config(saved_data)
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise ConfigError(
             f"--resume {name}: {path / 'load_data.json'} names no data.task ({e!r}); "

@@ -89,6 +89,8 @@ class GlueTask:
     skip_malformed_rows: bool = False  # QQP's train/dev have a few rows with missing fields
     score_range: tuple[float, float] | None = None  # predictions are clipped to it (STS-B)
     custom: bool = False  # the user's own files (custom_task.py), not a GLUE download
+    # The metrics whose mean is the task's GLUE score, reported as "glue_score" (metrics.py).
+    score: tuple[str, ...] = ()
 
     @property
     def is_regression(self) -> bool:
@@ -104,6 +106,7 @@ NLI = ("contradiction", "entailment", "neutral")
 ENTAILMENT = ("entailment", "not_entailment")
 ACC = ("acc",)
 ACC_F1 = ("acc", "f1", "acc_and_f1")
+F1_ACC = ("f1", "acc")  # GLUE scores MRPC and QQP by their mean
 
 
 def _task(name, labels, metrics, a, b, label, test_a=None, test_b=None, **kwargs) -> GlueTask:
@@ -129,18 +132,40 @@ TASKS = {
             "CoLA",
             BINARY,
             ("mcc", "acc"),
+            score=("mcc",),
             train=Split("CoLA/train.tsv", 3, None, 1, header=False),
             dev={"": Split("CoLA/dev.tsv", 3, None, 1, header=False)},
             test={"CoLA": Split("CoLA/test.tsv", 1, None, None, index=0)},
         ),
-        _task("SST-2", BINARY, ACC, 0, None, 1, test_a=1),
-        _task("MRPC", BINARY, ACC_F1, 3, 4, 0),
-        _task("STS-B", (), ("pearson", "spearmanr", "corr"), 7, 8, -1, score_range=(0.0, 5.0)),
-        _task("QQP", BINARY, ACC_F1, 3, 4, 5, test_a=1, test_b=2, skip_malformed_rows=True),
+        _task("SST-2", BINARY, ACC, 0, None, 1, test_a=1, score=ACC),
+        _task("MRPC", BINARY, ACC_F1, 3, 4, 0, score=F1_ACC),
+        _task(
+            "STS-B",
+            (),
+            ("pearson", "spearmanr", "corr"),
+            7,
+            8,
+            -1,
+            score_range=(0.0, 5.0),
+            score=("pearson", "spearmanr"),
+        ),
+        _task(
+            "QQP",
+            BINARY,
+            ACC_F1,
+            3,
+            4,
+            5,
+            test_a=1,
+            test_b=2,
+            skip_malformed_rows=True,
+            score=F1_ACC,
+        ),
         GlueTask(
             "MNLI",
             NLI,
             ACC,
+            score=ACC,  # matched only; the leaderboard's MNLI score also averages in mismatched
             train=Split("MNLI/train.tsv", 8, 9, -1),
             dev={
                 "": Split("MNLI/dev_matched.tsv", 8, 9, -1),
@@ -153,9 +178,9 @@ TASKS = {
                 "AX": Split("diagnostic/diagnostic.tsv", 1, 2, None, index=0),
             },
         ),
-        _task("QNLI", ENTAILMENT, ACC, 1, 2, -1),
-        _task("RTE", ENTAILMENT, ACC, 1, 2, -1),
-        _task("WNLI", BINARY, ACC, 1, 2, -1),
+        _task("QNLI", ENTAILMENT, ACC, 1, 2, -1, score=ACC),
+        _task("RTE", ENTAILMENT, ACC, 1, 2, -1, score=ACC),
+        _task("WNLI", BINARY, ACC, 1, 2, -1, score=ACC),
     )
 }
 

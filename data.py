@@ -29,7 +29,7 @@ from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import Dataset, Sampler
 
 import download_glue_data
-from constants import GlueTask, Split
+from constants import ConfigError, GlueTask, Split
 
 logger = logging.getLogger(__name__)
 
@@ -264,6 +264,27 @@ class Features:
     @property
     def lengths(self) -> torch.Tensor:
         return self.offsets[1:] - self.offsets[:-1]
+
+
+def sample(features: Features, count: int | None) -> Features:
+    """count examples of features, in their order: the same random subset for every seed and
+    run (data.max_train_samples); all of them when count is None or not smaller."""
+    if count is not None and (not isinstance(count, int) or count < 1):
+        raise ConfigError(f"data.max_train_samples: {count!r} is not a positive integer")
+    if count is None or count >= len(features):
+        return features
+    keep = torch.randperm(len(features), generator=torch.Generator().manual_seed(0))[:count]
+    keep = keep.sort().values
+    lengths = features.lengths[keep]
+    offsets = torch.cat([torch.zeros(1, dtype=torch.int64), lengths.cumsum(0)])
+    shift = torch.repeat_interleave(features.offsets[keep] - offsets[:-1], lengths)
+    tokens = torch.arange(int(offsets[-1])) + shift  # where each kept token is in features
+    return Features(
+        features.input_ids[tokens],
+        features.token_type_ids[tokens],
+        offsets,
+        None if features.labels is None else features.labels[keep],
+    )
 
 
 def featurize(examples: Examples, tokenizer, max_seq_length: int) -> Features:

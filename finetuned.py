@@ -47,8 +47,9 @@ def load(path: str | os.PathLike) -> FineTuned:
             "state_dict.pth); download a cluster checkpoint with `det checkpoint download UUID`"
         )
     load_data = json.loads(files[0].read_text())
-    hparams = trial_config.hyperparameters(load_data["hparams"])
-    data_config = trial_config.data_config(load_data["experiment_config"]["data"])
+    hparams, data_config = trial_config.settings(
+        load_data["hparams"], load_data["experiment_config"]["data"]
+    )
     # Determined pickles RNG states (numpy arrays) beside the weights, which weights_only
     # refuses: load only checkpoints you trust, as with any pickle.
     with checkpointing.loadable_rng_state():

@@ -34,6 +34,8 @@ import constants
 import custom_task
 import data
 import download_glue_data
+import local_grid
+import metrics
 import progress
 import trial_config
 
@@ -123,9 +125,9 @@ def run_local(
     seed_everything(config["reproducibility"]["experiment_seed"])
     checkpoint, resumed = None, contextlib.nullcontext()
     if resume:
-        checkpoint = checkpointing.find_checkpoint(
-            resume, custom_task.task_from_config(trial_config.data_config(config["data"]))
-        )
+        _, data_config = trial_config.settings(trial_config.local_hparams(config), config["data"])
+        task = custom_task.task_from_config(data_config)
+        checkpoint = checkpointing.find_checkpoint(resume, task)
         resumed = checkpointing.starting_at(checkpointing.batches_trained(checkpoint))
     with local_context(config, distributed_context(), tensorboard) as context:
         trial = recorded(trial_class, recorder)(context)
@@ -206,6 +208,10 @@ def parse_args(argv: list[str] | None, description: str) -> argparse.Namespace:
     parser.add_argument(
         "--verbose", action="store_true", help="show Determined's own log lines too"
     )
+    parser.add_argument(
+        "--results-dir",
+        help="a grid search's trial folders (local_grid.py); default results/<experiment name>",
+    )
     args = parser.parse_args(argv)
     if args.nproc < 1:
         parser.error(f"--nproc {args.nproc}: need at least 1 process")
@@ -220,10 +226,17 @@ def main(argv: list[str] | None, trial_class: type[pytorch.PyTorchTrial], script
         logging.getLogger("determined").setLevel(logging.WARNING)
     try:
         config = trial_config.load_config(args.config, args.overrides)
-        hparams = trial_config.hyperparameters(trial_config.local_hparams(config))
-        trial_config.check_batch_split(hparams["global_batch_size"], args.nproc)
+        grid = local_grid.is_grid(config)
+        if not grid:
+            hparams, _ = trial_config.settings(trial_config.local_hparams(config), config["data"])
+            trial_config.check_batch_split(hparams["global_batch_size"], args.nproc)
     except (OSError, ValueError, yaml.YAMLError) as e:  # the message names the file or key
         sys.exit(f"error: {e}")
+    if grid:
+        try:
+            return run_grid(trial_class, config, args)
+        except USER_ERRORS as e:
+            sys.exit(f"error: {e}")
     if args.nproc > 1 and "LOCAL_RANK" not in os.environ:
         return relaunch(args, script)
     recorder = progress.RunRecorder()
@@ -238,6 +251,56 @@ def main(argv: list[str] | None, trial_class: type[pytorch.PyTorchTrial], script
     checkpoint = recorder.checkpoints and checkpointing.storage_dir() / recorder.checkpoints[-1]
     print(progress.summary(recorder, config["searcher"], checkpoint, command), file=sys.stderr)
     return 0
+
+
+def run_grid(trial_class: type[pytorch.PyTorchTrial], config: dict, args) -> int:
+    """Every trial of a grid search in turn, skipping finished ones (local_grid.py)."""
+    for option in ("resume", "metrics_out", "plot"):
+        if getattr(args, option):
+            raise constants.ConfigError(
+                f"--{option.replace('_', '-')}: a grid search continues by itself when run "
+                "again and writes each trial's metrics and plot into its folder"
+            )
+    if args.nproc > 1:
+        raise constants.ConfigError("--nproc: a local grid search trains each trial in one process")
+    trials = local_grid.grid_trials(config)
+    for trial in trials:  # every trial's settings checked before hours of training
+        hparams, data_config = trial_config.settings(
+            trial.config["hyperparameters"], trial.config["data"]
+        )
+        trial_config.check_batch_split(hparams["global_batch_size"], 1)
+        metrics.check_searcher(custom_task.task_from_config(data_config), config["searcher"])
+    results_dir = pathlib.Path(args.results_dir or pathlib.Path("results", config["name"]))
+    metric = config["searcher"]["metric"]
+    for i, trial in enumerate(trials, 1):
+        folder = local_grid.TrialFolder(results_dir, trial)
+        label = f"[{i}/{len(trials)}] {trial.name}"
+        result = folder.result()
+        if result is None:
+            result = run_grid_trial(trial_class, folder, label, tensorboard=not args.no_tensorboard)
+        else:
+            print(f"{label}: finished before, skipped", file=sys.stderr)
+        print(f"{label}: {metric} {result['validations'][-1][metric]:.4f}", file=sys.stderr)
+    print(
+        f"results: {results_dir}; the table: python glue_report.py {results_dir}", file=sys.stderr
+    )
+    return 0
+
+
+def run_grid_trial(
+    trial_class: type[pytorch.PyTorchTrial],
+    folder: local_grid.TrialFolder,
+    label: str,
+    tensorboard: bool,
+) -> dict:
+    resume = folder.resume_from()
+    start = checkpointing.batches_trained(checkpointing.storage_dir() / resume) if resume else 0
+    print(f"{label}: " + (f"continuing from {resume}" if resume else "training"), file=sys.stderr)
+    recorder = local_grid.GridRecorder(folder, start)
+    run_local(trial_class, folder.trial.config, resume, recorder, tensorboard=tensorboard)
+    if recorder.validations:
+        progress.plot_history(recorder, folder.path / "curves.png")
+    return folder.finish()
 
 
 def relaunch(args: argparse.Namespace, script: str) -> int:

@@ -11,6 +11,8 @@ from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 from constants import ConfigError, GlueTask
 
 LOSS = "validation_loss"  # the dev-set loss; the one metric a searcher should minimize
+# Every GLUE task's score under one name, so that one searcher.metric ranks trials of all tasks.
+GLUE_SCORE = "glue_score"
 
 
 def predictions(task: GlueTask, logits: np.ndarray) -> np.ndarray:
@@ -64,6 +66,8 @@ def compute_split_metrics(
         rows = splits == split_id
         for name, value in compute_metrics(task, logits[rows], labels[rows]).items():
             results[name + suffix] = value
+    if task.score:  # of the main dev split
+        results[GLUE_SCORE] = float(np.mean([results[name] for name in task.score]))
     return results
 
 

@@ -140,12 +140,14 @@ class TaskLabels(pytorch.PyTorchCallback):
 class BertPyTorch(pytorch.PyTorchTrial):
     def __init__(self, context: pytorch.PyTorchTrialContext) -> None:
         self.context = context
-        hp = trial_config.hyperparameters(context.get_hparams())
-        cfg = trial_config.data_config(context.get_data_config())
+        hp, cfg = trial_config.settings(context.get_hparams(), context.get_data_config())
         trial_config.check_batch_split(hp["global_batch_size"], context.distributed.get_size())
         self.task = custom_task.task_from_config(cfg)
         searcher = context.get_experiment_config()["searcher"]
         metrics.check_searcher(self.task, searcher)
+        self.seed = self._seed(hp["seed"])
+        if hp["seed"] is not None:  # Determined seeded with its trial seed; the classifier too
+            local_run.seed_everything(self.seed)
         self.model_type = hp["model_type"]
         _, model_class, tokenizer_class = constants.get_model_classes(self.model_type)
         self.autocast_dtype, self.scaler = self._mixed_precision(hp["precision"])
@@ -235,7 +237,7 @@ class BertPyTorch(pytorch.PyTorchTrial):
                 cfg["cache_dir"],
             )
 
-        train = data.GlueDataset(load(self.task.train))
+        train = data.GlueDataset(data.sample(load(self.task.train), cfg["max_train_samples"]))
         dev = torch.utils.data.ConcatDataset(
             [data.GlueDataset(load(split), i) for i, split in enumerate(self.task.dev.values())]
         )
@@ -284,8 +286,11 @@ class BertPyTorch(pytorch.PyTorchTrial):
             return contextlib.nullcontext()
         return torch.autocast(self.context.device.type, dtype=self.autocast_dtype)
 
-    def _seed(self) -> int:
-        """The trial seed on a cluster; the config's experiment_seed in local mode."""
+    def _seed(self, seed: int | None) -> int:
+        """hyperparameters.seed if set; else the trial seed on a cluster, and the config's
+        experiment_seed in local mode."""
+        if seed is not None:
+            return seed
         try:
             return self.context.get_trial_seed()
         except det.errors.InternalException:  # local mode has no trial seed
@@ -300,14 +305,14 @@ class BertPyTorch(pytorch.PyTorchTrial):
         batch_size = self.context.get_per_slot_batch_size()
         if self.group_by_length:
             sampler = data.LengthGroupedBatchSampler(
-                self.train_set.lengths, batch_size, seed=self._seed()
+                self.train_set.lengths, batch_size, seed=self.seed
             )
             return self._loader(self.train_set, batch_sampler=sampler)
         return self._loader(
             self.train_set,
             batch_size=batch_size,
             shuffle=True,
-            generator=torch.Generator().manual_seed(self._seed()),
+            generator=torch.Generator().manual_seed(self.seed),
         )
 
     def build_validation_data_loader(self) -> pytorch.DataLoader:
@@ -334,7 +339,7 @@ class BertPyTorch(pytorch.PyTorchTrial):
         # Dropout draws from torch's global RNG, and a checkpoint holds rank 0's RNG state only.
         # Seeding it from the batch and rank gives every rank of a resumed run the same masks.
         dist = self.context.distributed
-        torch.manual_seed(self._seed() * 2**32 + batch_idx * dist.get_size() + dist.get_rank())
+        torch.manual_seed(self.seed * 2**32 + batch_idx * dist.get_size() + dist.get_rank())
         loss = self._forward(batch).loss
         self.context.backward(self.scaler.scale(loss) if self.scaler else loss)
         self.context.step_optimizer(self.optimizer, clip_grads=self._clip, scaler=self.scaler)

@@ -13,7 +13,7 @@ import contextlib
 import yaml
 from determined import pytorch
 
-from constants import ConfigError
+from constants import TASKS, ConfigError
 
 REQUIRED_HPARAMS = ("global_batch_size", "learning_rate", "num_train_epochs", "model_type")
 OPTIONAL_HPARAMS = {
@@ -31,13 +31,20 @@ OPTIONAL_HPARAMS = {
     "attn_implementation": "auto",  # auto: SDPA on GPUs, eager on CPUs; or eager, sdpa
     "dataloader_workers": "auto",  # auto: 2 on GPUs, to batch while the GPU steps; 0 on CPUs
     "torch_compile": False,  # compile the model: slow first steps, faster ones after (GPUs)
+    # For searches over tasks and seeds (glue.yaml):
+    "task": None,  # a GLUE task, in place of data.task, so that a searcher can vary it
+    "seed": None,  # seeds all of the trial's randomness; None: Determined's trial seed
+    "per_task": None,  # task -> the hyperparameters that differ for it, e.g. {MRPC: {...}}
 }
+# What per_task may not change: the keys that pick the trial.
+TRIAL_KEYS = ("task", "seed", "per_task")
 REQUIRED_DATA = ("task", "model_name_or_path", "data_dir")
 OPTIONAL_DATA = {
     "download_data": False,  # fetch the task's files into data_dir when they are missing
     "path_to_mrpc": "",  # a folder with msr_paraphrase_{train,test}.txt, instead of downloading
     "cache_dir": None,  # tokenized-feature cache; None: ~/.cache/bert_glue_features
     "custom": None,  # with task: custom, your own files (custom_task.py)
+    "max_train_samples": None,  # train on this many examples (a fixed random subset), not all
 }
 # The sections and keys a local run's overrides may change.
 OVERRIDABLE = {
@@ -68,6 +75,43 @@ def hyperparameters(values: dict) -> dict:
 
 def data_config(values: dict) -> dict:
     return with_defaults("data", values, REQUIRED_DATA, OPTIONAL_DATA)
+
+
+def settings(hparams: dict, data: dict) -> tuple[dict, dict]:
+    """The trial's hyperparameters and data config, defaults filled in, for its task.
+
+    hyperparameters.task, when set, is the task (data.task then stays unset); the hyperparameters
+    under hyperparameters.per_task.<task> then replace the ones they name.
+    """
+    hp = hyperparameters(hparams)
+    if hp["task"] is not None:
+        if data.get("task") is not None:
+            raise ConfigError(
+                f"data.task {data['task']!r} and hyperparameters.task {hp['task']!r}: "
+                "set the task in one place"
+            )
+        data = {**data, "task": hp["task"]}
+    cfg = data_config(data)
+    return {**hp, **task_hyperparameters(hp["per_task"] or {}, str(cfg["task"]))}, cfg
+
+
+def task_hyperparameters(per_task: dict, task: str) -> dict:
+    """hyperparameters.per_task's entry for the task (data.task's spelling in any case)."""
+    unknown = sorted(str(name) for name in per_task if name not in TASKS)
+    if unknown:
+        raise ConfigError(
+            f"hyperparameters.per_task: unknown GLUE task(s) {', '.join(unknown)}; "
+            f"choose from {', '.join(TASKS)}"
+        )
+    name = next((name for name in per_task if name.lower() == task.lower()), None)
+    if name is None:
+        return {}
+    section, values = f"hyperparameters.per_task.{name}", per_task[name]
+    if not isinstance(values, dict):
+        raise ConfigError(f"{section}: expected hyperparameter: value pairs, got {values!r}")
+    optional = {key: v for key, v in OPTIONAL_HPARAMS.items() if key not in TRIAL_KEYS}
+    with_defaults(section, values, (), {**dict.fromkeys(REQUIRED_HPARAMS), **optional})
+    return values
 
 
 def check_batch_split(global_batch_size: int, slots: int) -> None:
@@ -123,14 +167,21 @@ def parse_value(text: str):
 
 def local_hparams(config: dict) -> dict:
     """Hyperparameter values for a local run: constants as they are, `const` ones unwrapped."""
-    hparams = {}
-    for name, value in config["hyperparameters"].items():
-        if isinstance(value, dict):
-            if value.get("type") != "const":
-                raise ConfigError(
-                    f"hyperparameters.{name} is searched ({value.get('type')}); a local run needs "
-                    f"one value: add the override hyperparameters.{name}=<value>"
-                )
-            value = value["val"]
-        hparams[name] = value
-    return hparams
+    return {
+        name: const_value(f"hyperparameters.{name}", value)
+        for name, value in config["hyperparameters"].items()
+    }
+
+
+def const_value(key: str, value):
+    """A hyperparameter's one value; nested hyperparameters (a mapping with no type) likewise."""
+    if not isinstance(value, dict):
+        return value
+    if "type" not in value:
+        return {name: const_value(f"{key}.{name}", v) for name, v in value.items()}
+    if value["type"] != "const":
+        raise ConfigError(
+            f"{key} is searched ({value['type']}); a local run needs one value: add the "
+            f"override {key}=<value>"
+        )
+    return value["val"]

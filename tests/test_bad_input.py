@@ -161,5 +161,5 @@ def test_searcher_metric_the_task_does_not_report(local_config, tmp_path):
         model_def.main([write_config(local_config, tmp_path)])
     assert str(exit_.value.code) == (
         "error: searcher.metric: 'acc' is not a metric the trial reports for STS-B; "
-        "choose one of validation_loss, pearson, spearmanr, corr"
+        "choose one of validation_loss, pearson, spearmanr, corr, glue_score"
     )

@@ -105,7 +105,7 @@ def test_plot_has_one_panel_per_metric(local_config, tmp_path):
     recorder = progress.RunRecorder(io.StringIO(), interactive=False)
     local_run.run_local(model_def.BertPyTorch, local_config, recorder=recorder)
     titles = progress.plot_history(recorder, tmp_path / "p.png")
-    assert titles == ["training loss", "acc", "acc_and_f1", "f1", "validation_loss"]
+    assert titles == ["training loss", "acc", "acc_and_f1", "f1", "glue_score", "validation_loss"]
     assert (tmp_path / "p.png").stat().st_size > 10_000
     assert not list(tmp_path.glob(".p.png*"))  # written whole, then renamed
 

@@ -59,16 +59,16 @@ def test_mnli_reports_matched_and_mismatched_separately():
     logits[20:25] = np.eye(3, dtype=np.float32)[(labels[20:25] + 1) % 3]  # 5 of 10 mm wrong
     results = metrics.compute_split_metrics(task, splits, logits, labels)
     assert results["acc"] == 1.0 and results["acc_mm"] == 0.5
-    assert set(results) == {"acc", "validation_loss", "acc_mm", "validation_loss_mm"}
+    assert set(results) == {"acc", "validation_loss", "acc_mm", "validation_loss_mm", "glue_score"}
 
 
 @pytest.mark.parametrize(
     ("task", "names"),
     [
-        ("MRPC", ["validation_loss", "acc", "f1", "acc_and_f1"]),
-        ("CoLA", ["validation_loss", "acc", "mcc"]),
-        ("STS-B", ["validation_loss", "pearson", "spearmanr", "corr"]),
-        ("MNLI", ["validation_loss", "acc", "validation_loss_mm", "acc_mm"]),
+        ("MRPC", ["validation_loss", "acc", "f1", "acc_and_f1", "glue_score"]),
+        ("CoLA", ["validation_loss", "acc", "mcc", "glue_score"]),
+        ("STS-B", ["validation_loss", "pearson", "spearmanr", "corr", "glue_score"]),
+        ("MNLI", ["validation_loss", "acc", "validation_loss_mm", "acc_mm", "glue_score"]),
     ],
 )
 def test_reported_metrics_are_the_task_table_metrics_of_every_dev_split(task, names):

@@ -1,0 +1,193 @@
+"""glue.yaml: the grid of tasks x seeds, per-task hyperparameters, and its local run with resume."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import pathlib
+
+import numpy as np
+import pytest
+import yaml
+
+import constants
+import local_grid
+import metrics
+import model_def
+import trial_config
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def glue_yaml() -> dict:
+    return yaml.safe_load((REPO / "glue.yaml").read_text())
+
+
+@pytest.fixture
+def glue_config(local_config, tmp_path) -> pathlib.Path:
+    """glue.yaml on the tiny model and synthetic data: 1 epoch (MRPC, WNLI: 2), batch 8."""
+    config = glue_yaml()
+    config["data"] = {**local_config["data"], "task": None}
+    del config["data"]["task"]
+    config["hyperparameters"].update(
+        global_batch_size=8,
+        learning_rate=3e-3,
+        num_train_epochs=1,
+        max_seq_length=32,
+        per_task={"MRPC": {"num_train_epochs": 2}, "WNLI": {"num_train_epochs": 2}},
+    )
+    path = tmp_path / "glue.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def test_the_grid_trains_every_task_and_seed_once() -> None:
+    trials = local_grid.grid_trials(glue_yaml())
+    labels = [local_grid.trial_label(trial) for trial in trials]
+    assert len(labels) == 27
+    assert sorted(labels) == sorted(itertools.product(constants.TASKS, [1, 2, 3]))
+    assert len({trial.name for trial in trials}) == 27
+    assert trials[0].name == "task=CoLA_seed=1"
+
+
+def test_per_task_hyperparameters_apply_to_their_task_only() -> None:
+    epochs = {}
+    for trial in local_grid.grid_trials(glue_yaml()):
+        hp, data = trial_config.settings(trial.config["hyperparameters"], trial.config["data"])
+        epochs[data["task"]] = hp["num_train_epochs"]
+    assert epochs == {**dict.fromkeys(constants.TASKS, 3), "MRPC": 5, "WNLI": 5}
+
+
+def test_list_overrides_pick_tasks_and_seeds() -> None:
+    config = trial_config.load_config(
+        str(REPO / "glue.yaml"), ["hyperparameters.task=[MRPC, rte]", "hyperparameters.seed=[7]"]
+    )
+    labels = [local_grid.trial_label(trial) for trial in local_grid.grid_trials(config)]
+    assert labels == [("MRPC", 7), ("RTE", 7)]
+
+
+@pytest.mark.parametrize(
+    ("hparams", "data", "message"),
+    [
+        ({"task": "MRPC"}, {"task": "RTE"}, "data.task 'RTE' and hyperparameters.task 'MRPC'"),
+        ({"per_task": {"MRCP": {}}}, {"task": "MRPC"}, "per_task: unknown GLUE task(s) MRCP"),
+        (
+            {"per_task": {"MRPC": {"learning_rte": 1}}},
+            {"task": "mrpc"},
+            "hyperparameters.per_task.MRPC: unknown key(s) learning_rte",
+        ),
+        (
+            {"per_task": {"MRPC": {"seed": 1}}},
+            {"task": "MRPC"},
+            "hyperparameters.per_task.MRPC: unknown key(s) seed",
+        ),
+    ],
+)
+def test_bad_task_settings_name_the_key(hparams, data, message) -> None:
+    base = {"global_batch_size": 8, "learning_rate": 1e-3, "num_train_epochs": 1}
+    with pytest.raises(constants.ConfigError) as error:
+        trial_config.settings(
+            {**base, "model_type": "bert", **hparams},
+            {"model_name_or_path": "m", "data_dir": "d", **data},
+        )
+    assert message in str(error.value)
+
+
+def test_a_searched_int_is_refused_locally() -> None:
+    config = glue_yaml()
+    config["hyperparameters"]["seed"] = {"type": "int", "minval": 1, "maxval": 3}
+    with pytest.raises(constants.ConfigError, match=r"hyperparameters.seed: a local grid takes"):
+        local_grid.grid_trials(config)
+
+
+# Ten MRPC/CoLA rows: 8 right; label 1 predicted 5 times, 4 of them rightly, of 5 ones.
+LABELS = [1, 1, 1, 1, 1, 0, 0, 0, 0, 0]
+PREDICTED = [1, 1, 1, 1, 0, 1, 0, 0, 0, 0]
+
+
+@pytest.mark.parametrize(
+    ("task", "labels", "predicted", "splits", "score"),
+    [
+        ("MRPC", LABELS, PREDICTED, [0] * 10, 0.8),  # acc 0.8, F1 0.8
+        ("CoLA", LABELS, PREDICTED, [0] * 10, 0.6),  # MCC (4 * 4 - 1 * 1) / sqrt(5 ** 4)
+        ("STS-B", [0.0, 1.0, 2.0, 3.0], [0.0, 1.0, 3.0, 2.0], [0] * 4, 0.8),  # both 1 - 12 / 60
+        ("MNLI", [0, 1, 2, 0, 0, 1], [0, 1, 2, 1, 0, 0], [0, 0, 0, 0, 1, 1], 0.75),  # matched
+        ("RTE", [0, 1, 1, 0], [0, 1, 0, 0], [0] * 4, 0.75),
+    ],
+)
+def test_glue_score_is_the_tasks_score(task, labels, predicted, splits, score) -> None:
+    glue_task = constants.TASKS[task]
+    if glue_task.is_regression:
+        logits = np.array(predicted, dtype=np.float32)[:, None]
+    else:
+        logits = np.eye(glue_task.num_labels, dtype=np.float32)[predicted]
+    results = metrics.compute_split_metrics(glue_task, np.array(splits), logits, np.array(labels))
+    assert results["glue_score"] == pytest.approx(score)
+
+
+def run(config: pathlib.Path, results: pathlib.Path, *overrides: str, trial=model_def.BertPyTorch):
+    from local_run import main
+
+    return main(
+        [str(config), *overrides, "--results-dir", str(results), "--no-tensorboard"],
+        trial,
+        script=model_def.__file__,
+    )
+
+
+class Interrupted(Exception):
+    pass
+
+
+class StopsInRTE(model_def.BertPyTorch):
+    """Interrupted after RTE's first epoch (6 batches of 8 of 48 examples) was checkpointed."""
+
+    def train_batch(self, batch, epoch_idx: int, batch_idx: int):
+        if self.task.name == "RTE" and batch_idx == 8:
+            raise Interrupted
+        return super().train_batch(batch, epoch_idx, batch_idx)
+
+
+def test_a_local_grid_continues_where_it_stopped(glue_config, tmp_path, capsys) -> None:
+    results = tmp_path / "results"
+    picked = ("hyperparameters.task=[MRPC,RTE]", "hyperparameters.seed=[1]")
+    config = yaml.safe_load(glue_config.read_text())
+    config["hyperparameters"]["per_task"]["RTE"] = {"num_train_epochs": 2}
+    glue_config.write_text(yaml.safe_dump(config, sort_keys=False))
+    with pytest.raises(Interrupted):
+        run(glue_config, results, *picked, trial=StopsInRTE)
+    mrpc = results / "task=MRPC_seed=1" / "result.json"
+    finished_at = mrpc.stat().st_mtime_ns
+    rte = results / "task=RTE_seed=1"
+    assert not (rte / "result.json").exists()
+    assert len(json.loads((rte / "progress.json").read_text())["checkpoints"]) == 1
+    capsys.readouterr()
+
+    assert run(glue_config, results, *picked) == 0
+    err = capsys.readouterr().err
+    assert "[1/2] task=MRPC_seed=1: finished before, skipped" in err
+    assert "[2/2] task=RTE_seed=1: continuing from" in err
+    assert mrpc.stat().st_mtime_ns == finished_at
+    resumed = json.loads((rte / "result.json").read_text())
+
+    # The same trial never interrupted: the same metrics after each of its two epochs.
+    assert run(glue_config, tmp_path / "again", "hyperparameters.task=[RTE]", picked[1]) == 0
+    fresh = json.loads((tmp_path / "again" / "task=RTE_seed=1" / "result.json").read_text())
+    assert len(resumed["validations"]) == 2
+    assert resumed["validations"] == fresh["validations"]
+    # Only the last checkpoint is kept, and it is the one the result names.
+    assert json.loads((rte / "progress.json").read_text())["checkpoints"] == [
+        pathlib.Path(resumed["checkpoint"]).name
+    ]
+    assert (pathlib.Path(resumed["checkpoint"]) / "metadata.json").is_file()
+
+
+def test_a_changed_setting_is_not_taken_for_a_finished_trial(glue_config, tmp_path) -> None:
+    results = tmp_path / "results"
+    picked = ("hyperparameters.task=[WNLI]", "hyperparameters.seed=[1]")
+    assert run(glue_config, results, *picked) == 0
+    with pytest.raises(SystemExit) as error:
+        run(glue_config, results, *picked, "hyperparameters.learning_rate=1e-4")
+    assert "task=WNLI_seed=1/result.json: this trial was run with other settings" in str(
+        error.value
+    )

@@ -1,6 +1,6 @@
 """What the trials of a GLUE experiment left: task, seed, final dev metrics and checkpoint.
 
-Read from a local grid run's folder (glue_grid.py writes one result.json per finished trial) or
+Read from a local grid run's folder (local_grid.py writes one result.json per finished trial) or
 from a Determined experiment on a cluster (experiment_results, through Determined's SDK).
 """
 
@@ -24,6 +24,7 @@ class TrialResult:
     # Puts the checkpoint of that validation into the given folder (or finds it) and returns
     # the checkpoint's directory; None if the trial saved none.
     checkpoint: Callable[[pathlib.Path], pathlib.Path] | None
+    model: str | None = None  # data.model_name_or_path
 
 
 def trial_name(task: str, seed: int | None) -> str:
@@ -36,6 +37,7 @@ def local_results(folder: str | pathlib.Path) -> list[TrialResult]:
     for path in sorted(pathlib.Path(folder).glob("*/result.json")):
         record = json.loads(path.read_text())
         checkpoint = pathlib.Path(record["checkpoint"])
+        data = record["identity"]["data"]
         results.append(
             TrialResult(
                 name=trial_name(record["task"], record["seed"]),
@@ -44,6 +46,7 @@ def local_results(folder: str | pathlib.Path) -> list[TrialResult]:
                 state=COMPLETED,
                 metrics=record["validations"][-1],
                 checkpoint=lambda _, checkpoint=checkpoint: checkpoint,
+                model=data.get("model_name_or_path"),
             )
         )
     return results

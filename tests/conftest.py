@@ -107,3 +107,32 @@ def local_config(tiny_model_dir, glue_dir, tmp_path, monkeypatch) -> dict:
     # The one metric every task reports: tests switch data.task (metrics.check_searcher).
     config["searcher"].update(metric="validation_loss", smaller_is_better=True)
     return config
+
+
+@pytest.fixture
+def glue_config(local_config, tmp_path) -> pathlib.Path:
+    """glue.yaml on the tiny model and synthetic data: 1 epoch (MRPC, WNLI: 2), batch 8."""
+    config = yaml.safe_load((REPO / "glue.yaml").read_text())
+    config["data"] = {k: v for k, v in local_config["data"].items() if k != "task"}
+    config["hyperparameters"].update(
+        global_batch_size=8,
+        learning_rate=3e-3,
+        num_train_epochs=1,
+        max_seq_length=32,
+        per_task={"MRPC": {"num_train_epochs": 2}, "WNLI": {"num_train_epochs": 2}},
+    )
+    path = tmp_path / "glue.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def run_glue(config: pathlib.Path, results: pathlib.Path, *overrides: str, trial=None) -> int:
+    """The local run of a grid config (glue.yaml) into the results folder."""
+    import local_run
+    import model_def
+
+    return local_run.main(
+        [str(config), *overrides, "--results-dir", str(results), "--no-tensorboard"],
+        trial or model_def.BertPyTorch,
+        script=model_def.__file__,
+    )

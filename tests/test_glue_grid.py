@@ -9,6 +9,7 @@ import pathlib
 import numpy as np
 import pytest
 import yaml
+from conftest import REPO, run_glue
 
 import constants
 import local_grid
@@ -16,29 +17,9 @@ import metrics
 import model_def
 import trial_config
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-
 
 def glue_yaml() -> dict:
     return yaml.safe_load((REPO / "glue.yaml").read_text())
-
-
-@pytest.fixture
-def glue_config(local_config, tmp_path) -> pathlib.Path:
-    """glue.yaml on the tiny model and synthetic data: 1 epoch (MRPC, WNLI: 2), batch 8."""
-    config = glue_yaml()
-    config["data"] = {**local_config["data"], "task": None}
-    del config["data"]["task"]
-    config["hyperparameters"].update(
-        global_batch_size=8,
-        learning_rate=3e-3,
-        num_train_epochs=1,
-        max_seq_length=32,
-        per_task={"MRPC": {"num_train_epochs": 2}, "WNLI": {"num_train_epochs": 2}},
-    )
-    path = tmp_path / "glue.yaml"
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    return path
 
 
 def test_the_grid_trains_every_task_and_seed_once() -> None:
@@ -125,16 +106,6 @@ def test_glue_score_is_the_tasks_score(task, labels, predicted, splits, score) -
     assert results["glue_score"] == pytest.approx(score)
 
 
-def run(config: pathlib.Path, results: pathlib.Path, *overrides: str, trial=model_def.BertPyTorch):
-    from local_run import main
-
-    return main(
-        [str(config), *overrides, "--results-dir", str(results), "--no-tensorboard"],
-        trial,
-        script=model_def.__file__,
-    )
-
-
 class Interrupted(Exception):
     pass
 
@@ -155,7 +126,7 @@ def test_a_local_grid_continues_where_it_stopped(glue_config, tmp_path, capsys) 
     config["hyperparameters"]["per_task"]["RTE"] = {"num_train_epochs": 2}
     glue_config.write_text(yaml.safe_dump(config, sort_keys=False))
     with pytest.raises(Interrupted):
-        run(glue_config, results, *picked, trial=StopsInRTE)
+        run_glue(glue_config, results, *picked, trial=StopsInRTE)
     mrpc = results / "task=MRPC_seed=1" / "result.json"
     finished_at = mrpc.stat().st_mtime_ns
     rte = results / "task=RTE_seed=1"
@@ -163,7 +134,7 @@ def test_a_local_grid_continues_where_it_stopped(glue_config, tmp_path, capsys) 
     assert len(json.loads((rte / "progress.json").read_text())["checkpoints"]) == 1
     capsys.readouterr()
 
-    assert run(glue_config, results, *picked) == 0
+    assert run_glue(glue_config, results, *picked) == 0
     err = capsys.readouterr().err
     assert "[1/2] task=MRPC_seed=1: finished before, skipped" in err
     assert "[2/2] task=RTE_seed=1: continuing from" in err
@@ -171,7 +142,7 @@ def test_a_local_grid_continues_where_it_stopped(glue_config, tmp_path, capsys) 
     resumed = json.loads((rte / "result.json").read_text())
 
     # The same trial never interrupted: the same metrics after each of its two epochs.
-    assert run(glue_config, tmp_path / "again", "hyperparameters.task=[RTE]", picked[1]) == 0
+    assert run_glue(glue_config, tmp_path / "again", "hyperparameters.task=[RTE]", picked[1]) == 0
     fresh = json.loads((tmp_path / "again" / "task=RTE_seed=1" / "result.json").read_text())
     assert len(resumed["validations"]) == 2
     assert resumed["validations"] == fresh["validations"]
@@ -185,9 +156,9 @@ def test_a_local_grid_continues_where_it_stopped(glue_config, tmp_path, capsys) 
 def test_a_changed_setting_is_not_taken_for_a_finished_trial(glue_config, tmp_path) -> None:
     results = tmp_path / "results"
     picked = ("hyperparameters.task=[WNLI]", "hyperparameters.seed=[1]")
-    assert run(glue_config, results, *picked) == 0
+    assert run_glue(glue_config, results, *picked) == 0
     with pytest.raises(SystemExit) as error:
-        run(glue_config, results, *picked, "hyperparameters.learning_rate=1e-4")
+        run_glue(glue_config, results, *picked, "hyperparameters.learning_rate=1e-4")
     assert "task=WNLI_seed=1/result.json: this trial was run with other settings" in str(
         error.value
     )

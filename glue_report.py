@@ -1,0 +1,336 @@
+"""The results of a GLUE experiment (glue.yaml): a table, a plot and a leaderboard submission.
+
+    python glue_report.py 17                      # experiment 17 on the master DET_MASTER names
+    python glue_report.py results/bert_glue_pytorch_glue   # a local glue.yaml run's folder
+    python glue_report.py 17 --data-dir glue_data --output-dir report --label bert-base-uncased
+
+Into the output folder (default glue_report/) go
+  results.md, results.csv  per task its metrics as mean ± standard deviation over seeds and its
+                           best seed, beside run_glue's published bert-base numbers; the GLUE
+                           average as the leaderboard computes it: each task's metrics averaged
+                           into its score (MNLI's matched and mismatched accuracy too), then the
+                           mean over the tasks present
+  results.png              each task's mean score, one dot per seed
+  submission/              from each task's best seed, the leaderboard's files (predict.py:
+                           MNLI's model also predicts AX) and submission.zip; results.md lists
+                           every file missing from it and why
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import logging
+import os
+import pathlib
+import statistics
+import sys
+import tempfile
+from collections.abc import Sequence
+
+import constants
+import data
+import finetuned
+import glue_results
+import predict
+from glue_results import TrialResult
+
+logger = logging.getLogger(__name__)
+
+# The metrics whose mean is a task's score on the leaderboard (MNLI: matched and mismatched).
+LEADERBOARD_METRICS = {
+    **{name: task.score for name, task in constants.TASKS.items()},
+    "MNLI": ("acc", "acc_mm"),
+}
+METRIC_NAMES = {
+    "mcc": "MCC",
+    "acc": "acc",
+    "acc_mm": "acc mm",
+    "f1": "F1",
+    "pearson": "Pearson",
+    "spearmanr": "Spearman",
+}
+# Dev-set results in Hugging Face's run_glue README (examples/pytorch/text-classification), in
+# percent: bert-base-cased, batch 32, LR 2e-5, 3 epochs (MRPC and WNLI 5), glue.yaml's recipe.
+RUN_GLUE_BERT_BASE = {
+    "CoLA": {"mcc": 56.53},
+    "SST-2": {"acc": 92.32},
+    "MRPC": {"f1": 88.85, "acc": 84.07},
+    "STS-B": {"pearson": 88.64, "spearmanr": 88.48},
+    "QQP": {"acc": 90.71, "f1": 87.49},
+    "MNLI": {"acc": 83.91, "acc_mm": 84.10},
+    "QNLI": {"acc": 90.66},
+    "RTE": {"acc": 65.70},
+    "WNLI": {"acc": 56.34},
+}
+REFERENCE_LABEL = "bert-base-cased, run_glue README"
+TASK_OF_FILE = {
+    f"{name}.tsv": task for task in constants.TASKS for name in constants.TASKS[task].test
+}
+
+
+def task_score(task: str, metrics: dict[str, float]) -> float:
+    names = LEADERBOARD_METRICS[task]
+    return statistics.fmean(metrics[name] for name in names)
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """The mean and the sample standard deviation (0 for a single value)."""
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+class TaskResults:
+    """The completed trials of one task (one per seed) and their statistics."""
+
+    def __init__(self, task: str, trials: list[TrialResult]) -> None:
+        self.task = task
+        self.trials = sorted(trials, key=lambda t: (t.seed is None, t.seed or 0))
+        self.metrics = LEADERBOARD_METRICS[task]
+
+    def values(self, metric: str) -> list[float]:
+        """Each seed's value of a metric, or of the task's score ("score")."""
+        if metric == "score":
+            return [task_score(self.task, t.metrics) for t in self.trials]
+        return [t.metrics[metric] for t in self.trials]
+
+    @property
+    def best(self) -> TrialResult:
+        return max(self.trials, key=lambda t: task_score(self.task, t.metrics))
+
+    def best_value(self, metric: str) -> float:
+        best = self.best.metrics
+        return task_score(self.task, best) if metric == "score" else best[metric]
+
+
+def group_by_task(results: list[TrialResult]) -> tuple[list[TaskResults], list[TrialResult]]:
+    """The completed trials by task, in GLUE's order; and the trials that do not count."""
+    counted = [r for r in results if r.state == glue_results.COMPLETED and r.metrics]
+    uncounted = [r for r in results if r not in counted]
+    tasks = [
+        TaskResults(name, [r for r in counted if r.task == name])
+        for name in constants.TASKS
+        if any(r.task == name for r in counted)
+    ]
+    return tasks, uncounted
+
+
+def glue_average(tasks: list[TaskResults]) -> float:
+    """The mean over tasks of each task's mean score: the leaderboard's average, over these."""
+    return statistics.fmean(mean_std(t.values("score"))[0] for t in tasks)
+
+
+def reference_average(tasks: list[TaskResults]) -> float:
+    """The same average of RUN_GLUE_BERT_BASE over the same tasks, in percent."""
+    return statistics.fmean(task_score(t.task, RUN_GLUE_BERT_BASE[t.task]) for t in tasks)
+
+
+def percent(value: float) -> str:
+    return f"{100 * value:.1f}"
+
+
+def markdown_table(tasks: list[TaskResults], label: str) -> str:
+    rows = [
+        f"| Task | Metric | Seeds | {label}: mean ± std | best seed | {REFERENCE_LABEL} |",
+        "|---|---|---|---|---|---|",
+    ]
+    for t in tasks:
+        spread = [
+            "{} ± {}".format(*map(percent, mean_std(t.values(metric)))) for metric in t.metrics
+        ]
+        published = [f"{RUN_GLUE_BERT_BASE[t.task][metric]:.1f}" for metric in t.metrics]
+        rows.append(
+            f"| {t.task} | {' / '.join(METRIC_NAMES[m] for m in t.metrics)} | {len(t.trials)} "
+            f"| {' / '.join(spread)} "
+            f"| {' / '.join(percent(t.best_value(m)) for m in t.metrics)} (seed {t.best.seed}) "
+            f"| {' / '.join(published)} |"
+        )
+    best_average = statistics.fmean(t.best_value("score") for t in tasks)
+    rows.append(
+        f"| **GLUE average** ({len(tasks)} of {len(constants.TASKS)} tasks) | score | "
+        f"| **{percent(glue_average(tasks))}** | {percent(best_average)} "
+        f"| {reference_average(tasks):.1f} |"
+    )
+    return "\n".join(rows) + "\n"
+
+
+def csv_text(tasks: list[TaskResults]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["task", "metric", "seeds", "mean", "std", "min", "max", "best_seed", "best"])
+    for t in tasks:
+        for metric in (*t.metrics, "score"):
+            values = t.values(metric)
+            mean, std = mean_std(values)
+            best = t.best_value(metric)
+            writer.writerow(
+                [
+                    t.task,
+                    metric,
+                    len(values),
+                    mean,
+                    std,
+                    min(values),
+                    max(values),
+                    t.best.seed,
+                    best,
+                ]
+            )
+    writer.writerow(["GLUE average", "score", "", glue_average(tasks), "", "", "", "", ""])
+    return out.getvalue()
+
+
+def write_text(path: pathlib.Path, text: str) -> None:
+    """Atomically: an interrupted report leaves the previous file whole."""
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(text, encoding="utf-8")
+    os.replace(partial, path)
+
+
+def plot(tasks: list[TaskResults], label: str, path: pathlib.Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(1.1 * len(tasks) + 2.5, 4))
+    x = range(len(tasks))
+    means, stds = zip(*(mean_std(t.values("score")) for t in tasks), strict=True)
+    axes.bar(
+        x,
+        [100 * m for m in means],
+        yerr=[100 * s for s in stds],
+        capsize=4,
+        alpha=0.6,
+        label=f"{label}: mean ± std",
+    )
+    for i, t in enumerate(tasks):
+        scores = t.values("score")
+        axes.plot(
+            [i] * len(scores), [100 * s for s in scores], "k.", label="seeds" if i == 0 else None
+        )
+    reference = [task_score(t.task, RUN_GLUE_BERT_BASE[t.task]) for t in tasks]
+    axes.plot(x, reference, "r_", markersize=24, mew=2, label=REFERENCE_LABEL)
+    axes.set_xticks(list(x), [t.task for t in tasks])
+    axes.set_ylabel("task score, dev set (%)")
+    axes.set_title(f"GLUE dev: {percent(glue_average(tasks))} average over {len(tasks)} tasks")
+    axes.legend(loc="lower left", fontsize="small")
+    figure.tight_layout()
+    partial = path.with_name(f".{path.name}.partial")
+    figure.savefig(partial, format="png", dpi=100)
+    plt.close(figure)
+    os.replace(partial, path)
+
+
+def submission_lines(reasons: dict[str, str]) -> list[str]:
+    written = len(TASK_OF_FILE) - len(reasons)
+    lines = [f"Submission: {written} of {len(TASK_OF_FILE)} files in submission/submission.zip."]
+    return [*lines, *(f"- {name} missing: {reason}" for name, reason in reasons.items()), ""]
+
+
+def write_submission(
+    tasks: list[TaskResults], data_dir: str | None, output_dir: pathlib.Path, batch_size: int
+) -> dict[str, str]:
+    """Every task's test predictions from its best seed, zipped; returns each missing file's
+    reason."""
+    folder = output_dir / "submission"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in TASK_OF_FILE:  # an earlier report's, which this one may not replace
+        (folder / name).unlink(missing_ok=True)
+    reasons = {}
+    done = {t.task: t for t in tasks}
+    for task in constants.TASKS:
+        files = [f"{name}.tsv" for name in constants.TASKS[task].test]
+        if task not in done:
+            reasons.update(dict.fromkeys(files, f"no completed {task} trial"))
+            continue
+        best = done[task].best
+        try:
+            if best.checkpoint is None:
+                raise FileNotFoundError(f"{best.name} saved no checkpoint")
+            with tempfile.TemporaryDirectory() as download:
+                trained = finetuned.load(best.checkpoint(pathlib.Path(download)))
+                test_dir = data_dir or trained.data_config["data_dir"]
+                predict.write_predictions(trained, test_dir, folder, batch_size)
+        except (constants.ConfigError, data.DataError, FileNotFoundError) as e:
+            reasons.update(dict.fromkeys(files, str(e)))
+    if len(reasons) < len(TASK_OF_FILE):
+        predict.zip_submission(folder)
+    return reasons
+
+
+def report(
+    results: list[TrialResult],
+    output_dir: pathlib.Path,
+    label: str,
+    data_dir: str | None = None,
+    submission: bool = True,
+    batch_size: int = 64,
+) -> pathlib.Path:
+    """Write the table, the plot and (unless submission is False) the submission; returns
+    results.md."""
+    tasks, uncounted = group_by_task(results)
+    if not tasks:
+        raise ValueError(
+            "no completed trial with validation metrics: nothing to report"
+            + "".join(f"\n  {r.name}: {r.state}" for r in uncounted)
+        )
+    output_dir.mkdir(parents=True, exist_ok=True)
+    write_text(output_dir / "results.csv", csv_text(tasks))
+    plot(tasks, label, output_dir / "results.png")
+    lines = [f"# GLUE dev results: {label}", "", markdown_table(tasks, label)]
+    if uncounted:
+        lines += ["Not counted:", *(f"- {r.name}: {r.state}" for r in uncounted), ""]
+    if submission:
+        lines += submission_lines(write_submission(tasks, data_dir, output_dir, batch_size))
+    lines.append("![per-task scores](results.png)")
+    write_text(output_dir / "results.md", "\n".join(lines) + "\n")
+    return output_dir / "results.md"
+
+
+def load_results(source: str) -> list[TrialResult]:
+    """A local run's folder, or the id of an experiment on the cluster."""
+    if pathlib.Path(source).is_dir():
+        return glue_results.local_results(source)
+    if source.isdigit():
+        return glue_results.experiment_results(int(source))
+    raise ValueError(f"{source}: neither a folder of a local glue.yaml run nor an experiment id")
+
+
+def default_label(results: list[TrialResult]) -> str:
+    models = sorted({r.model for r in results if r.model})
+    return ", ".join(models) or "this run"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("source", help="a local run's results folder, or an experiment id")
+    parser.add_argument("--output-dir", default="glue_report", help="where the report goes")
+    parser.add_argument(
+        "--data-dir", help="the GLUE folder with the test files (default: each checkpoint's)"
+    )
+    parser.add_argument("--label", help="how the table names the run (default: the model)")
+    parser.add_argument("--no-submission", action="store_true", help="only the table and plot")
+    parser.add_argument("--batch-size", type=int, default=64, help="examples per forward pass")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        results = load_results(args.source)
+        path = report(
+            results,
+            pathlib.Path(args.output_dir),
+            args.label or default_label(results),
+            args.data_dir,
+            submission=not args.no_submission,
+            batch_size=args.batch_size,
+        )
+    except (OSError, ValueError) as e:
+        sys.exit(f"error: {e}")
+    print(path.read_text(), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

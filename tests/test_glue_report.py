@@ -1,0 +1,114 @@
+"""glue_report.py: the GLUE average, the table, the plot and the submission of a local run."""
+
+from __future__ import annotations
+
+import csv
+import io
+import pathlib
+import zipfile
+
+import pytest
+from conftest import run_glue
+
+import constants
+import glue_report
+import glue_results
+from glue_results import TrialResult
+
+
+def trial(task: str, seed: int, state: str = glue_results.COMPLETED, **metrics) -> TrialResult:
+    return TrialResult(f"{task} seed {seed}", task, seed, state, metrics or None, None)
+
+
+HAND_MADE = [
+    trial("CoLA", 1, mcc=0.50, acc=0.8),
+    trial("CoLA", 2, mcc=0.60, acc=0.8),
+    trial("MRPC", 1, f1=0.90, acc=0.80),
+    trial("MRPC", 2, f1=0.88, acc=0.86),
+    trial("MNLI", 1, acc=0.84, acc_mm=0.82),
+    trial("STS-B", 1, pearson=0.90, spearmanr=0.86),
+    trial("RTE", 1, state="ERROR"),
+]
+
+
+def test_glue_average_as_the_leaderboard_computes_it() -> None:
+    tasks, uncounted = glue_report.group_by_task(HAND_MADE)
+    assert [t.task for t in tasks] == ["CoLA", "MRPC", "STS-B", "MNLI"]  # GLUE's order
+    assert [r.name for r in uncounted] == ["RTE seed 1"]
+    # CoLA (0.50 + 0.60) / 2 = 0.55; MRPC seeds 0.85 and 0.87 -> 0.86; STS-B 0.88; MNLI 0.83.
+    assert glue_report.glue_average(tasks) == pytest.approx((0.55 + 0.86 + 0.88 + 0.83) / 4)
+    mrpc = tasks[1]
+    assert mrpc.best.seed == 2 and mrpc.values("score") == pytest.approx([0.85, 0.87])
+    # The published numbers over the same four tasks: 56.53, 86.46, 88.56, 84.005.
+    assert glue_report.reference_average(tasks) == pytest.approx(
+        (56.53 + (88.85 + 84.07) / 2 + (88.64 + 88.48) / 2 + (83.91 + 84.10) / 2) / 4
+    )
+
+
+def test_markdown_and_csv_tables() -> None:
+    tasks, _ = glue_report.group_by_task(HAND_MADE)
+    table = glue_report.markdown_table(tasks, "tiny")
+    assert "| CoLA | MCC | 2 | 55.0 ± 7.1 | 60.0 (seed 2) | 56.5 |" in table
+    assert (
+        "| MRPC | F1 / acc | 2 | 89.0 ± 1.4 / 83.0 ± 4.2 | 88.0 / 86.0 (seed 2) | 88.8 / 84.1 |"
+        in table
+    )
+    assert "| MNLI | acc / acc mm | 1 | 84.0 ± 0.0 / 82.0 ± 0.0 |" in table
+    assert "| **GLUE average** (4 of 9 tasks) | score | | **78.0** |" in table
+    rows = list(csv.DictReader(io.StringIO(glue_report.csv_text(tasks))))
+    score = next(r for r in rows if r["task"] == "MRPC" and r["metric"] == "score")
+    assert float(score["mean"]) == pytest.approx(0.86) and score["best_seed"] == "2"
+    assert float(rows[-1]["mean"]) == pytest.approx(0.78)
+
+
+def test_nothing_to_report_names_the_trials() -> None:
+    with pytest.raises(ValueError, match=r"nothing to report\n  RTE seed 1: ERROR"):
+        glue_report.report([HAND_MADE[-1]], pathlib.Path("out"), "x")
+
+
+def test_a_local_glue_run_of_every_task_gives_table_plot_and_submission(
+    glue_config, glue_dir, tmp_path
+) -> None:
+    results = tmp_path / "results"
+    assert run_glue(glue_config, results, "hyperparameters.seed=[1]") == 0
+    rte_again = ("hyperparameters.task=[RTE]", "hyperparameters.seed=[2]")
+    assert run_glue(glue_config, results, *rte_again) == 0
+    out = tmp_path / "report"
+    assert glue_report.main([str(results), "--output-dir", str(out), "--label", "tiny"]) == 0
+
+    table = (out / "results.md").read_text()
+    for task in constants.TASKS:
+        assert f"| {task} |" in table
+    assert "| RTE | acc | 2 |" in table and "(9 of 9 tasks)" in table
+    assert "Submission: 11 of 11 files" in table
+    assert (out / "results.png").stat().st_size > 10_000
+    rows = list(csv.DictReader(io.StringIO((out / "results.csv").read_text())))
+    assert {r["task"] for r in rows} == {*constants.TASKS, "GLUE average"}
+
+    with zipfile.ZipFile(out / "submission" / "submission.zip") as archive:
+        assert sorted(archive.namelist()) == sorted(glue_report.TASK_OF_FILE)
+        for name in archive.namelist():
+            task = constants.TASKS[glue_report.TASK_OF_FILE[name]]
+            lines = archive.read(name).decode().splitlines()
+            assert lines[0] == "index\tprediction"
+            assert [line.split("\t")[0] for line in lines[1:]] == [str(i) for i in range(12)]
+            predictions = [line.split("\t")[1] for line in lines[1:]]
+            if task.is_regression:
+                assert all(0.0 <= float(p) <= 5.0 for p in predictions)
+            else:
+                assert set(predictions) <= set(task.labels)
+
+
+def test_missing_test_files_are_listed_with_the_reason(glue_config, glue_dir, tmp_path) -> None:
+    results = tmp_path / "results"
+    picked = ("hyperparameters.task=[WNLI]", "hyperparameters.seed=[1]")
+    assert run_glue(glue_config, results, *picked) == 0
+    empty = tmp_path / "no_test_files"
+    empty.mkdir()
+    out = tmp_path / "report"
+    glue_report.main([str(results), "--output-dir", str(out), "--data-dir", str(empty)])
+    table = (out / "results.md").read_text()
+    assert "Submission: 0 of 11 files" in table
+    assert "- WNLI.tsv missing: test file(s) WNLI/test.tsv not found" in table
+    assert "- MNLI-m.tsv missing: no completed MNLI trial" in table
+    assert not (out / "submission" / "submission.zip").exists()

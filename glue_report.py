@@ -193,7 +193,7 @@ def plot(tasks: list[TaskResults], label: str, path: pathlib.Path) -> None:
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
-    figure, axes = plt.subplots(figsize=(1.1 * len(tasks) + 2.5, 4))
+    figure, axes = plt.subplots(figsize=(1.1 * len(tasks) + 3, 4.5))
     x = range(len(tasks))
     means, stds = zip(*(mean_std(t.values("score")) for t in tasks), strict=True)
     axes.bar(
@@ -213,8 +213,9 @@ def plot(tasks: list[TaskResults], label: str, path: pathlib.Path) -> None:
     axes.plot(x, reference, "r_", markersize=24, mew=2, label=REFERENCE_LABEL)
     axes.set_xticks(list(x), [t.task for t in tasks])
     axes.set_ylabel("task score, dev set (%)")
-    axes.set_title(f"GLUE dev: {percent(glue_average(tasks))} average over {len(tasks)} tasks")
-    axes.legend(loc="lower left", fontsize="small")
+    axes.set_title(f"{label}: GLUE dev average {percent(glue_average(tasks))} ({len(tasks)} tasks)")
+    axes.set_ylim(0, 100)
+    axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=3, fontsize="small")
     figure.tight_layout()
     partial = path.with_name(f".{path.name}.partial")
     figure.savefig(partial, format="png", dpi=100)

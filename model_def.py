@@ -13,6 +13,7 @@ On this machine, no cluster (Determined's Trainer API in local mode):
     python model_def.py const.yaml --metrics-out metrics.json   # save the validation metrics
     python model_def.py const.yaml --plot curves.png            # and draw them (progress.py)
     python model_def.py const.yaml --resume <checkpoint uuid or folder>  # continue a run
+    python model_def.py glue.yaml        # every GLUE task x seed, one after another (local_grid)
 """
 
 from __future__ import annotations

@@ -71,7 +71,10 @@ def experiment_results(experiment_id: int) -> list[TrialResult]:
     training, so every COMPLETED trial has one), None when there is none. checkpoint(folder)
     puts it into folder with Checkpoint.download: copied from shared_fs or directory storage
     when this machine sees that path, else through the master; a folder that already holds a
-    metadata.json is taken as already downloaded. Every failure is a ValueError of one line.
+    metadata.json is taken as already downloaded.
+
+    No DET_MASTER, a master that does not answer, a refused login, an unknown experiment and a
+    trial without `task` are each a ValueError of one line.
     """
     master = master_url()
     with sdk_errors(master):
@@ -99,10 +102,10 @@ def sdk_errors(master: str) -> Iterator[None]:
             f"no Determined master answers at {master} (DET_MASTER): is it up, and is that "
             "its address?"
         ) from None
-    except (api.errors.UnauthenticatedException, api.errors.ForbiddenException) as e:
+    except api.errors.UnauthenticatedException:
         raise ValueError(
-            f"cannot log in to the Determined master at {master}: {e} "
-            "(set DET_USER and DET_PASS, or run `det user login`)"
+            f"the Determined master at {master} did not accept the login: set DET_USER and "
+            "DET_PASS, or run `det user login <user>`"
         ) from None
 
 

@@ -6,6 +6,8 @@ log in (POST /api/v1/auth/login, GET /api/v1/me for a cached token), the experim
 trials (paginated), each trial's metrics of a group (streamed, one JSON object a line, with
 validations stored under "validation_metrics" as the master keeps them) and its checkpoints,
 and a checkpoint as a tar.gz (GET /checkpoints/<uuid>, the SDK's download through the master).
+Lists come in the order the test gives (the master sorts checkpoints as asked; nothing here
+depends on that order).
 Every request lands in `requests`; one it does not know gets a 404 and lands in `unknown`.
 """
 
@@ -93,7 +95,7 @@ class SdkMaster:
             "password": api.salt_and_hash(self.password),
             "isHashed": True,
         }:
-            return error(403, "invalid credentials")
+            return error(401, "invalid credentials")  # codes.Unauthenticated, as the master
         return 200, {"token": TOKEN, "user": self.user_json()}
 
     def me(self, match: re.Match, body: None) -> tuple[int, object]:

@@ -6,10 +6,16 @@ from a Determined experiment on a cluster (experiment_results, through Determine
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import json
+import os
 import pathlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+
+from determined.common import api
+from determined.experimental import client
 
 COMPLETED = "COMPLETED"
 
@@ -50,3 +56,105 @@ def local_results(folder: str | pathlib.Path) -> list[TrialResult]:
             )
         )
     return results
+
+
+def experiment_results(experiment_id: int) -> list[TrialResult]:
+    """The trials of the Determined experiment `experiment_id` (a GLUE grid such as glue.yaml's:
+    every trial has the hyperparameters `task` and `seed`), read with Determined's Python SDK
+    from the master that DET_MASTER names.
+
+    It logs in as the SDK's client.Determined() does: as DET_USER with DET_PASS when both are
+    set; else as the user `det user login` made active, with the token it cached (asking for the
+    password on the terminal if that token has expired); else as "determined" with an empty
+    password. A new token is cached for the next call.
+
+    Each trial's `metrics` is its validation with the most steps completed (as the trial
+    reported it: PyTorchTrial adds `batches` and `epochs`); its `checkpoint` is the COMPLETED
+    checkpoint saved at that step count (PyTorchTrial validates and checkpoints at the end of
+    training, so every COMPLETED trial has one), None when there is none. checkpoint(folder)
+    puts it into folder with Checkpoint.download: copied from shared_fs or directory storage
+    when this machine sees that path, else through the master; a folder that already holds a
+    metadata.json is taken as already downloaded.
+
+    No DET_MASTER, a master that does not answer, a refused login, an unknown experiment and a
+    trial without `task` are each a ValueError of one line.
+    """
+    master = master_url()
+    with sdk_errors(master):
+        determined = client.Determined(master=master)
+        experiment = find_experiment(determined, master, experiment_id)
+        return [trial_result(experiment_id, trial) for trial in experiment.list_trials()]
+
+
+def master_url() -> str:
+    if not os.environ.get("DET_MASTER"):
+        raise ValueError(
+            "DET_MASTER is not set: export DET_MASTER=<address of the Determined master>, "
+            "e.g. http://127.0.0.1:8080"
+        )
+    return api.canonicalize_master_url(os.environ["DET_MASTER"])
+
+
+@contextlib.contextmanager
+def sdk_errors(master: str) -> Iterator[None]:
+    """Turns the SDK's errors about reaching and logging in to the master into one line each."""
+    try:
+        yield
+    except api.errors.MasterNotFoundException:
+        raise ValueError(
+            f"no Determined master answers at {master} (DET_MASTER): is it up, and is that "
+            "its address?"
+        ) from None
+    except api.errors.UnauthenticatedException:
+        raise ValueError(
+            f"the Determined master at {master} did not accept the login: set DET_USER and "
+            "DET_PASS, or run `det user login <user>`"
+        ) from None
+
+
+def find_experiment(
+    determined: client.Determined, master: str, experiment_id: int
+) -> client.Experiment:
+    try:
+        return determined.get_experiment(experiment_id)
+    except api.errors.NotFoundException:
+        raise ValueError(
+            f"experiment {experiment_id} not found on the Determined master at {master}"
+        ) from None
+
+
+def trial_result(experiment_id: int, trial: client.Trial) -> TrialResult:
+    hparams = trial.hparams
+    if "task" not in hparams:
+        raise ValueError(
+            f"experiment {experiment_id} trial {trial.id} has no hyperparameter 'task': that "
+            "experiment is not a GLUE grid (glue.yaml searches over task and seed)"
+        )
+    task, seed = hparams["task"], hparams.get("seed")
+    validations = list(trial.iter_metrics("validation"))
+    last = max(validations, key=lambda v: v.steps_completed, default=None)
+    return TrialResult(
+        name=trial_name(task, seed),
+        task=task,
+        seed=seed,
+        state=trial.state.name,
+        metrics=None if last is None else dict(last.metrics),
+        checkpoint=None if last is None else checkpoint_at(trial, last.steps_completed),
+    )
+
+
+def checkpoint_at(
+    trial: client.Trial, steps_completed: int
+) -> Callable[[pathlib.Path], pathlib.Path] | None:
+    """A download of the trial's COMPLETED checkpoint saved after `steps_completed` steps."""
+    for checkpoint in trial.list_checkpoints():
+        if (
+            checkpoint.state == client.CheckpointState.COMPLETED
+            and checkpoint.metadata.get("steps_completed") == steps_completed
+        ):
+            return functools.partial(download, checkpoint)
+    return None
+
+
+def download(checkpoint: client.Checkpoint, folder: pathlib.Path) -> pathlib.Path:
+    return pathlib.Path(checkpoint.download(str(folder)))

@@ -83,7 +83,8 @@ def experiment_results(experiment_id: int) -> list[TrialResult]:
     with sdk_errors(master):
         determined = client.Determined(master=master)
         experiment = find_experiment(determined, master, experiment_id)
-        return [trial_result(experiment_id, trial) for trial in experiment.list_trials()]
+        model = (experiment.config or {}).get("data", {}).get("model_name_or_path")
+        return [trial_result(experiment_id, trial, model) for trial in experiment.list_trials()]
 
 
 def master_url() -> str:
@@ -123,7 +124,7 @@ def find_experiment(
         ) from None
 
 
-def trial_result(experiment_id: int, trial: client.Trial) -> TrialResult:
+def trial_result(experiment_id: int, trial: client.Trial, model: str | None) -> TrialResult:
     hparams = trial.hparams
     if "task" not in hparams:
         raise ValueError(
@@ -140,6 +141,7 @@ def trial_result(experiment_id: int, trial: client.Trial) -> TrialResult:
         state=trial.state.name,
         metrics=None if last is None else dict(last.metrics),
         checkpoint=None if last is None else checkpoint_at(trial, last.steps_completed),
+        model=model,
     )
 
 

@@ -80,6 +80,7 @@ class SdkMaster:
     def config(self) -> dict:
         return {
             "name": "glue",
+            "data": {"model_name_or_path": "bert-base-uncased", "data_dir": "/tmp/glue_data"},
             "checkpoint_storage": self.storage,
             "searcher": {"name": "grid", "metric": "glue_score", "smaller_is_better": False},
         }

@@ -101,6 +101,7 @@ def test_every_trial_with_task_seed_state_and_last_validation(results):
     assert by_name["MRPC seed 2"].metrics == mrpc(0.7, 0.9)
     assert by_name["RTE seed 1"].metrics is None
     assert by_name["STS-B seed 1"].metrics == {"pearson": 0.4, "spearmanr": 0.3, "corr": 0.35}
+    assert {r.model for r in by_name.values()} == {"bert-base-uncased"}  # the experiment's
     assert master.unknown == []
     assert len(master.logins()) == 1
 
@@ -201,8 +202,15 @@ def test_local_results_reads_every_finished_trial(tmp_path):
             "seed": 1,
             "validations": [mrpc(0.6, 0.7), mrpc(0.75, 0.8)],
             "checkpoint": str(grid / "MRPC-1" / "checkpoint"),
+            "identity": {"hyperparameters": {}, "data": {"model_name_or_path": "tiny"}},
         },
-        "WNLI": {"task": "WNLI", "seed": None, "validations": [{"acc": 0.56}], "checkpoint": "c"},
+        "WNLI": {
+            "task": "WNLI",
+            "seed": None,
+            "validations": [{"acc": 0.56}],
+            "checkpoint": "c",
+            "identity": {"hyperparameters": {}, "data": {"model_name_or_path": "tiny"}},
+        },
     }
     for name, record in records.items():
         (grid / name).mkdir(parents=True)
@@ -218,3 +226,4 @@ def test_local_results_reads_every_finished_trial(tmp_path):
     assert [r.metrics for r in results] == [mrpc(0.75, 0.8), {"acc": 0.56}]
     assert results[0].checkpoint(tmp_path / "unused") == grid / "MRPC-1" / "checkpoint"
     assert results[1].checkpoint(tmp_path / "unused") == pathlib.Path("c")
+    assert {r.model for r in results} == {"tiny"}

@@ -11,6 +11,7 @@ import socket
 import pytest
 from fake_sdk_master import FakeCheckpoint, FakeTrial, SdkMaster
 
+import glue_report
 import glue_results
 
 EXPERIMENT = 7
@@ -227,3 +228,18 @@ def test_local_results_reads_every_finished_trial(tmp_path):
     assert results[0].checkpoint(tmp_path / "unused") == grid / "MRPC-1" / "checkpoint"
     assert results[1].checkpoint(tmp_path / "unused") == pathlib.Path("c")
     assert {r.model for r in results} == {"tiny"}
+
+
+def test_glue_report_of_a_cluster_experiment(tmp_path, monkeypatch):
+    """glue_report.py <experiment id>: the table of the completed trials, the others listed."""
+    master = stand_in(tmp_path, grid_trials())
+    out = tmp_path / "report"
+    with master.serving() as url:
+        monkeypatch.setenv("DET_MASTER", url)
+        assert glue_report.main([str(EXPERIMENT), "--output-dir", str(out), "--no-submission"]) == 0
+    table = (out / "results.md").read_text()
+    assert table.startswith("# GLUE dev results: bert-base-uncased\n")
+    # F1 0.8 and 0.9, accuracy 0.75 and 0.7: seed 2 scores 0.8 against seed 1's 0.775.
+    assert "| MRPC | F1 / acc | 2 | 85.0 ± 7.1 / 72.5 ± 3.5 | 90.0 / 70.0 (seed 2) |" in table
+    assert "Not counted:\n- RTE seed 1: ERROR\n- STS-B seed 1: STOPPING_CANCELED\n" in table
+    assert "(1 of 9 tasks)" in table

@@ -178,35 +178,42 @@ class FakeMaster:
     @contextlib.contextmanager
     def serving(self) -> Iterator[str]:
         """Serves on a free loopback port; yields the master URL."""
-        master = self
+        with serve(self.handle) as url:
+            try:
+                yield url
+            finally:
+                self._closing.set()  # a long poll still waiting answers now
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def _answer(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                status, answer = master.handle(
-                    self.command, self.path, self.headers, self.rfile.read(length)
-                )
-                payload = json.dumps(answer).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
 
-            do_GET = do_POST = do_PATCH = _answer
+@contextlib.contextmanager
+def serve(handle: Callable[[str, str, object, bytes], tuple[int, object]]) -> Iterator[str]:
+    """Serves handle(method, path, headers, body) -> (status, JSON value or bytes) on a free
+    loopback port; yields its URL."""
 
-            def log_message(self, *args) -> None:
-                pass
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            status, answer = handle(self.command, self.path, self.headers, self.rfile.read(length))
+            payload = answer if isinstance(answer, bytes) else json.dumps(answer).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
 
-        httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        httpd.daemon_threads = True
-        threading.Thread(target=httpd.serve_forever, daemon=True).start()
-        try:
-            yield f"http://127.0.0.1:{httpd.server_address[1]}"
-        finally:
-            self._closing.set()
-            httpd.shutdown()
-            httpd.server_close()
+        do_GET = do_POST = do_PATCH = _answer
+
+        def log_message(self, *args) -> None:
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
 
 
 def write_container(

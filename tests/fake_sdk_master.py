@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import http.server
 import io
 import json
 import pathlib
@@ -23,10 +22,10 @@ import re
 import tarfile
 import threading
 import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 from determined.common import api
-from fake_master import error
+from fake_master import error, serve
 
 TIME = "2025-01-01T00:00:00Z"
 TOKEN = "fake-user-token"
@@ -220,37 +219,9 @@ class SdkMaster:
             self.unknown.append(request)
         return error(404, f"no route {method} {parsed.path}")
 
-    @contextlib.contextmanager
-    def serving(self) -> Iterator[str]:
+    def serving(self) -> contextlib.AbstractContextManager[str]:
         """Serves on a free loopback port; yields the master URL."""
-        master = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                status, answer = master.handle(
-                    self.command, self.path, self.headers, self.rfile.read(length)
-                )
-                payload = answer if isinstance(answer, bytes) else json.dumps(answer).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            do_POST = do_GET
-
-            def log_message(self, *args) -> None:
-                pass
-
-        httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        httpd.daemon_threads = True
-        threading.Thread(target=httpd.serve_forever, daemon=True).start()
-        try:
-            yield f"http://127.0.0.1:{httpd.server_address[1]}"
-        finally:
-            httpd.shutdown()
-            httpd.server_close()
+        return serve(self.handle)
 
 
 def page(items: list, query: dict) -> tuple[list, dict]:

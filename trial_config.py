@@ -84,6 +84,8 @@ def settings(hparams: dict, data: dict) -> tuple[dict, dict]:
     under hyperparameters.per_task.<task> then replace the ones they name.
     """
     hp = hyperparameters(hparams)
+    if hp["seed"] is not None and (not isinstance(hp["seed"], int) or hp["seed"] < 0):
+        raise ConfigError(f"hyperparameters.seed: {hp['seed']!r} is not an integer >= 0")
     if hp["task"] is not None:
         if data.get("task") is not None:
             raise ConfigError(

@@ -57,6 +57,7 @@ def test_list_overrides_pick_tasks_and_seeds() -> None:
             {"task": "mrpc"},
             "hyperparameters.per_task.MRPC: unknown key(s) learning_rte",
         ),
+        ({"seed": "1"}, {"task": "MRPC"}, "hyperparameters.seed: '1' is not an integer >= 0"),
         (
             {"per_task": {"MRPC": {"seed": 1}}},
             {"task": "MRPC"},

@@ -290,3 +290,21 @@ def test_collator_pads_to_the_longest_or_to_a_fixed_width(tokenizer, side):
     assert (types[:5] if side == "right" else types[3:]) == [0, 0, 0, 1, 1]
     capped = data.Collator(tokenizer, with_token_types=False, multiple_of=4, max_length=6)(items)
     assert capped["input_ids"].shape == (2, 6)  # never past max_seq_length
+
+
+def test_max_train_samples_keeps_a_fixed_subset_in_order(tokenizer, glue_dir):
+    task = constants.TASKS["RTE"]
+    features = data.load_features(task, task.train, glue_dir, tokenizer, 32)
+    rows = [data.GlueDataset(features)[i] for i in range(len(features))]
+    subset = data.sample(features, 10)
+    assert len(subset) == 10 and data.sample(features, 10).input_ids.equal(subset.input_ids)
+    # Each kept example whole (tokens, types, label), in the file's order.
+    kept = []
+    for ids, types, label, _ in (data.GlueDataset(subset)[i] for i in range(10)):
+        matches = [i for i, row in enumerate(rows) if row[0].equal(ids) and row[2] == label]
+        assert matches and rows[matches[0]][1].equal(types)
+        kept.append(matches[0])
+    assert kept == sorted(kept) and len(set(kept)) == 10
+    assert data.sample(features, None) is features and data.sample(features, 10**6) is features
+    with pytest.raises(constants.ConfigError, match="data.max_train_samples: 0 is not a positive"):
+        data.sample(features, 0)

@@ -34,7 +34,10 @@ def mrpc_lengths(tiny_model_dir, glue_dir) -> int:
     return data.featurize(examples, tokenizer, 32).lengths
 
 
-@pytest.mark.parametrize("variant", ["project", "original", "hf_padded", "hf_dynamic"])
+PACKED = "project:hyperparameters.packing=true"
+
+
+@pytest.mark.parametrize("variant", ["project", PACKED, "original", "hf_padded", "hf_dynamic"])
 def test_every_variant_counts_what_it_trains(variant, overrides, mrpc_lengths):
     result = train_speed.run_variant(variant, str(REPO / "const.yaml"), overrides, None)
     m = result.meter
@@ -43,6 +46,8 @@ def test_every_variant_counts_what_it_trains(variant, overrides, mrpc_lengths):
     assert m.squared_lengths == 2 * (mrpc_lengths**2).sum()
     if variant in ("original", "hf_padded"):
         assert m.padded_tokens == 96 * 32
+    elif variant == PACKED:
+        assert m.padded_tokens == m.real_tokens  # no padding at all
     else:
         assert m.real_tokens <= m.padded_tokens < 96 * 32
     assert 0 < m.train_s < m.end_of_training - m.start <= result.total_s

@@ -244,8 +244,8 @@ class BertPyTorch(pytorch.PyTorchTrial):
 
     def _use_packing(self, choice, model: torch.nn.Module) -> bool:
         """Whether batches are packed (packing.py). auto: on GPUs in bf16 or fp16 (varlen
-        FlashAttention) for the model types packing serves; off on CPUs, where it measured
-        0.94x length-grouped padding (README: Packed batches and CUDA graphs)."""
+        FlashAttention) for the model types packing serves; off on CPUs, where it measured no
+        faster than length-grouped padding (README: Packed batches and CUDA graphs)."""
         flash = self.context.device.type == "cuda" and self.autocast_dtype is not None
         if choice == "auto":
             choice = flash and model.config.model_type in packing.ENCODERS

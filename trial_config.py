@@ -31,7 +31,7 @@ OPTIONAL_HPARAMS = {
     "attn_implementation": "auto",  # auto: SDPA on GPUs, eager on CPUs; or eager, sdpa
     "dataloader_workers": "auto",  # auto: 2 on GPUs, to batch while the GPU steps; 0 on CPUs
     "torch_compile": False,  # compile the model: slow first steps, faster ones after (GPUs)
-    "packing": "auto",  # padding-free batches (packing.py); auto: on GPUs, off on CPUs (slower)
+    "packing": "auto",  # padding-free batches (packing.py); auto: on GPUs, off on CPUs (no gain)
     "cuda_graphs": "auto",  # replay each bucketed shape's step as a CUDA graph; auto: on GPUs
 }
 REQUIRED_DATA = ("task", "model_name_or_path", "data_dir")

@@ -39,9 +39,12 @@ VARIANTS = ("padded", "packed", "packed_grouped")
 
 
 def batch_streams(features: data.Features, tokenizer, batch_size: int, seed: int) -> dict:
-    """Each variant's endless stream of (collated batch, packed?)."""
+    """Each variant's endless stream of collated batches."""
     dataset = data.GlueDataset(features)
-    grouped = data.LengthGroupedBatchSampler(dataset.lengths, batch_size, seed)
+
+    def grouped() -> data.LengthGroupedBatchSampler:  # the same batches for each of its users
+        return data.LengthGroupedBatchSampler(dataset.lengths, batch_size, seed)
+
     shuffled = torch.utils.data.BatchSampler(
         torch.utils.data.RandomSampler(dataset, generator=torch.Generator().manual_seed(seed)),
         batch_size,
@@ -55,9 +58,9 @@ def batch_streams(features: data.Features, tokenizer, batch_size: int, seed: int
             yield collate([dataset[i] for i in indices])
 
     return {
-        "padded": stream(grouped, padded),
+        "padded": stream(grouped(), padded),
         "packed": stream(shuffled, packed),
-        "packed_grouped": stream(grouped, packed),
+        "packed_grouped": stream(grouped(), packed),
     }
 
 

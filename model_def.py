@@ -42,6 +42,7 @@ import data
 import fast_dropout
 import local_run
 import metrics
+import packing
 import pretrained
 import searcher_stop
 import trial_config
@@ -168,26 +169,24 @@ class BertPyTorch(pytorch.PyTorchTrial):
         )
         if resolve_auto(hp["fast_dropout"], cpu):  # eager attention too, where it can
             fast_dropout.use_fast_dropout(model)
+        self.packing = self._use_packing(hp["packing"], model)
         self.model = context.wrap_model(model)
         # Determined's own copy of each batch to the GPU blocks the host until the GPU is idle;
         # _forward copies without blocking instead (the loaders pin memory on GPUs).
         context.experimental.disable_auto_to_device()
-        if hp["torch_compile"]:
+        self.cuda_graphs = self._use_cuda_graphs(hp["cuda_graphs"])
+        if hp["torch_compile"] or self.cuda_graphs:
             # In place, so checkpoints keep their keys. Per-batch padding changes the sequence
             # length, after which torch.compile recompiles once with the length symbolic.
-            self.model.compile()
+            # reduce-overhead: a CUDA graph per shape, captured on its first batch, replayed.
+            self.model.compile(mode="reduce-overhead" if self.cuda_graphs else None)
 
         started = time.perf_counter()
         self.train_set, self.dev_set = self._load_datasets(hp, cfg)
         self.data_seconds = time.perf_counter() - started  # downloading and featurizing
-        self.collate = data.Collator(
-            self.tokenizer,
-            with_token_types=constants.feeds_token_types(self.model_type, self.tokenizer, model),
-            pad_to=hp["max_seq_length"] if hp["pad_to_max_length"] else None,
-            multiple_of=hp["pad_to_multiple_of"],
-            max_length=hp["max_seq_length"],
-        )
-        self.group_by_length = hp["group_by_length"]
+        self.max_seq_length = hp["max_seq_length"]
+        self.collate = self._collator(hp, model)
+        self.group_by_length = resolve_auto(hp["group_by_length"], not self.packing)
         self.workers = resolve_auto(hp["dataloader_workers"], 0 if cpu else 2)
 
         self.optimizer = context.wrap_optimizer(self._build_optimizer(hp))
@@ -245,6 +244,43 @@ class BertPyTorch(pytorch.PyTorchTrial):
         if dist.get_local_rank() == 0:
             dist.allgather_local(None)
         return train, dev
+
+    def _use_packing(self, choice, model: torch.nn.Module) -> bool:
+        """Whether batches are packed (packing.py). auto: on GPUs in bf16 or fp16 (varlen
+        FlashAttention) for the model types packing serves; off on CPUs, where it measured no
+        faster than length-grouped padding (README: Packed batches and CUDA graphs)."""
+        flash = self.context.device.type == "cuda" and self.autocast_dtype is not None
+        if choice == "auto":
+            choice = flash and model.config.model_type in packing.ENCODERS
+        if choice:
+            packing.use_packing(model)
+        return bool(choice)
+
+    def _use_cuda_graphs(self, choice) -> bool:
+        cuda = self.context.device.type == "cuda"
+        if choice is True and not cuda:
+            raise constants.ConfigError(
+                "hyperparameters.cuda_graphs: CUDA graphs need a GPU; use false or auto"
+            )
+        return bool(resolve_auto(choice, cuda))
+
+    def _collator(self, hp: dict, model: torch.nn.Module):
+        """Packed batches, their length bucketed for CUDA graphs; or padded batches."""
+        token_types = constants.feeds_token_types(self.model_type, self.tokenizer, model)
+        if self.packing:
+            return packing.PackedCollator(
+                token_types,
+                position_offset=packing.position_offset(model.config),
+                pad_id=self.tokenizer.pad_token_id,
+                bucket=hp["max_seq_length"] if self.cuda_graphs else None,
+            )
+        return data.Collator(
+            self.tokenizer,
+            with_token_types=token_types,
+            pad_to=hp["max_seq_length"] if hp["pad_to_max_length"] else None,
+            multiple_of=hp["pad_to_multiple_of"],
+            max_length=hp["max_seq_length"],
+        )
 
     def _build_optimizer(self, hp: dict) -> torch.optim.Optimizer:
         no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight")
@@ -333,8 +369,15 @@ class BertPyTorch(pytorch.PyTorchTrial):
     def _forward(self, batch: dict[str, torch.Tensor]):
         device = self.context.device
         inputs = {k: v.to(device, non_blocking=True) for k, v in batch.items() if k != "split"}
+        if self.packing:
+            inputs = packing.model_inputs(inputs, max_seqlen=self.max_seq_length)
+        if self.cuda_graphs:  # a new step: the previous graph's outputs may be overwritten
+            torch.compiler.cudagraph_mark_step_begin()
         with self._autocast():
             return self.model(**inputs)
+
+    def get_batch_length(self, batch: dict[str, torch.Tensor]) -> int:
+        return len(batch["labels"])  # a packed batch's tokens are in one row
 
     def train_batch(self, batch: dict[str, torch.Tensor], epoch_idx: int, batch_idx: int):
         # Dropout draws from torch's global RNG, and a checkpoint holds rank 0's RNG state only.

@@ -24,13 +24,15 @@ OPTIONAL_HPARAMS = {
     "max_grad_norm": 1.0,  # gradient clipping, as run_glue
     "pad_to_max_length": False,  # pad every batch to max_seq_length instead of its longest
     "pad_to_multiple_of": 8,  # round a batch's padded length up: few shapes for the kernels
-    "group_by_length": True,  # batch examples of similar length together: little padding
+    "group_by_length": "auto",  # batch similar lengths together; auto: unless packing (no padding)
     "precision": "auto",  # auto: bf16 (or fp16) on GPUs and on CPUs with native bf16, else fp32
     "fused_adamw": "auto",  # auto: fused on CPUs and CUDA GPUs (torch has kernels for both)
     "fast_dropout": "auto",  # auto: on CPUs, where torch's dropout draws slowly (fast_dropout.py)
     "attn_implementation": "auto",  # auto: SDPA on GPUs, eager on CPUs; or eager, sdpa
     "dataloader_workers": "auto",  # auto: 2 on GPUs, to batch while the GPU steps; 0 on CPUs
     "torch_compile": False,  # compile the model: slow first steps, faster ones after (GPUs)
+    "packing": "auto",  # padding-free batches (packing.py); auto: on GPUs, off on CPUs (no gain)
+    "cuda_graphs": "auto",  # replay each bucketed shape's step as a CUDA graph; auto: on GPUs
     # For searches over tasks and seeds (glue.yaml):
     "task": None,  # a GLUE task, in place of data.task, so that a searcher can vary it
     "seed": None,  # seeds all of the trial's randomness; None: Determined's trial seed

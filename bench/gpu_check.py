@@ -7,9 +7,14 @@ out of time is recorded as such and the next one runs:
   cuda_tests  python -m pytest -m cuda tests/test_cuda.py, every test's outcome
   throughput  random-init bert-base (BertConfig defaults) on MRPC's train pairs (copies of the
               real file: MRPC's own lengths): the original example's settings (fp32, eager,
-              padded to 128, batch 24) as the baseline, then the trial's defaults at batch 24
-              and 256, after warm-up steps; samples/s, real tokens/s, MFU on real tokens against
-              the card's dense bf16 peak (train_speed.GPU_BF16_PEAK_TFLOPS), peak memory
+              padded to 128, batch 24) as the baseline, then the trial's defaults (packed
+              batches, CUDA graphs) at batch 24 and 256, and padded batches without graphs at
+              batch 24, after warm-up steps; samples/s, real tokens/s, MFU on real tokens
+              against the card's dense bf16 peak (train_speed.GPU_BF16_PEAK_TFLOPS), peak memory
+  glue_projection  the trial's defaults at batch 256 (bert-base) on each GLUE task's lengths
+              (.gpu_carry/glue_lengths.json, from --prepare: the real train file's, else its
+              dev file's, else an assumed shape, ASSUMED_SHAPES), its samples/s, and the
+              projected time of 3 epochs of every training set (GLUE_TRAIN_PAIRS)
   mrpc_job    the whole const.yaml MRPC job with all-MiniLM-L6-v2, beside a Hugging Face Trainer
               padding each batch (train_speed's hf_dynamic): wall times, ratio, dev accuracies
   profile     when the figures disappoint (large-batch MFU under PROFILE_BELOW_MFU or none, or the
@@ -49,7 +54,40 @@ CARRY = REPO / ".gpu_carry"
 # 5.17, older than the 5.24 that versions.py requires (13.5 MB: the carry stays under 64 MiB).
 WHEELS = ("determined==0.38.1", "ruamel.yaml==0.19.1", "appdirs==1.4.4", "transformers==5.24.0")
 # Seconds per step: 8 minutes in all, inside the call's timeout_s of 540.
-BUDGET_S = {"install": 30, "cuda_tests": 150, "throughput": 130, "mrpc_job": 130, "profile": 40}
+BUDGET_S = {
+    "install": 30,
+    "cuda_tests": 100,
+    "throughput": 150,
+    "glue_projection": 75,
+    "mrpc_job": 85,
+    "profile": 40,
+}
+# GLUE's training sets, in pairs (the official split sizes): 949,753, 2.85 million in 3 epochs.
+GLUE_TRAIN_PAIRS = {
+    "MNLI": 392702,
+    "QQP": 363846,
+    "QNLI": 104743,
+    "SST-2": 67349,
+    "CoLA": 8551,
+    "STS-B": 5749,
+    "MRPC": 3668,
+    "RTE": 2490,
+    "WNLI": 635,
+}
+# Tokens per example (mean, sd; a normal, clipped), for a task with neither a train nor a dev
+# file at hand: assumptions, not measurements (bert-base-uncased's tokenizer, special tokens).
+ASSUMED_SHAPES = {
+    "MNLI": (39, 15),
+    "QQP": (30, 14),
+    "QNLI": (51, 18),
+    "SST-2": (13, 7),
+    "CoLA": (11, 4),
+    "STS-B": (31, 10),
+    "MRPC": (53, 13),
+    "RTE": (77, 35),
+    "WNLI": (37, 10),
+}
+GLUE_EPOCHS = 3
 PROFILE_BELOW_MFU = 0.35
 
 
@@ -161,12 +199,118 @@ def step_throughput(args, out: Recorder) -> None:
         "original_b24": "original",
         "trial_b24": "project",
         f"trial_b{large}": f"project:hyperparameters.global_batch_size={large}",
+        "padded_b24": "project:hyperparameters.packing=false,hyperparameters.cuda_graphs=false",
     }
     for name, spec in variants.items():
         out[name] = variant_figures(args, spec, overrides, steps, warmup)
         if name != "original_b24":
             base = out["original_b24"]["samples_per_s"]
             out[f"{name}_vs_original"] = out[name]["samples_per_s"] / base
+
+
+def task_lengths(data_dir: str, tokenizer, max_length: int) -> dict[str, dict]:
+    """Each GLUE task's pairs and length histogram (counts of 0..max_length tokens): from its
+    train file, else its dev file, else ASSUMED_SHAPES (10,000 draws)."""
+    import numpy as np
+
+    import constants
+    import data
+
+    lengths = {}
+    for name, pairs in GLUE_TRAIN_PAIRS.items():
+        task = constants.TASKS[name]
+        split = next(
+            (s for s in (task.train, task.dev[""]) if pathlib.Path(data_dir, s.path).is_file()),
+            None,
+        )
+        if split is not None:
+            examples = data.read_examples(task, split, data_dir)
+            counts = data.featurize(examples, tokenizer, max_length).lengths.numpy()
+            source = split.path
+        else:
+            mean, sd = ASSUMED_SHAPES[name]
+            draws = np.random.default_rng(0).normal(mean, sd, 10000).round()
+            counts, source = draws.clip(3, max_length).astype(int), f"assumed {mean} +- {sd}"
+        histogram = np.bincount(counts, minlength=max_length + 1).tolist()
+        lengths[name] = {"pairs": pairs, "source": source, "histogram": histogram}
+    return lengths
+
+
+def projection_batches(histogram: list[int], batch: int, steps: int, vocab: int, seed: int):
+    """`steps` batches of random-token examples whose lengths follow the histogram."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    weights = torch.tensor(histogram, dtype=torch.float)
+    for _ in range(steps):
+        lengths = torch.multinomial(weights, batch, replacement=True, generator=generator)
+        yield [
+            (torch.randint(5, vocab, (n,), generator=generator), torch.zeros(n), torch.tensor(0), 0)
+            for n in lengths.tolist()
+        ]
+
+
+def step_glue_projection(args, out: Recorder) -> None:
+    import torch
+
+    import local_run
+    import model_def
+    import train_speed
+    import trial_config
+
+    tmp = pathlib.Path(tempfile.mkdtemp())
+    os.environ["XDG_CACHE_HOME"], os.environ["XDG_DATA_HOME"] = str(tmp / "c"), str(tmp / "d")
+    if args.dry_run:
+        model, batch, steps, warmup = args.model, 8, 2, 1
+    else:
+        model = train_speed.model_path("bert-base-random", args.model, tmp / "bert-base", 42)
+        batch, steps, warmup = 256, 12, 6
+    overrides = [f"data.model_name_or_path={model}", f"data.data_dir={args.data_dir}"]
+    overrides += ["data.download_data=false", f"hyperparameters.global_batch_size={batch}"]
+    config = trial_config.load_config(str(REPO / "const.yaml"), overrides + args.overrides)
+    with local_run.local_context(config) as context:
+        trial = model_def.BertPyTorch(context)
+    max_length = config["hyperparameters"]["max_seq_length"]
+    if args.dry_run:
+        lengths = task_lengths(args.data_dir, trial.tokenizer, max_length)
+    else:
+        lengths = json.loads((CARRY / "glue_lengths.json").read_text())
+    sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
+    out["inputs"] = {
+        "model": "bert-base (random init)" if not args.dry_run else model,
+        "batch": batch,
+        "epochs": GLUE_EPOCHS,
+        "packing": trial.packing,
+        "cuda_graphs": trial.cuda_graphs,
+        "timed_steps_per_task": steps,
+        "warmup_steps_per_task": warmup,
+    }
+    total_s = 0.0
+    for name, task in lengths.items():
+        batches = [trial.collate(b) for b in projection_batches(
+            task["histogram"], batch, warmup + steps, len(trial.tokenizer), seed=0
+        )]  # fmt: skip
+        for i, b in enumerate(batches):
+            if i == warmup:
+                sync()
+                start = time.perf_counter()
+            trial._forward(b).loss.backward()
+            trial.optimizer.step()
+            trial.optimizer.zero_grad()
+        sync()
+        samples_per_s = batch * steps / (time.perf_counter() - start)
+        epoch_s = task["pairs"] / samples_per_s
+        total_s += GLUE_EPOCHS * epoch_s
+        histogram = task["histogram"]
+        out[name] = {
+            "pairs": task["pairs"],
+            "lengths_from": task["source"],
+            "mean_tokens": sum(n * c for n, c in enumerate(histogram)) / sum(histogram),
+            "samples_per_s": samples_per_s,
+            "epoch_s": epoch_s,
+        }
+    out["projected_glue_3_epochs_s"] = total_s
+    out["projected_glue_3_epochs_min"] = total_s / 60
 
 
 def step_mrpc_job(args, out: Recorder) -> None:
@@ -227,6 +371,7 @@ STEPS = {
     "install": step_install,
     "cuda_tests": step_cuda_tests,
     "throughput": step_throughput,
+    "glue_projection": step_glue_projection,
     "mrpc_job": step_mrpc_job,
     "profile": step_profile,
 }
@@ -324,6 +469,8 @@ def prepare(args) -> None:
     shutil.copytree(
         pathlib.Path(args.data_dir, "MRPC"), CARRY / "glue_data" / "MRPC", dirs_exist_ok=True
     )
+    lengths = task_lengths(args.data_dir, AutoTokenizer.from_pretrained(source), 128)
+    atomic_write(CARRY / "glue_lengths.json", lengths)
     for path in sorted(CARRY.rglob("*")):
         if path.is_file():
             print(f"{path.stat().st_size / 2**20:8.2f} MiB  {path.relative_to(CARRY)}")

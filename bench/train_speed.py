@@ -53,6 +53,7 @@ import data  # noqa: E402
 import local_run  # noqa: E402
 import metrics  # noqa: E402
 import model_def  # noqa: E402
+import packing  # noqa: E402
 import trial_config  # noqa: E402
 
 BASELINES = ("hf_padded", "hf_dynamic")
@@ -104,8 +105,9 @@ class Meter:
             p.numel() for n, p in model.named_parameters() if "embeddings" not in n
         )
 
-    def step(self, attention_mask: torch.Tensor) -> None:
-        """Called as an optimizer step starts, with its batch's attention mask."""
+    def step(self, lengths: torch.Tensor, batch_tokens: int) -> None:
+        """Called as an optimizer step starts, with its batch's example lengths and its number
+        of tokens (padding included)."""
         if self.warmup_steps and self.steps == self.warmup_steps:
             self.pause()
             self.steps = self.samples = self.real_tokens = self.padded_tokens = 0
@@ -113,9 +115,9 @@ class Meter:
         if self.segment_start is None:
             self.segment_start = time.perf_counter()
         self.steps += 1
-        self.samples += len(attention_mask)
-        self.padded_tokens += attention_mask.numel()
-        lengths = attention_mask.sum(1)  # summed on the GPU without waiting for it
+        self.samples += len(lengths)
+        self.padded_tokens += batch_tokens
+        # Summed on the GPU without waiting for it.
         self.pending.append(torch.stack([lengths.sum(), (lengths * lengths).sum()]))
 
     def pause(self) -> None:
@@ -136,6 +138,14 @@ class Meter:
         """Training FLOPs (forward and backward) of the real tokens: 6N per token + attention."""
         attention = 12 * self.layers * self.hidden * self.squared_lengths
         return 6 * self.non_embedding_params * self.real_tokens + attention
+
+
+def batch_lengths(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+    """A padded or packed batch's example lengths, and the tokens it holds (padding included)."""
+    if "cu_seqlens" in batch:
+        return packing.example_lengths(batch), batch["input_ids"].numel()
+    mask = batch["attention_mask"]
+    return mask.sum(1), mask.numel()
 
 
 @dataclasses.dataclass
@@ -177,7 +187,7 @@ class MeteredTrial(model_def.BertPyTorch):
         return {**super().build_callbacks(), "meter": MeterCallback(self.meter)}
 
     def train_batch(self, batch: dict[str, torch.Tensor], epoch_idx: int, batch_idx: int):
-        self.meter.step(batch["attention_mask"])
+        self.meter.step(*batch_lengths(batch))
         if self.max_steps and self.meter.steps >= self.max_steps:
             self.context.set_stop_requested(True)  # honoured at the next reporting period
         return super().train_batch(batch, epoch_idx, batch_idx)
@@ -238,7 +248,7 @@ def run_hf(config: dict, meter: Meter, max_steps: int | None, padded: bool) -> d
 
     class MeteredTrainer(transformers.Trainer):
         def training_step(self, model, inputs, *args, **kwargs):
-            meter.step(inputs["attention_mask"])
+            meter.step(*batch_lengths(inputs))
             return super().training_step(model, inputs, *args, **kwargs)
 
     class PauseAtEnd(transformers.TrainerCallback):

@@ -17,6 +17,7 @@ import pytest
 import torch
 from determined import gpu
 from determined.pytorch import _pytorch_trial
+from test_packing import BATCHES_OF_LENGTHS, MAX_LENGTH, Tokenizer, examples, tiny_model
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig
 
 import constants
@@ -26,6 +27,7 @@ import finetuned
 import local_run
 import metrics
 import model_def
+import packing
 
 CUDA_MARKS = [
     pytest.mark.cuda,
@@ -43,6 +45,13 @@ def device(request, monkeypatch) -> str:
     """Where Determined's local mode puts the trial: it counts GPUs with nvidia-smi."""
     monkeypatch.setattr(gpu, "get_gpu_uuids", lambda: ["GPU-0"] if request.param == "cuda" else [])
     return request.param
+
+
+@pytest.fixture(autouse=True)
+def graphs_only_where_tested(local_config) -> None:
+    """CUDA graphs (auto: on GPUs) compile the model, a minute per run: only the tests of
+    graphs turn them on."""
+    local_config["hyperparameters"]["cuda_graphs"] = False
 
 
 @pytest.fixture
@@ -146,6 +155,7 @@ def test_sdpa_gives_the_logits_and_gradients_of_eager(
             precision=precision,
             attn_implementation=attention,
             fast_dropout=False,  # auto on CPUs, where it swaps in its own eager attention
+            packing=False,  # auto on GPUs in bf16, where it swaps in its own attention
         )
         assert trial.model.config._attn_implementation == attention
         batch = next(iter(trial.build_training_data_loader().get_data_loader()))
@@ -252,11 +262,101 @@ def test_training_batches_make_no_host_sync_in_the_trial(local_config, device, m
                 )
 
     monkeypatch.setattr(_pytorch_trial._PyTorchTrialController, "_train_batch", flagged_train_batch)
-    local_config["hyperparameters"]["num_train_epochs"] = 1
+    local_config["hyperparameters"].update(num_train_epochs=1, packing=True, cuda_graphs=True)
     local_run.run_local(model_def.BertPyTorch, local_config)
     assert len(sites) == 6
     print(
         "host syncs per training batch:", [len(s) for s in sites], "at", sorted(set(sum(sites, [])))
     )
-    ours = [s for s in sum(sites, []) if s.split(":")[0] in ("model_def.py", "metrics.py")]
+    ours = [
+        s for s in sum(sites, []) if s.split(":")[0] in ("model_def.py", "metrics.py", "packing.py")
+    ]
     assert ours == []
+
+
+def to_cuda(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.cuda() for k, v in batch.items() if k != "split"}
+
+
+def bf16_logits_loss_grads(model, inputs: dict) -> tuple:
+    model.zero_grad()
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        out = model(**inputs)
+    out.loss.backward()
+    return out.logits.float(), out.loss.float(), [p.grad.float() for p in model.parameters()]
+
+
+@pytest.mark.parametrize("device", [on_cuda()], indirect=True)
+@pytest.mark.parametrize("model_type", list(packing.ENCODERS))
+def test_varlen_flash_attention_gives_the_logits_and_gradients_of_padded_sdpa(
+    device, model_type, monkeypatch
+):
+    """On a GPU in bf16, packed attention is varlen FlashAttention-2 (the CPU's blockwise path
+    never runs): padded SDPA's logits, loss and gradients, to bf16 rounding; bucketed rows."""
+    model = tiny_model(model_type).cuda()
+    model.set_attn_implementation("sdpa")
+    token_types = model_type == "bert"
+    items = examples(BATCHES_OF_LENGTHS["pairs"] + BATCHES_OF_LENGTHS["max length"])
+    padded = data.Collator(Tokenizer(model.config.pad_token_id), token_types)(items)
+    expected = bf16_logits_loss_grads(model, to_cuda(padded))
+
+    def no_blockwise(*args):
+        raise AssertionError("the blockwise (CPU) attention ran on the GPU")
+
+    monkeypatch.setattr(packing, "blockwise_attention", no_blockwise)
+    packing.use_packing(model)
+    collate = packing.PackedCollator(
+        token_types, packing.position_offset(model.config), model.config.pad_token_id, 16
+    )
+    inputs = packing.model_inputs(to_cuda(collate(items)), MAX_LENGTH)
+    logits, loss, grads = bf16_logits_loss_grads(model, inputs)
+    torch.testing.assert_close(logits, expected[0], atol=3e-2, rtol=3e-2)
+    torch.testing.assert_close(loss, expected[1], atol=3e-2, rtol=3e-2)
+    for a, b in zip(grads, expected[2], strict=True):
+        torch.testing.assert_close(a, b, atol=3e-2, rtol=3e-1)
+
+
+@pytest.mark.parametrize("device", [on_cuda()], indirect=True)
+def test_varlen_flash_attention_drops_out_as_seeded(device):
+    """The flash kernel's attention dropout: on in training, the same mask for the same seed
+    (resume stays exact), another for another seed; off in evaluation."""
+    model = tiny_model("bert").cuda()
+    for layer in model.bert.encoder.layer:
+        layer.attention.self.dropout.p = 0.3  # attention dropout only
+    packing.use_packing(model)
+    items = examples(BATCHES_OF_LENGTHS["pairs"])
+    inputs = packing.model_inputs(to_cuda(packing.PackedCollator(True, 0)(items)), MAX_LENGTH)
+
+    def logits(seed: int) -> torch.Tensor:
+        torch.manual_seed(seed)
+        with torch.autocast("cuda", dtype=torch.bfloat16), torch.no_grad():
+            return model(**inputs).logits
+
+    model.train()
+    assert torch.equal(logits(1), logits(1))
+    assert not torch.equal(logits(1), logits(2))
+    model.eval()
+    assert torch.equal(logits(1), logits(2))
+
+
+@pytest.mark.parametrize("device", [on_cuda()], indirect=True)
+def test_cuda_graphs_replay_bucketed_steps_like_eager(no_dropout_config, device, monkeypatch):
+    """cuda_graphs: the packed rows take only the declared bucket sizes, and the graphed run
+    ends where the eager one does (bf16 rounding; inductor fuses differently)."""
+    shapes = []
+    forward = model_def.BertPyTorch._forward
+
+    def recording_forward(self, batch):
+        shapes.append(tuple(batch["input_ids"].shape))
+        return forward(self, batch)
+
+    monkeypatch.setattr(model_def.BertPyTorch, "_forward", recording_forward)
+    no_dropout_config["hyperparameters"].update(precision="bf16", packing=True)
+    runs = []
+    for graphs in (False, True):
+        no_dropout_config["hyperparameters"]["cuda_graphs"] = graphs
+        runs.append(local_run.run_local(model_def.BertPyTorch, no_dropout_config)[-1])
+    declared = packing.bucket_sizes(8, 32, 32)  # batch 8, max_seq_length 32, bucket 32
+    graphed = shapes[len(shapes) // 2 :]
+    assert {width for _, width in graphed} <= set(declared) and {n for n, _ in graphed} == {1}
+    assert runs[1]["validation_loss"] == pytest.approx(runs[0]["validation_loss"], rel=2e-2)

@@ -7,7 +7,11 @@ import math
 import subprocess
 import sys
 
+import pytest
 from conftest import REPO
+from transformers import AutoTokenizer
+
+import gpu_check
 
 
 def dry_run(tiny_model_dir, data_dir, results, *steps: str) -> dict:
@@ -25,7 +29,9 @@ def number(value) -> bool:
 def test_dry_run_records_every_steps_figures(tiny_model_dir, glue_dir, tmp_path):
     results = dry_run(tiny_model_dir, glue_dir, tmp_path / "all")
     steps = results["steps"]
-    assert list(steps) == ["install", "cuda_tests", "throughput", "mrpc_job", "profile"]
+    assert list(steps) == [
+        "install", "cuda_tests", "throughput", "glue_projection", "mrpc_job", "profile"
+    ]  # fmt: skip
     assert {name: (s["status"], s["error"]) for name, s in steps.items()} == {
         name: ("ok", None) for name in steps
     }
@@ -34,13 +40,23 @@ def test_dry_run_records_every_steps_figures(tiny_model_dir, glue_dir, tmp_path)
     tests = steps["cuda_tests"]["figures"]
     assert tests["skipped"] == len(tests["tests"]) >= 10  # no GPU here: every CUDA case skips
     throughput = steps["throughput"]["figures"]
-    for name in ("original_b24", "trial_b24", "trial_b32"):
+    for name in ("original_b24", "trial_b24", "trial_b32", "padded_b24"):
         figures = throughput[name]
         keys = ("samples_per_s", "real_tokens_per_s", "peak_mib", "train_s", "total_s")
         assert all(number(figures[k]) and figures[k] > 0 for k in keys), name
         assert figures["steps"] >= 4 and figures["mfu"] is None  # a CPU has no bf16 peak
     assert throughput["original_b24"]["real_share"] < throughput["trial_b24"]["real_share"]
     assert number(throughput["trial_b32_vs_original"])
+    projection = steps["glue_projection"]["figures"]
+    assert projection["inputs"]["batch"] == 8 and projection["inputs"]["epochs"] == 3
+    tasks = {k: v for k, v in projection.items() if k in gpu_check.GLUE_TRAIN_PAIRS}
+    assert list(tasks) == list(gpu_check.GLUE_TRAIN_PAIRS)
+    for name, task in tasks.items():
+        assert task["pairs"] == gpu_check.GLUE_TRAIN_PAIRS[name]
+        assert task["lengths_from"].endswith(".tsv") and 3 <= task["mean_tokens"] <= 32, name
+        assert number(task["samples_per_s"]) and task["samples_per_s"] > 0
+    projected = sum(3 * t["pairs"] / t["samples_per_s"] for t in tasks.values())
+    assert projection["projected_glue_3_epochs_s"] == pytest.approx(projected)
     job = steps["mrpc_job"]["figures"]
     for name in ("trial", "hf_dynamic"):
         assert 0 <= job[name]["dev_acc"] <= 1 and number(job[name]["process_wall_s"])
@@ -57,3 +73,20 @@ def test_a_failing_step_is_recorded_and_the_next_still_runs(tiny_model_dir, tmp_
     assert throughput["status"] == "failed" and "MRPC" in throughput["error"]
     assert profile["status"] == "ok" and profile["figures"]["steps"] == 3
     assert json.loads((tmp_path / "failing" / "gpu_check.json").read_text()) == results
+
+
+def test_task_lengths_come_from_the_files_else_an_assumed_shape(tiny_model_dir, glue_dir, tmp_path):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    (tmp_path / "glue").mkdir()
+    (tmp_path / "glue" / "RTE").symlink_to(glue_dir / "RTE")  # RTE only, with its train file
+    (tmp_path / "glue" / "QNLI").mkdir()  # QNLI's dev file only
+    (tmp_path / "glue" / "QNLI" / "dev.tsv").symlink_to(glue_dir / "QNLI" / "dev.tsv")
+    lengths = gpu_check.task_lengths(str(tmp_path / "glue"), tokenizer, 32)
+    assert list(lengths) == list(gpu_check.GLUE_TRAIN_PAIRS)
+    assert lengths["RTE"]["source"] == "RTE/train.tsv" and sum(lengths["RTE"]["histogram"]) == 48
+    assert lengths["QNLI"]["source"] == "QNLI/dev.tsv" and sum(lengths["QNLI"]["histogram"]) == 20
+    mnli = lengths["MNLI"]
+    assert mnli["source"] == "assumed 39 +- 15" and sum(mnli["histogram"]) == 10000
+    assert len(mnli["histogram"]) == 33 and mnli["histogram"][:3] == [0, 0, 0]
+    mean = sum(n * c for n, c in enumerate(mnli["histogram"])) / 10000
+    assert 28 < mean < 32  # 39 +- 15, clipped to max_length 32

@@ -19,8 +19,6 @@ import model_def
 import trial_config
 
 CONFIGS = sorted(REPO.glob("*.yaml"))
-DATA_KEYS = (trial_config.REQUIRED_DATA, trial_config.OPTIONAL_DATA)
-HPARAM_KEYS = (trial_config.REQUIRED_HPARAMS, trial_config.OPTIONAL_HPARAMS)
 SEARCHED = ["global_batch_size", "learning_rate", "warmup_ratio", "weight_decay"]
 
 
@@ -30,7 +28,7 @@ def load(path: pathlib.Path) -> dict:
 
 def hparam_values(spec) -> list:
     """The values a hyperparameter can take at the ends of its range (all, if categorical)."""
-    if not isinstance(spec, dict):
+    if not isinstance(spec, dict) or "type" not in spec:  # a constant, or nested constants
         return [spec]
     kind = spec["type"]
     if kind == "const":
@@ -43,16 +41,25 @@ def hparam_values(spec) -> list:
 
 
 def test_there_are_configs_to_check():
-    assert {"const.yaml", "distributed.yaml", "adaptive.yaml", "custom.yaml"} <= {
+    assert {"const.yaml", "distributed.yaml", "adaptive.yaml", "custom.yaml", "glue.yaml"} <= {
         p.name for p in CONFIGS
     }
+
+
+def corners(config: dict) -> list[dict]:
+    """Every corner of the search space: one hyperparameter dict per trial it can make."""
+    names = list(config["hyperparameters"])
+    choices = [hparam_values(config["hyperparameters"][name]) for name in names]
+    return [dict(zip(names, values, strict=True)) for values in itertools.product(*choices)]
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_searcher_metric_is_reported_with_its_direction(path):
     config = load(path)
-    task = custom_task.task_from_config(trial_config.data_config(config["data"]))
-    metrics.check_searcher(task, config["searcher"])  # raises if not (tests/test_metrics.py)
+    for hparams in corners(config):  # glue.yaml: every task
+        _, data = trial_config.settings(hparams, config["data"])
+        # raises if not (tests/test_metrics.py)
+        metrics.check_searcher(custom_task.task_from_config(data), config["searcher"])
     # Determined's default is smaller_is_better: true; the configs say it either way.
     assert "smaller_is_better" in config["searcher"]
 
@@ -60,14 +67,10 @@ def test_searcher_metric_is_reported_with_its_direction(path):
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_hyperparameters_and_length_agree_with_the_trial(path):
     config = load(path)
-    trial_config.with_defaults("data", config["data"], *DATA_KEYS)
-    names = list(config["hyperparameters"])
-    choices = [hparam_values(config["hyperparameters"][name]) for name in names]
-    for values in itertools.product(*choices):  # every corner of the search space
-        hparams = dict(zip(names, values, strict=True))
-        trial_config.with_defaults("hyperparameters", hparams, *HPARAM_KEYS)  # unknown? missing?
-        length = trial_config.train_length(hparams, config["searcher"])  # raises if inconsistent
-        assert length.value == hparams["num_train_epochs"]
+    for hparams in corners(config):
+        hp, _ = trial_config.settings(hparams, config["data"])  # unknown? missing?
+        length = trial_config.train_length(hp, config["searcher"])  # raises if inconsistent
+        assert length.value == hp["num_train_epochs"]
     if config["searcher"]["name"] in ("adaptive_asha", "async_halving"):
         assert config["searcher"]["time_metric"] == "epochs"
 

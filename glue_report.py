@@ -193,7 +193,7 @@ def plot(tasks: list[TaskResults], label: str, path: pathlib.Path) -> None:
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
-    figure, axes = plt.subplots(figsize=(1.1 * len(tasks) + 3, 4.5))
+    figure, axes = plt.subplots(figsize=(max(7.0, 1.1 * len(tasks) + 3), 4.5))
     x = range(len(tasks))
     means, stds = zip(*(mean_std(t.values("score")) for t in tasks), strict=True)
     axes.bar(

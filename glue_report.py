@@ -36,8 +36,6 @@ import glue_results
 import predict
 from glue_results import TrialResult
 
-logger = logging.getLogger(__name__)
-
 # The metrics whose mean is a task's score on the leaderboard (MNLI: matched and mismatched).
 LEADERBOARD_METRICS = {
     **{name: task.score for name, task in constants.TASKS.items()},
@@ -225,7 +223,8 @@ def plot(tasks: list[TaskResults], label: str, path: pathlib.Path) -> None:
 
 def submission_lines(reasons: dict[str, str]) -> list[str]:
     written = len(TASK_OF_FILE) - len(reasons)
-    lines = [f"Submission: {written} of {len(TASK_OF_FILE)} files in submission/submission.zip."]
+    where = "in submission/submission.zip" if written else "written"
+    lines = [f"Submission: {written} of {len(TASK_OF_FILE)} files {where}."]
     return [*lines, *(f"- {name} missing: {reason}" for name, reason in reasons.items()), ""]
 
 
@@ -236,7 +235,7 @@ def write_submission(
     reason."""
     folder = output_dir / "submission"
     folder.mkdir(parents=True, exist_ok=True)
-    for name in TASK_OF_FILE:  # an earlier report's, which this one may not replace
+    for name in [*TASK_OF_FILE, "submission.zip"]:  # an earlier report's, maybe not rewritten
         (folder / name).unlink(missing_ok=True)
     reasons = {}
     done = {t.task: t for t in tasks}

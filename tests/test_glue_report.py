@@ -106,9 +106,18 @@ def test_missing_test_files_are_listed_with_the_reason(glue_config, glue_dir, tm
     empty = tmp_path / "no_test_files"
     empty.mkdir()
     out = tmp_path / "report"
+    glue_report.main([str(results), "--output-dir", str(out)])  # the checkpoint's data_dir
+    assert (
+        "Submission: 1 of 11 files in submission/submission.zip."
+        in (out / "results.md").read_text()
+    )
+    assert (out / "submission" / "WNLI.tsv").is_file()
+
+    # Again without the test files: the earlier report's files do not pass for this one's.
     glue_report.main([str(results), "--output-dir", str(out), "--data-dir", str(empty)])
     table = (out / "results.md").read_text()
-    assert "Submission: 0 of 11 files" in table
+    assert "Submission: 0 of 11 files written." in table
+    assert not (out / "submission" / "WNLI.tsv").exists()
     assert "- WNLI.tsv missing: test file(s) WNLI/test.tsv not found" in table
     assert "- MNLI-m.tsv missing: no completed MNLI trial" in table
     assert not (out / "submission" / "submission.zip").exists()

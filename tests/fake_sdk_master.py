@@ -25,7 +25,7 @@ import urllib.parse
 from collections.abc import Callable
 
 from determined.common import api
-from fake_master import error, serve
+from fake_master import Request, error, serve
 
 TIME = "2025-01-01T00:00:00Z"
 TOKEN = "fake-user-token"
@@ -47,14 +47,6 @@ class FakeTrial:
         default_factory=list
     )  # (steps, metrics)
     checkpoints: list[FakeCheckpoint] = dataclasses.field(default_factory=list)
-
-
-@dataclasses.dataclass
-class Request:
-    method: str
-    path: str
-    query: dict[str, list[str]]
-    body: object
 
 
 @dataclasses.dataclass

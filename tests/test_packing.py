@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-import yaml
-from test_resume import BATCHES, assert_resumes_bitwise, checkpoint_dirs, configure
+from test_resume import assert_resumes_bitwise, configure, crash_after_first_checkpoint
 from transformers import (
     AutoTokenizer,
     BertConfig,
@@ -273,17 +272,5 @@ def test_packed_run_resumes_bitwise(local_config, tmp_path, monkeypatch):
     """With packing on (and the tiny model's dropout), a run that crashed after its first
     checkpoint resumes exactly where the uninterrupted run goes."""
     config_file = configure(local_config, tmp_path, packing=True)
-    original = model_def.BertPyTorch.train_batch
-
-    def crash_after_first_checkpoint(self, batch, epoch_idx, batch_idx):
-        if batch_idx == BATCHES:
-            raise KeyboardInterrupt
-        return original(self, batch, epoch_idx, batch_idx)
-
-    with monkeypatch.context() as patch:
-        patch.setattr(model_def.BertPyTorch, "train_batch", crash_after_first_checkpoint)
-        patch.setenv("XDG_DATA_HOME", str(tmp_path / "crashed"))
-        with pytest.raises(KeyboardInterrupt):
-            local_run.run_local(model_def.BertPyTorch, yaml.safe_load(config_file.read_text()))
-    (first,) = checkpoint_dirs(tmp_path / "crashed")
+    first = crash_after_first_checkpoint(config_file, tmp_path / "crashed", monkeypatch)
     assert_resumes_bitwise(config_file, first, tmp_path, monkeypatch)

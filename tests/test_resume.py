@@ -138,20 +138,27 @@ def test_length_grouped_batches_resume_bitwise_on_any_rank(local_config, tmp_pat
     """The same with the length-grouped sampler, crashing by an exception, in this process, and
     resuming without the checkpoint's torch RNG state, as every rank but the first does."""
     config_file = configure(local_config, tmp_path, group_by_length=True)
+    first = crash_after_first_checkpoint(config_file, tmp_path / "crashed", monkeypatch)
+    assert_resumes_bitwise(config_file, first, tmp_path, monkeypatch, restore_torch_rng=False)
+
+
+def crash_after_first_checkpoint(config_file, storage, monkeypatch) -> pathlib.Path:
+    """Run the config in this process until an exception just after its first checkpoint (saved
+    under storage); return that checkpoint's folder."""
     original = model_def.BertPyTorch.train_batch
 
-    def crash_after_first_checkpoint(self, batch, epoch_idx, batch_idx):
+    def crashing(self, batch, epoch_idx, batch_idx):
         if batch_idx == BATCHES:
             raise KeyboardInterrupt
         return original(self, batch, epoch_idx, batch_idx)
 
     with monkeypatch.context() as patch:
-        patch.setattr(model_def.BertPyTorch, "train_batch", crash_after_first_checkpoint)
-        patch.setenv("XDG_DATA_HOME", str(tmp_path / "crashed"))
+        patch.setattr(model_def.BertPyTorch, "train_batch", crashing)
+        patch.setenv("XDG_DATA_HOME", str(storage))
         with pytest.raises(KeyboardInterrupt):
             local_run.run_local(model_def.BertPyTorch, yaml.safe_load(config_file.read_text()))
-    (first,) = checkpoint_dirs(tmp_path / "crashed")
-    assert_resumes_bitwise(config_file, first, tmp_path, monkeypatch, restore_torch_rng=False)
+    (first,) = checkpoint_dirs(storage)
+    return first
 
 
 @pytest.fixture

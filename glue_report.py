@@ -33,6 +33,7 @@ import constants
 import data
 import finetuned
 import glue_results
+import local_grid
 import predict
 from glue_results import TrialResult
 
@@ -63,9 +64,6 @@ RUN_GLUE_BERT_BASE = {
     "WNLI": {"acc": 56.34},
 }
 REFERENCE_LABEL = "bert-base-cased, run_glue README"
-TASK_OF_FILE = {
-    f"{name}.tsv": task for task in constants.TASKS for name in constants.TASKS[task].test
-}
 
 
 def task_score(task: str, metrics: dict[str, float]) -> float:
@@ -178,13 +176,6 @@ def csv_text(tasks: list[TaskResults]) -> str:
     return out.getvalue()
 
 
-def write_text(path: pathlib.Path, text: str) -> None:
-    """Atomically: an interrupted report leaves the previous file whole."""
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(text, encoding="utf-8")
-    os.replace(partial, path)
-
-
 def plot(tasks: list[TaskResults], label: str, path: pathlib.Path) -> None:
     import matplotlib
 
@@ -222,9 +213,9 @@ def plot(tasks: list[TaskResults], label: str, path: pathlib.Path) -> None:
 
 
 def submission_lines(reasons: dict[str, str]) -> list[str]:
-    written = len(TASK_OF_FILE) - len(reasons)
+    written = len(predict.SUBMISSION_FILES) - len(reasons)
     where = "in submission/submission.zip" if written else "written"
-    lines = [f"Submission: {written} of {len(TASK_OF_FILE)} files {where}."]
+    lines = [f"Submission: {written} of {len(predict.SUBMISSION_FILES)} files {where}."]
     return [*lines, *(f"- {name} missing: {reason}" for name, reason in reasons.items()), ""]
 
 
@@ -235,12 +226,15 @@ def write_submission(
     reason."""
     folder = output_dir / "submission"
     folder.mkdir(parents=True, exist_ok=True)
-    for name in [*TASK_OF_FILE, "submission.zip"]:  # an earlier report's, maybe not rewritten
+    for name in [
+        *predict.SUBMISSION_FILES,
+        "submission.zip",
+    ]:  # an earlier report's, maybe not rewritten
         (folder / name).unlink(missing_ok=True)
     reasons = {}
     done = {t.task: t for t in tasks}
     for task in constants.TASKS:
-        files = [f"{name}.tsv" for name in constants.TASKS[task].test]
+        files = [name for name, of in predict.SUBMISSION_FILES.items() if of == task]
         if task not in done:
             reasons.update(dict.fromkeys(files, f"no completed {task} trial"))
             continue
@@ -254,7 +248,7 @@ def write_submission(
                 predict.write_predictions(trained, test_dir, folder, batch_size)
         except (constants.ConfigError, data.DataError, FileNotFoundError) as e:
             reasons.update(dict.fromkeys(files, str(e)))
-    if len(reasons) < len(TASK_OF_FILE):
+    if len(reasons) < len(predict.SUBMISSION_FILES):
         predict.zip_submission(folder)
     return reasons
 
@@ -276,7 +270,7 @@ def report(
             + "".join(f"\n  {r.name}: {r.state}" for r in uncounted)
         )
     output_dir.mkdir(parents=True, exist_ok=True)
-    write_text(output_dir / "results.csv", csv_text(tasks))
+    local_grid.write_text(output_dir / "results.csv", csv_text(tasks))
     plot(tasks, label, output_dir / "results.png")
     lines = [f"# GLUE dev results: {label}", "", markdown_table(tasks, label)]
     if uncounted:
@@ -284,7 +278,7 @@ def report(
     if submission:
         lines += submission_lines(write_submission(tasks, data_dir, output_dir, batch_size))
     lines.append("![per-task scores](results.png)")
-    write_text(output_dir / "results.md", "\n".join(lines) + "\n")
+    local_grid.write_text(output_dir / "results.md", "\n".join(lines) + "\n")
     return output_dir / "results.md"
 
 

@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterator
 from determined.common import api
 from determined.experimental import client
 
+import local_grid
+
 COMPLETED = "COMPLETED"
 
 
@@ -40,7 +42,7 @@ def trial_name(task: str, seed: int | None) -> str:
 def local_results(folder: str | pathlib.Path) -> list[TrialResult]:
     """The finished trials of a local grid run: every <folder>/*/result.json."""
     results = []
-    for path in sorted(pathlib.Path(folder).glob("*/result.json")):
+    for path in sorted(pathlib.Path(folder).glob(f"*/{local_grid.RESULT}")):
         record = json.loads(path.read_text())
         checkpoint = pathlib.Path(record["checkpoint"])
         data = record["identity"]["data"]

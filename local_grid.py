@@ -89,11 +89,15 @@ def trial_label(trial: GridTrial) -> tuple[str, int | None]:
     return custom_task.task_from_config(data).name, hparams["seed"]
 
 
-def write_json(path: pathlib.Path, value) -> None:
+def write_text(path: pathlib.Path, text: str) -> None:
     """Atomically: a reader never sees half a file, an interruption leaves the old one."""
     partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(json.dumps(value, indent=1))
+    partial.write_text(text, encoding="utf-8")
     os.replace(partial, path)
+
+
+def write_json(path: pathlib.Path, value) -> None:
+    write_text(path, json.dumps(value, indent=1))
 
 
 class TrialFolder:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import json
 import logging
 import os
 import pathlib
@@ -321,10 +320,7 @@ def relaunch(args: argparse.Namespace, script: str) -> int:
 def write_outputs(args: argparse.Namespace, recorder: progress.RunRecorder, config: dict) -> None:
     """--metrics-out's JSON list and the plot (--plot, or beside the metrics file)."""
     if args.metrics_out:
-        path = pathlib.Path(args.metrics_out)
-        partial = path.with_name(f".{path.name}.partial")
-        partial.write_text(json.dumps([m for _, m in recorder.validations], indent=1))
-        os.replace(partial, path)
+        local_grid.write_json(pathlib.Path(args.metrics_out), [m for _, m in recorder.validations])
     plot = args.plot or (args.metrics_out and pathlib.Path(args.metrics_out).with_suffix(".png"))
     if plot and recorder.validations:
         progress.plot_history(recorder, plot)

@@ -34,8 +34,10 @@ import metrics
 
 logger = logging.getLogger(__name__)
 
-# Every file of a complete GLUE submission, named as the leaderboard expects them.
-SUBMISSION_FILES = [f"{name}.tsv" for task in constants.TASKS.values() for name in task.test]
+# Every file of a complete GLUE submission, named as the leaderboard expects them -> its task.
+SUBMISSION_FILES = {
+    f"{name}.tsv": task.name for task in constants.TASKS.values() for name in task.test
+}
 
 
 def prediction_strings(task: constants.GlueTask, logits: np.ndarray) -> list[str]:

@@ -13,6 +13,7 @@ from conftest import run_glue
 import constants
 import glue_report
 import glue_results
+import predict
 from glue_results import TrialResult
 
 
@@ -86,9 +87,9 @@ def test_a_local_glue_run_of_every_task_gives_table_plot_and_submission(
     assert {r["task"] for r in rows} == {*constants.TASKS, "GLUE average"}
 
     with zipfile.ZipFile(out / "submission" / "submission.zip") as archive:
-        assert sorted(archive.namelist()) == sorted(glue_report.TASK_OF_FILE)
+        assert sorted(archive.namelist()) == sorted(predict.SUBMISSION_FILES)
         for name in archive.namelist():
-            task = constants.TASKS[glue_report.TASK_OF_FILE[name]]
+            task = constants.TASKS[predict.SUBMISSION_FILES[name]]
             lines = archive.read(name).decode().splitlines()
             assert lines[0] == "index\tprediction"
             assert [line.split("\t")[0] for line in lines[1:]] == [str(i) for i in range(12)]

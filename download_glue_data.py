@@ -237,10 +237,23 @@ def _resolve_base_url(base_url: str | None) -> str:
 
 
 def _install(built: Path, dest: Path) -> None:
-    """Move a fully built task folder into place, replacing an incomplete one."""
-    if dest.exists():
-        shutil.rmtree(dest)
-    os.replace(built, dest)
+    """Move a fully built task folder into place.
+
+    Over an existing folder (incomplete, or completed meanwhile by another node sharing the
+    data_dir) it moves file by file with os.replace, so a process that has seen the task
+    complete never finds one of its files missing or partial.
+    """
+    try:
+        os.rename(built, dest)  # fails unless dest is absent or an empty folder
+        return
+    except OSError:
+        if not dest.is_dir():
+            raise
+    for path in sorted(built.rglob("*")):
+        if path.is_file():
+            target = dest / path.relative_to(built)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, target)
 
 
 def _fetch_zip_task(spec: _Task, base: str, staging: Path) -> None:

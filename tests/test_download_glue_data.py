@@ -424,6 +424,38 @@ def test_folder_completed_meanwhile_by_another_process_is_kept(
     assert set(tree(data_dir).values()) == {b"theirs"}
 
 
+def test_reinstalling_over_a_complete_folder_never_hides_a_file(tmp_path: Path) -> None:
+    """Nodes sharing a data_dir may each install the task; one that has already seen it
+    complete must keep finding every file, whole, while the others install theirs."""
+    dest = tmp_path / "RTE"
+    dest.mkdir()
+    for name, body in RTE_FILES.items():
+        (dest / name).write_bytes(body)
+    done, seen = threading.Event(), []
+
+    def read_while_installing() -> None:
+        while not done.is_set():
+            try:
+                seen.append({name: (dest / name).read_bytes() for name in RTE_FILES})
+            except OSError as error:
+                seen.append(error)
+
+    reader = threading.Thread(target=read_while_installing)
+    reader.start()
+    try:
+        for round_ in range(200):
+            built = tmp_path / f"built{round_}"
+            built.mkdir()
+            for name, body in RTE_FILES.items():
+                (built / name).write_bytes(body)
+            dg._install(built, dest)
+    finally:
+        done.set()
+        reader.join()
+    assert seen and all(files == RTE_FILES for files in seen)
+    assert tree(dest) == RTE_FILES
+
+
 # ------------------------------------------------------------------ 4. corrupt archives
 
 

@@ -9,7 +9,9 @@ Into the output folder (default glue_report/) go
                            best seed, beside run_glue's published bert-base numbers; the GLUE
                            average as the leaderboard computes it: each task's metrics averaged
                            into its score (MNLI's matched and mismatched accuracy too), then the
-                           mean over the tasks present
+                           mean over the tasks present. A grid over more than task and seed
+                           (learning rates, say) reports per task the setting with the best mean
+                           score, and every setting's score beside it
   results.png              each task's mean score, one dot per seed
   submission/              from each task's best seed, the leaderboard's files (predict.py:
                            MNLI's model also predicts AX) and submission.zip; results.md lists
@@ -20,7 +22,9 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import io
+import json
 import logging
 import os
 import pathlib
@@ -64,6 +68,7 @@ RUN_GLUE_BERT_BASE = {
     "WNLI": {"acc": 56.34},
 }
 REFERENCE_LABEL = "bert-base-cased, run_glue README"
+SEED_KEYS = ("task", "seed")  # trials differing only in these are seeds of one setting
 
 
 def task_score(task: str, metrics: dict[str, float]) -> float:
@@ -77,12 +82,14 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
 
 
 class TaskResults:
-    """The completed trials of one task (one per seed) and their statistics."""
+    """The completed trials of one task and setting (one per seed) and their statistics."""
 
-    def __init__(self, task: str, trials: list[TrialResult]) -> None:
+    def __init__(self, task: str, trials: list[TrialResult], setting: str = "") -> None:
         self.task = task
         self.trials = sorted(trials, key=lambda t: (t.seed is None, t.seed or 0))
+        self.setting = setting
         self.metrics = LEADERBOARD_METRICS[task]
+        self.others: list[TaskResults] = []  # the task's other settings, when the grid had some
 
     def values(self, metric: str) -> list[float]:
         """Each seed's value of a metric, or of the task's score ("score")."""
@@ -99,15 +106,53 @@ class TaskResults:
         return task_score(self.task, best) if metric == "score" else best[metric]
 
 
-def group_by_task(results: list[TrialResult]) -> tuple[list[TaskResults], list[TrialResult]]:
-    """The completed trials by task, in GLUE's order; and the trials that do not count."""
-    counted = [r for r in results if r.state == glue_results.COMPLETED and r.metrics]
-    uncounted = [r for r in results if r not in counted]
-    tasks = [
-        TaskResults(name, [r for r in counted if r.task == name])
-        for name in constants.TASKS
-        if any(r.task == name for r in counted)
+def setting_labels(results: list[TrialResult]) -> list[str]:
+    """Each trial's values of the hyperparameters besides task and seed that differ between the
+    trials (a grid over learning rates too: "learning_rate=3e-05"); "" when only those two do."""
+
+    def value(hparams: dict, key: str) -> str:
+        v = hparams.get(key)
+        return v if isinstance(v, str) else json.dumps(v, sort_keys=True)
+
+    keys = dict.fromkeys(key for r in results for key in r.hparams)
+    varying = [
+        key
+        for key in keys
+        if key not in SEED_KEYS and len({value(r.hparams, key) for r in results}) > 1
     ]
+    return [", ".join(f"{key}={value(r.hparams, key)}" for key in varying) for r in results]
+
+
+def group_by_task(results: list[TrialResult]) -> tuple[list[TaskResults], list[TrialResult]]:
+    """The completed trials by task, in GLUE's order; and the trials that do not count.
+
+    Where the grid searched more than task and seed, a task's trials are grouped by setting and
+    the setting with the best mean score over its seeds stands for the task (as BERT's paper
+    picks each task's learning rate on the dev set); the others are in its `others`.
+    """
+    labels = setting_labels(results)
+    named = [
+        dataclasses.replace(r, name=f"{r.name} ({label})") if label else r
+        for r, label in zip(results, labels, strict=True)
+    ]
+    groups: dict[tuple[str, str], list[TrialResult]] = {}
+    uncounted = []
+    for r, label in zip(named, labels, strict=True):
+        if r.state == glue_results.COMPLETED and r.metrics:
+            groups.setdefault((r.task, label), []).append(r)
+        else:
+            uncounted.append(r)
+    tasks = []
+    for name in constants.TASKS:
+        settings = [
+            TaskResults(name, trials, label)
+            for (task, label), trials in groups.items()
+            if task == name
+        ]
+        if settings:
+            chosen = max(settings, key=lambda t: mean_std(t.values("score"))[0])
+            chosen.others = [t for t in settings if t is not chosen]
+            tasks.append(chosen)
     return tasks, uncounted
 
 
@@ -126,9 +171,11 @@ def percent(value: float) -> str:
 
 
 def markdown_table(tasks: list[TaskResults], label: str) -> str:
+    searched = any(t.setting for t in tasks)
+    setting = "Setting | " if searched else ""
     rows = [
-        f"| Task | Metric | Seeds | {label}: mean ± std | best seed | {REFERENCE_LABEL} |",
-        "|---|---|---|---|---|---|",
+        f"| Task | {setting}Metric | Seeds | {label}: mean ± std | best seed | {REFERENCE_LABEL} |",
+        "|---|---|---|---|---|---|" + ("---|" if searched else ""),
     ]
     for t in tasks:
         spread = [
@@ -136,43 +183,54 @@ def markdown_table(tasks: list[TaskResults], label: str) -> str:
         ]
         published = [f"{RUN_GLUE_BERT_BASE[t.task][metric]:.1f}" for metric in t.metrics]
         rows.append(
-            f"| {t.task} | {' / '.join(METRIC_NAMES[m] for m in t.metrics)} | {len(t.trials)} "
+            f"| {t.task} | {f'{t.setting} | ' if searched else ''}"
+            f"{' / '.join(METRIC_NAMES[m] for m in t.metrics)} | {len(t.trials)} "
             f"| {' / '.join(spread)} "
             f"| {' / '.join(percent(t.best_value(m)) for m in t.metrics)} (seed {t.best.seed}) "
             f"| {' / '.join(published)} |"
         )
     best_average = statistics.fmean(t.best_value("score") for t in tasks)
     rows.append(
-        f"| **GLUE average** ({len(tasks)} of {len(constants.TASKS)} tasks) | score | "
+        f"| **GLUE average** ({len(tasks)} of {len(constants.TASKS)} tasks) | "
+        f"{'| ' if searched else ''}score | "
         f"| **{percent(glue_average(tasks))}** | {percent(best_average)} "
         f"| {reference_average(tasks):.1f} |"
     )
     return "\n".join(rows) + "\n"
 
 
+def settings_table(tasks: list[TaskResults]) -> str:
+    """Every setting's task score (mean ± std over its seeds), the one reported in bold."""
+    labels = list(dict.fromkeys(s.setting for t in tasks for s in (t, *t.others)))
+    rows = [f"| Task | {' | '.join(labels)} |", "|---|" + "---|" * len(labels)]
+    for t in tasks:
+        cells = dict.fromkeys(labels, "")
+        for s in (t, *t.others):
+            mean, std = mean_std(s.values("score"))
+            cell = f"{percent(mean)} ± {percent(std)} ({len(s.trials)})"
+            cells[s.setting] = f"**{cell}**" if s is t else cell
+        rows.append(f"| {t.task} | {' | '.join(cells.values())} |")
+    return "\n".join(rows) + "\n"
+
+
 def csv_text(tasks: list[TaskResults]) -> str:
+    """One row per task, setting and metric; `reported` marks each task's chosen setting."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["task", "metric", "seeds", "mean", "std", "min", "max", "best_seed", "best"])
+    writer.writerow(
+        ["task", "setting", "metric", "seeds", "mean", "std", "min", "max", "best_seed", "best"]
+        + ["reported"]
+    )
     for t in tasks:
-        for metric in (*t.metrics, "score"):
-            values = t.values(metric)
-            mean, std = mean_std(values)
-            best = t.best_value(metric)
-            writer.writerow(
-                [
-                    t.task,
-                    metric,
-                    len(values),
-                    mean,
-                    std,
-                    min(values),
-                    max(values),
-                    t.best.seed,
-                    best,
-                ]
-            )
-    writer.writerow(["GLUE average", "score", "", glue_average(tasks), "", "", "", "", ""])
+        for s in (t, *t.others):
+            for metric in (*s.metrics, "score"):
+                values = s.values(metric)
+                mean, std = mean_std(values)
+                writer.writerow(
+                    [s.task, s.setting, metric, len(values), mean, std, min(values), max(values)]
+                    + [s.best.seed, s.best_value(metric), int(s is t)]
+                )
+    writer.writerow(["GLUE average", "", "score", "", glue_average(tasks)] + [""] * 5 + [1])
     return out.getvalue()
 
 
@@ -200,7 +258,8 @@ def plot(tasks: list[TaskResults], label: str, path: pathlib.Path) -> None:
         )
     reference = [task_score(t.task, RUN_GLUE_BERT_BASE[t.task]) for t in tasks]
     axes.plot(x, reference, "r_", markersize=24, mew=2, label=REFERENCE_LABEL)
-    axes.set_xticks(list(x), [t.task for t in tasks])
+    names = [f"{t.task}\n{t.setting}" if t.setting else t.task for t in tasks]
+    axes.set_xticks(list(x), names, fontsize="small" if any(t.setting for t in tasks) else None)
     axes.set_ylabel("task score, dev set (%)")
     axes.set_title(f"{label}: GLUE dev average {percent(glue_average(tasks))} ({len(tasks)} tasks)")
     axes.set_ylim(0, 100)
@@ -273,6 +332,13 @@ def report(
     local_grid.write_text(output_dir / "results.csv", csv_text(tasks))
     plot(tasks, label, output_dir / "results.png")
     lines = [f"# GLUE dev results: {label}", "", markdown_table(tasks, label)]
+    if any(t.others for t in tasks):
+        lines += [
+            "Settings tried: the task score, mean ± std (seeds). Each task reports the one with "
+            "the best mean (bold), picked on these dev sets.",
+            "",
+            settings_table(tasks),
+        ]
     if uncounted:
         lines += ["Not counted:", *(f"- {r.name}: {r.state}" for r in uncounted), ""]
     if submission:

@@ -33,6 +33,7 @@ class TrialResult:
     # the checkpoint's directory; None if the trial saved none.
     checkpoint: Callable[[pathlib.Path], pathlib.Path] | None
     model: str | None = None  # data.model_name_or_path
+    hparams: dict = dataclasses.field(default_factory=dict)  # all of the trial's, task and seed too
 
 
 def trial_name(task: str, seed: int | None) -> str:
@@ -55,6 +56,7 @@ def local_results(folder: str | pathlib.Path) -> list[TrialResult]:
                 metrics=record["validations"][-1],
                 checkpoint=lambda _, checkpoint=checkpoint: checkpoint,
                 model=data.get("model_name_or_path"),
+                hparams=record["identity"]["hyperparameters"],
             )
         )
     return results
@@ -144,6 +146,7 @@ def trial_result(experiment_id: int, trial: client.Trial, model: str | None) -> 
         metrics=None if last is None else dict(last.metrics),
         checkpoint=None if last is None else checkpoint_at(trial, last.steps_completed),
         model=model,
+        hparams=dict(hparams),
     )
 
 

@@ -110,10 +110,12 @@ def run_local(
     config: dict,
     resume: str | None = None,
     recorder: progress.RunRecorder | None = None,
-    tensorboard: bool = False,
+    tensorboard: pathlib.Path | None = None,
     context_dir: str | os.PathLike | None = None,
 ) -> list[dict]:
     """Train trial_class as the config says, with no cluster; returns every validation's metrics.
+
+    TensorBoard event files go into the folder `tensorboard`, none when it is None.
 
     The trial must set `max_length` (a pytorch.TrainUnit), `total_steps` (optimizer steps in
     all), `dev_set` and `data_seconds` (time spent downloading and featurizing). Checkpoints copy
@@ -128,7 +130,7 @@ def run_local(
         task = custom_task.task_from_config(data_config)
         checkpoint = checkpointing.find_checkpoint(resume, task)
         resumed = checkpointing.starting_at(checkpointing.batches_trained(checkpoint))
-    with local_context(config, distributed_context(), tensorboard) as context:
+    with local_context(config, distributed_context(), tensorboard is not None) as context:
         trial = recorded(trial_class, recorder)(context)
         dist = context.distributed
         dev_batches = -(-len(trial.dev_set) // context.get_per_slot_batch_size())
@@ -139,7 +141,7 @@ def run_local(
             dist.rank == 0,
         )
         if tensorboard and dist.rank == 0:
-            use_tensorboard_folder(context)
+            use_tensorboard_folder(context, tensorboard)
         # Checkpoints copy the working directory: the trial's, whatever the command was run from.
         here = checkpointing.in_directory(context_dir or module_dir(trial_class))
         with checkpointing.loadable_rng_state(), resumed, here:
@@ -154,14 +156,17 @@ def run_local(
     return [metrics for _, metrics in recorder.validations]
 
 
-def use_tensorboard_folder(context: pytorch.PyTorchTrialContext) -> None:
-    """Give the context's TensorBoard writer the folder torch would pick, runs/<time>_<host>
-    where the command was run, but absolute: in local mode Determined leaves the writer's
-    folder relative, and fit() runs in another working directory."""
+def default_tensorboard_folder() -> pathlib.Path:
+    """The folder torch would pick, runs/<time>_<host> where the command was run, but absolute:
+    in local mode Determined leaves the writer's folder relative, and fit() runs in another
+    working directory."""
+    stamp = time.strftime("%b%d_%H-%M-%S")
+    return pathlib.Path("runs", f"{stamp}_{socket.gethostname()}").resolve()
+
+
+def use_tensorboard_folder(context: pytorch.PyTorchTrialContext, folder: pathlib.Path) -> None:
     from torch.utils.tensorboard import SummaryWriter
 
-    stamp = time.strftime("%b%d_%H-%M-%S")
-    folder = pathlib.Path("runs", f"{stamp}_{socket.gethostname()}").resolve()
     context._tbd_writer = SummaryWriter(folder)  # what get_tensorboard_writer() returns
     logger.info(f"TensorBoard events: tensorboard --logdir {folder.parent}")
 
@@ -240,7 +245,8 @@ def main(argv: list[str] | None, trial_class: type[pytorch.PyTorchTrial], script
         return relaunch(args, script)
     recorder = progress.RunRecorder()
     try:
-        run_local(trial_class, config, args.resume, recorder, tensorboard=not args.no_tensorboard)
+        tensorboard = None if args.no_tensorboard else default_tensorboard_folder()
+        run_local(trial_class, config, args.resume, recorder, tensorboard)
     except USER_ERRORS as e:  # a mistake in the config or the files: the message says what
         sys.exit(f"error: {e}")
     if os.environ.get("RANK", "0") != "0":
@@ -276,7 +282,7 @@ def run_grid(trial_class: type[pytorch.PyTorchTrial], config: dict, args) -> int
         label = f"[{i}/{len(trials)}] {trial.name}"
         result = folder.result()
         if result is None:
-            result = run_grid_trial(trial_class, folder, label, tensorboard=not args.no_tensorboard)
+            result = run_grid_trial(trial_class, folder, label, not args.no_tensorboard)
         else:
             print(f"{label}: finished before, skipped", file=sys.stderr)
         print(f"{label}: {metric} {result['validations'][-1][metric]:.4f}", file=sys.stderr)
@@ -296,7 +302,9 @@ def run_grid_trial(
     start = checkpointing.batches_trained(checkpointing.storage_dir() / resume) if resume else 0
     print(f"{label}: " + (f"continuing from {resume}" if resume else "training"), file=sys.stderr)
     recorder = local_grid.GridRecorder(folder, start)
-    run_local(trial_class, folder.trial.config, resume, recorder, tensorboard=tensorboard)
+    # In the trial's folder: `tensorboard --logdir <results dir>` names each run by its trial.
+    events = folder.path if tensorboard else None
+    run_local(trial_class, folder.trial.config, resume, recorder, events)
     if recorder.validations:
         progress.plot_history(recorder, folder.path / "curves.png")
     return folder.finish()

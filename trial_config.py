@@ -8,7 +8,7 @@ through to fail later.
 
 from __future__ import annotations
 
-import contextlib
+import re
 
 import yaml
 from determined import pytorch
@@ -38,6 +38,8 @@ OPTIONAL_HPARAMS = {
     "seed": None,  # seeds all of the trial's randomness; None: Determined's trial seed
     "per_task": None,  # task -> the hyperparameters that differ for it, e.g. {MRPC: {...}}
 }
+COUNT_HPARAMS = ("global_batch_size", "num_train_epochs", "max_seq_length", "pad_to_multiple_of")
+NUMBER_HPARAMS = ("learning_rate", "adam_epsilon", "weight_decay", "warmup_ratio", "max_grad_norm")
 # What per_task may not change: the keys that pick the trial.
 TRIAL_KEYS = ("task", "seed", "per_task")
 REQUIRED_DATA = ("task", "model_name_or_path", "data_dir")
@@ -95,8 +97,19 @@ def settings(hparams: dict, data: dict) -> tuple[dict, dict]:
                 "set the task in one place"
             )
         data = {**data, "task": hp["task"]}
+    check_numbers("hyperparameters", hp)
     cfg = data_config(data)
     return {**hp, **task_hyperparameters(hp["per_task"] or {}, str(cfg["task"]))}, cfg
+
+
+def check_numbers(section: str, values: dict) -> None:
+    """A count must be an integer >= 1 and a rate a number >= 0: "2e-5" in quotes is neither."""
+    for key, value in values.items():
+        wrong = isinstance(value, bool) or not isinstance(value, int | float)
+        if key in COUNT_HPARAMS and (wrong or not isinstance(value, int) or value < 1):
+            raise ConfigError(f"{section}.{key}: {value!r} is not an integer >= 1")
+        if key in NUMBER_HPARAMS and (wrong or value < 0):
+            raise ConfigError(f"{section}.{key}: {value!r} is not a number >= 0")
 
 
 def task_hyperparameters(per_task: dict, task: str) -> dict:
@@ -115,6 +128,7 @@ def task_hyperparameters(per_task: dict, task: str) -> dict:
         raise ConfigError(f"{section}: expected hyperparameter: value pairs, got {values!r}")
     optional = {key: v for key, v in OPTIONAL_HPARAMS.items() if key not in TRIAL_KEYS}
     with_defaults(section, values, (), {**dict.fromkeys(REQUIRED_HPARAMS), **optional})
+    check_numbers(section, values)
     return values
 
 
@@ -144,10 +158,22 @@ def train_length(hparams: dict, searcher: dict) -> pytorch.Epoch:
     return pytorch.Epoch(epochs)
 
 
+class ConfigLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading 3e-5 as a number as YAML 1.2 does (and so Determined's
+    CLI, whose ruamel.yaml reads the config a cluster trains on); YAML 1.1 wants 3.0e-5."""
+
+
+ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
 def load_config(path: str, overrides: list[str]) -> dict:
     """The YAML config with `section.key=value` overrides applied (values parsed as YAML)."""
     with open(path) as f:
-        config = yaml.safe_load(f)
+        config = yaml.load(f, ConfigLoader)
     for override in overrides:
         key, sep, value = override.partition("=")
         section, _, name = key.partition(".")
@@ -156,17 +182,8 @@ def load_config(path: str, overrides: list[str]) -> dict:
                 f"bad override {override!r}: expected section.key=value with section one of "
                 f"{', '.join(OVERRIDABLE)} and a key the trial reads"
             )
-        config.setdefault(section, {})[name] = parse_value(value)
+        config.setdefault(section, {})[name] = yaml.load(value, ConfigLoader)
     return config
-
-
-def parse_value(text: str):
-    """A YAML scalar, reading 3e-5 as a number too (YAML 1.1 wants 3.0e-5)."""
-    value = yaml.safe_load(text)
-    if isinstance(value, str):
-        with contextlib.suppress(ValueError):
-            return float(value)
-    return value
 
 
 def local_hparams(config: dict) -> dict:

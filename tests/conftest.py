@@ -126,13 +126,16 @@ def glue_config(local_config, tmp_path) -> pathlib.Path:
     return path
 
 
-def run_glue(config: pathlib.Path, results: pathlib.Path, *overrides: str, trial=None) -> int:
+def run_glue(
+    config: pathlib.Path, results: pathlib.Path, *overrides: str, trial=None, tensorboard=False
+) -> int:
     """The local run of a grid config (glue.yaml) into the results folder."""
     import local_run
     import model_def
 
+    options = ["--results-dir", str(results)] + ([] if tensorboard else ["--no-tensorboard"])
     return local_run.main(
-        [str(config), *overrides, "--results-dir", str(results), "--no-tensorboard"],
+        [str(config), *overrides, *options],
         trial or model_def.BertPyTorch,
         script=model_def.__file__,
     )

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import yaml
 from conftest import REPO, run_glue
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import constants
 import local_grid
@@ -163,3 +164,18 @@ def test_a_changed_setting_is_not_taken_for_a_finished_trial(glue_config, tmp_pa
     assert "task=WNLI_seed=1/result.json: this trial was run with other settings" in str(
         error.value
     )
+
+
+def test_each_trial_keeps_its_tensorboard_events_in_its_folder(
+    glue_config, tmp_path, monkeypatch
+) -> None:
+    """`tensorboard --logdir <results dir>` shows one run per trial, named as its folder."""
+    monkeypatch.chdir(tmp_path)
+    results = tmp_path / "results"
+    picked = ("hyperparameters.task=[WNLI]", "hyperparameters.seed=[1,2]")
+    assert run_glue(glue_config, results, *picked, tensorboard=True) == 0
+    for seed in (1, 2):
+        accumulator = EventAccumulator(str(results / f"task=WNLI_seed={seed}"))
+        accumulator.Reload()
+        assert [e.step for e in accumulator.Scalars("Determined/val_glue_score")] == [6, 12]
+    assert not (tmp_path / "runs").exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import pathlib
+import statistics
 import zipfile
 
 import pytest
@@ -17,8 +18,13 @@ import predict
 from glue_results import TrialResult
 
 
-def trial(task: str, seed: int, state: str = glue_results.COMPLETED, **metrics) -> TrialResult:
-    return TrialResult(f"{task} seed {seed}", task, seed, state, metrics or None, None)
+def trial(
+    task: str, seed: int, state: str = glue_results.COMPLETED, lr: float = 2e-5, **metrics
+) -> TrialResult:
+    hparams = {"task": task, "seed": seed, "learning_rate": lr, "per_task": {"MRPC": {}}}
+    return TrialResult(
+        f"{task} seed {seed}", task, seed, state, metrics or None, None, None, hparams
+    )
 
 
 HAND_MADE = [
@@ -62,6 +68,61 @@ def test_markdown_and_csv_tables() -> None:
     assert float(rows[-1]["mean"]) == pytest.approx(0.78)
 
 
+# A grid over learning rates too: MRPC's best mean is at 2e-5 though its best seed is at 3e-5.
+SWEEP = [
+    trial("MRPC", 1, f1=0.90, acc=0.80),
+    trial("MRPC", 2, f1=0.88, acc=0.86),
+    trial("MRPC", 1, lr=3e-5, f1=0.95, acc=0.85),
+    trial("MRPC", 2, lr=3e-5, f1=0.80, acc=0.80),
+    trial("RTE", 1, acc=0.60),
+    trial("RTE", 1, lr=3e-5, acc=0.70),
+    trial("RTE", 2, lr=3e-5, state="ERROR"),
+]
+
+
+def test_a_grid_over_more_than_seeds_reports_each_task_s_best_setting() -> None:
+    tasks, uncounted = glue_report.group_by_task(SWEEP)
+    assert [(t.task, t.setting) for t in tasks] == [
+        ("MRPC", "learning_rate=2e-05"),
+        ("RTE", "learning_rate=3e-05"),
+    ]
+    assert [o.setting for t in tasks for o in t.others] == [
+        "learning_rate=3e-05",
+        "learning_rate=2e-05",
+    ]
+    assert [r.name for r in uncounted] == ["RTE seed 2 (learning_rate=3e-05)"]
+    assert glue_report.glue_average(tasks) == pytest.approx((0.86 + 0.70) / 2)
+
+    table = glue_report.markdown_table(tasks, "tiny")
+    assert (
+        "| MRPC | learning_rate=2e-05 | F1 / acc | 2 | 89.0 ± 1.4 / 83.0 ± 4.2 "
+        "| 88.0 / 86.0 (seed 2) | 88.8 / 84.1 |" in table
+    )
+    assert "| **GLUE average** (2 of 9 tasks) | | score | | **78.0** |" in table
+    settings = glue_report.settings_table(tasks)
+    assert "| Task | learning_rate=2e-05 | learning_rate=3e-05 |" in settings
+    assert "| MRPC | **86.0 ± 1.4 (2)** | 85.0 ± 7.1 (2) |" in settings
+    assert "| RTE | 60.0 ± 0.0 (1) | **70.0 ± 0.0 (1)** |" in settings
+
+    rows = list(csv.DictReader(io.StringIO(glue_report.csv_text(tasks))))
+    scores = [(r["task"], r["setting"], r["reported"]) for r in rows if r["metric"] == "score"]
+    assert scores == [
+        ("MRPC", "learning_rate=2e-05", "1"),
+        ("MRPC", "learning_rate=3e-05", "0"),
+        ("RTE", "learning_rate=3e-05", "1"),
+        ("RTE", "learning_rate=2e-05", "0"),
+        ("GLUE average", "", "1"),
+    ]
+    best = next(r for r in rows if r["setting"] == "learning_rate=3e-05" and r["metric"] == "f1")
+    assert best["best_seed"] == "1" and float(best["best"]) == pytest.approx(0.95)
+
+
+def test_hyperparameters_equal_in_every_trial_are_no_setting() -> None:
+    tasks, _ = glue_report.group_by_task(HAND_MADE)  # all at 2e-5, the same per_task
+    assert {t.setting for t in tasks} == {""} and not any(t.others for t in tasks)
+    assert "Setting" not in glue_report.markdown_table(tasks, "tiny")
+
+
 def test_nothing_to_report_names_the_trials() -> None:
     with pytest.raises(ValueError, match=r"nothing to report\n  RTE seed 1: ERROR"):
         glue_report.report([HAND_MADE[-1]], pathlib.Path("out"), "x")
@@ -98,6 +159,27 @@ def test_a_local_glue_run_of_every_task_gives_table_plot_and_submission(
                 assert all(0.0 <= float(p) <= 5.0 for p in predictions)
             else:
                 assert set(predictions) <= set(task.labels)
+
+
+def test_a_local_grid_over_learning_rates_reports_the_better_one(
+    glue_config, glue_dir, tmp_path
+) -> None:
+    results = tmp_path / "results"
+    grid = ("hyperparameters.task=[WNLI]", "hyperparameters.seed=[1,2]")
+    assert run_glue(glue_config, results, *grid, "hyperparameters.learning_rate=[3e-3,0.0]") == 0
+    assert {p.name for p in results.iterdir()} == {
+        f"task=WNLI_seed={seed}_learning_rate={lr}" for seed in (1, 2) for lr in (0.003, 0.0)
+    }
+    (wnli,), _ = glue_report.group_by_task(glue_results.local_results(results))
+    (other,) = wnli.others
+    assert {wnli.setting, other.setting} == {"learning_rate=0.003", "learning_rate=0.0"}
+    assert len(wnli.trials) == len(other.trials) == 2
+    assert statistics.fmean(wnli.values("score")) >= statistics.fmean(other.values("score"))
+    out = tmp_path / "report"
+    assert glue_report.main([str(results), "--output-dir", str(out), "--no-submission"]) == 0
+    table = (out / "results.md").read_text()
+    assert f"| WNLI | {wnli.setting} | acc | 2 |" in table
+    assert "Settings tried" in table and "| WNLI | " in table.split("Settings tried")[1]
 
 
 def test_missing_test_files_are_listed_with_the_reason(glue_config, glue_dir, tmp_path) -> None:

@@ -222,6 +222,7 @@ def test_detignore_keeps_data_caches_and_environments_out_of_checkpoints(tmp_pat
     project = tmp_path / "project"
     junk = [".venv/lib/torch.so", "glue_data/MRPC/train.tsv", "tests/test_x.py"]
     junk += ["__pycache__/data.pyc", "features.pt", "model.safetensors", ".git", "bench/b.py"]
+    junk += ["results/glue/task=RTE_seed=1/result.json", "glue_report/results.md"]
     for name in [*junk, "model_def.py", "const.yaml"]:
         (project / name).parent.mkdir(parents=True, exist_ok=True)
         (project / name).write_text("x")

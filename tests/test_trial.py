@@ -111,6 +111,45 @@ def test_overrides_are_parsed_as_yaml_and_checked():
             trial_config.load_config(const, [bad])
 
 
+def test_exponents_read_as_numbers_as_determined_s_cli_reads_them(tmp_path):
+    """ruamel.yaml (det experiment create) reads 2e-5 as a float; PyYAML alone, as a string."""
+    config = tmp_path / "config.yaml"
+    config.write_text("hyperparameters:\n  learning_rate: 2e-5\n  adam_epsilon: 1E-08\n")
+    overrides = ["hyperparameters.weight_decay=[1e-2, 5e-3]", "data.task=1e5"]
+    loaded = trial_config.load_config(str(config), overrides)
+    assert loaded["hyperparameters"] == {
+        "learning_rate": 2e-5,
+        "adam_epsilon": 1e-8,
+        "weight_decay": [0.01, 0.005],
+    }
+    assert loaded["data"]["task"] == 1e5
+    overrides = ["data.task=MRPC", "data.data_dir=2e-5x", "hyperparameters.seed=12"]
+    loaded = trial_config.load_config(str(config), overrides)
+    assert loaded["data"] == {"task": "MRPC", "data_dir": "2e-5x"}
+    assert loaded["hyperparameters"]["seed"] == 12
+
+
+@pytest.mark.parametrize(
+    ("hparams", "message"),
+    [
+        ({"learning_rate": "2e-5"}, "hyperparameters.learning_rate: '2e-5' is not a number >= 0"),
+        ({"warmup_ratio": -0.1}, "hyperparameters.warmup_ratio: -0.1 is not a number >= 0"),
+        ({"global_batch_size": 8.0}, "hyperparameters.global_batch_size: 8.0 is not an integer"),
+        ({"num_train_epochs": True}, "hyperparameters.num_train_epochs: True is not an integer"),
+        ({"max_seq_length": 0}, "hyperparameters.max_seq_length: 0 is not an integer >= 1"),
+        (
+            {"per_task": {"MRPC": {"num_train_epochs": "5"}}},
+            "hyperparameters.per_task.MRPC.num_train_epochs: '5' is not an integer >= 1",
+        ),
+    ],
+)
+def test_hyperparameters_of_the_wrong_type_name_the_key(local_config, hparams, message):
+    local_config["hyperparameters"].update(hparams)
+    with pytest.raises(constants.ConfigError) as error:
+        trial_config.settings(local_config["hyperparameters"], local_config["data"])
+    assert message in str(error.value)
+
+
 def test_searched_hyperparameter_needs_a_value_locally(local_config):
     local_config["hyperparameters"]["learning_rate"] = {
         "type": "log",

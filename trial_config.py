@@ -8,12 +8,15 @@ through to fail later.
 
 from __future__ import annotations
 
+import logging
 import re
 
 import yaml
 from determined import pytorch
 
 from constants import TASKS, ConfigError
+
+logger = logging.getLogger(__name__)
 
 REQUIRED_HPARAMS = ("global_batch_size", "learning_rate", "num_train_epochs", "model_type")
 OPTIONAL_HPARAMS = {
@@ -183,7 +186,23 @@ def load_config(path: str, overrides: list[str]) -> dict:
                 f"{', '.join(OVERRIDABLE)} and a key the trial reads"
             )
         config.setdefault(section, {})[name] = yaml.load(value, ConfigLoader)
+    warn_shadowed(config, [o.partition("=")[0] for o in overrides])
     return config
+
+
+def warn_shadowed(config: dict, keys: list[str]) -> None:
+    """Say when an override is not what some tasks train with: per_task wins over it."""
+    per_task = config.get("hyperparameters", {}).get("per_task")
+    if not isinstance(per_task, dict):
+        return
+    for key in keys:
+        section, _, name = key.partition(".")
+        tasks = [t for t, values in per_task.items() if isinstance(values, dict) and name in values]
+        if section == "hyperparameters" and tasks:
+            logger.warning(
+                f"{key}: hyperparameters.per_task sets {name} for {', '.join(tasks)}, which "
+                f"train with that value instead; override hyperparameters.per_task to change it"
+            )
 
 
 def local_hparams(config: dict) -> dict:

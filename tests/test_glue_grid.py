@@ -48,6 +48,22 @@ def test_list_overrides_pick_tasks_and_seeds() -> None:
     assert labels == [("MRPC", 7), ("RTE", 7)]
 
 
+def test_an_override_that_per_task_shadows_is_named(caplog) -> None:
+    glue = str(REPO / "glue.yaml")
+    trial_config.load_config(glue, ["hyperparameters.num_train_epochs=1", "data.data_dir=d"])
+    (record,) = caplog.records
+    assert record.levelname == "WARNING" and record.getMessage().startswith(
+        "hyperparameters.num_train_epochs: hyperparameters.per_task sets num_train_epochs for "
+        "MRPC, WNLI, which train with that value instead"
+    )
+    caplog.clear()
+    trial_config.load_config(glue, ["hyperparameters.learning_rate=1e-4"])
+    trial_config.load_config(
+        glue, ["hyperparameters.num_train_epochs=1", "hyperparameters.per_task={}"]
+    )
+    assert caplog.records == []
+
+
 @pytest.mark.parametrize(
     ("hparams", "data", "message"),
     [

@@ -9,9 +9,9 @@ Into the output folder (default glue_report/) go
                            best seed, beside run_glue's published bert-base numbers; the GLUE
                            average as the leaderboard computes it: each task's metrics averaged
                            into its score (MNLI's matched and mismatched accuracy too), then the
-                           mean over the tasks present. A grid over more than task and seed
-                           (learning rates, say) reports per task the setting with the best mean
-                           score, and every setting's score beside it
+                           mean over the tasks present. A task whose trials differ in more than
+                           the seed (a grid over learning rates, say) is reported at the setting
+                           with the best mean score, every setting's score beside it
   results.png              each task's mean score, one dot per seed
   submission/              from each task's best seed, the leaderboard's files (predict.py:
                            MNLI's model also predicts AX) and submission.zip; results.md lists
@@ -68,7 +68,7 @@ RUN_GLUE_BERT_BASE = {
     "WNLI": {"acc": 56.34},
 }
 REFERENCE_LABEL = "bert-base-cased, run_glue README"
-SEED_KEYS = ("task", "seed")  # trials differing only in these are seeds of one setting
+SEED_KEYS = ("task", "seed")  # a task's trials differing only in these are seeds of one setting
 
 
 def task_score(task: str, metrics: dict[str, float]) -> float:
@@ -107,28 +107,29 @@ class TaskResults:
 
 
 def setting_labels(results: list[TrialResult]) -> list[str]:
-    """Each trial's values of the hyperparameters besides task and seed that differ between the
-    trials (a grid over learning rates too: "learning_rate=3e-05"); "" when only those two do."""
+    """Each trial's values of what differs between its task's trials besides the seed (a grid
+    over learning rates too: "learning_rate=3e-05"); "" where only the seed does."""
 
-    def value(hparams: dict, key: str) -> str:
-        v = hparams.get(key)
+    def value(trial: TrialResult, key: str) -> str:
+        v = trial.settings.get(key)
         return v if isinstance(v, str) else json.dumps(v, sort_keys=True)
 
-    keys = dict.fromkeys(key for r in results for key in r.hparams)
-    varying = [
-        key
-        for key in keys
-        if key not in SEED_KEYS and len({value(r.hparams, key) for r in results}) > 1
-    ]
-    return [", ".join(f"{key}={value(r.hparams, key)}" for key in varying) for r in results]
+    labels = {}
+    for task in dict.fromkeys(r.task for r in results):
+        trials = [r for r in results if r.task == task]
+        keys = dict.fromkeys(key for r in trials for key in r.settings if key not in SEED_KEYS)
+        varying = [key for key in keys if len({value(r, key) for r in trials}) > 1]
+        for r in trials:
+            labels[id(r)] = ", ".join(f"{key}={value(r, key)}" for key in varying)
+    return [labels[id(r)] for r in results]
 
 
 def group_by_task(results: list[TrialResult]) -> tuple[list[TaskResults], list[TrialResult]]:
     """The completed trials by task, in GLUE's order; and the trials that do not count.
 
-    Where the grid searched more than task and seed, a task's trials are grouped by setting and
-    the setting with the best mean score over its seeds stands for the task (as BERT's paper
-    picks each task's learning rate on the dev set); the others are in its `others`.
+    Where a task's trials differ in more than the seed, they are grouped by setting and the
+    setting with the best mean score over its seeds stands for the task (as BERT's paper picks
+    each task's learning rate on the dev set); the others are in its `others`.
     """
     labels = setting_labels(results)
     named = [
@@ -200,7 +201,9 @@ def markdown_table(tasks: list[TaskResults], label: str) -> str:
 
 
 def settings_table(tasks: list[TaskResults]) -> str:
-    """Every setting's task score (mean ± std over its seeds), the one reported in bold."""
+    """Every setting's task score (mean ± std over its seeds) for the tasks that tried several,
+    the one reported in bold."""
+    tasks = [t for t in tasks if t.others]
     labels = list(dict.fromkeys(s.setting for t in tasks for s in (t, *t.others)))
     rows = [f"| Task | {' | '.join(labels)} |", "|---|" + "---|" * len(labels)]
     for t in tasks:

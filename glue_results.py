@@ -33,7 +33,9 @@ class TrialResult:
     # the checkpoint's directory; None if the trial saved none.
     checkpoint: Callable[[pathlib.Path], pathlib.Path] | None
     model: str | None = None  # data.model_name_or_path
-    hparams: dict = dataclasses.field(default_factory=dict)  # all of the trial's, task and seed too
+    # What the trial trained with: its hyperparameters (task and seed too) and, for a local
+    # trial, its data section's keys as "data.<key>" (a cluster experiment has one data section).
+    settings: dict = dataclasses.field(default_factory=dict)
 
 
 def trial_name(task: str, seed: int | None) -> str:
@@ -56,7 +58,10 @@ def local_results(folder: str | pathlib.Path) -> list[TrialResult]:
                 metrics=record["validations"][-1],
                 checkpoint=lambda _, checkpoint=checkpoint: checkpoint,
                 model=data.get("model_name_or_path"),
-                hparams=record["identity"]["hyperparameters"],
+                settings={
+                    **record["identity"]["hyperparameters"],
+                    **{f"data.{key}": value for key, value in data.items()},
+                },
             )
         )
     return results
@@ -146,7 +151,7 @@ def trial_result(experiment_id: int, trial: client.Trial, model: str | None) -> 
         metrics=None if last is None else dict(last.metrics),
         checkpoint=None if last is None else checkpoint_at(trial, last.steps_completed),
         model=model,
-        hparams=dict(hparams),
+        settings=dict(hparams),
     )
 
 

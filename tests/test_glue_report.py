@@ -21,9 +21,9 @@ from glue_results import TrialResult
 def trial(
     task: str, seed: int, state: str = glue_results.COMPLETED, lr: float = 2e-5, **metrics
 ) -> TrialResult:
-    hparams = {"task": task, "seed": seed, "learning_rate": lr, "per_task": {"MRPC": {}}}
+    settings = {"task": task, "seed": seed, "learning_rate": lr, "per_task": {"MRPC": {}}}
     return TrialResult(
-        f"{task} seed {seed}", task, seed, state, metrics or None, None, None, hparams
+        f"{task} seed {seed}", task, seed, state, metrics or None, None, None, settings
     )
 
 
@@ -68,8 +68,11 @@ def test_markdown_and_csv_tables() -> None:
     assert float(rows[-1]["mean"]) == pytest.approx(0.78)
 
 
-# A grid over learning rates too: MRPC's best mean is at 2e-5 though its best seed is at 3e-5.
+# A grid over learning rates too: MRPC's best mean is at 2e-5 though its best seed is at 3e-5;
+# CoLA was trained at one learning rate only.
 SWEEP = [
+    trial("CoLA", 1, lr=5e-5, mcc=0.50),
+    trial("CoLA", 2, lr=5e-5, mcc=0.60),
     trial("MRPC", 1, f1=0.90, acc=0.80),
     trial("MRPC", 2, f1=0.88, acc=0.86),
     trial("MRPC", 1, lr=3e-5, f1=0.95, acc=0.85),
@@ -83,30 +86,35 @@ SWEEP = [
 def test_a_grid_over_more_than_seeds_reports_each_task_s_best_setting() -> None:
     tasks, uncounted = glue_report.group_by_task(SWEEP)
     assert [(t.task, t.setting) for t in tasks] == [
+        ("CoLA", ""),
         ("MRPC", "learning_rate=2e-05"),
         ("RTE", "learning_rate=3e-05"),
     ]
-    assert [o.setting for t in tasks for o in t.others] == [
-        "learning_rate=3e-05",
-        "learning_rate=2e-05",
+    assert [[o.setting for o in t.others] for t in tasks] == [
+        [],
+        ["learning_rate=3e-05"],
+        ["learning_rate=2e-05"],
     ]
     assert [r.name for r in uncounted] == ["RTE seed 2 (learning_rate=3e-05)"]
-    assert glue_report.glue_average(tasks) == pytest.approx((0.86 + 0.70) / 2)
+    assert glue_report.glue_average(tasks) == pytest.approx((0.55 + 0.86 + 0.70) / 3)
 
     table = glue_report.markdown_table(tasks, "tiny")
     assert (
         "| MRPC | learning_rate=2e-05 | F1 / acc | 2 | 89.0 ± 1.4 / 83.0 ± 4.2 "
         "| 88.0 / 86.0 (seed 2) | 88.8 / 84.1 |" in table
     )
-    assert "| **GLUE average** (2 of 9 tasks) | | score | | **78.0** |" in table
+    assert "| CoLA |  | MCC | 2 | 55.0 ± 7.1 |" in table
+    assert "| **GLUE average** (3 of 9 tasks) | | score | | **70.3** |" in table
     settings = glue_report.settings_table(tasks)
-    assert "| Task | learning_rate=2e-05 | learning_rate=3e-05 |" in settings
+    assert settings.startswith("| Task | learning_rate=2e-05 | learning_rate=3e-05 |\n")
+    assert "CoLA" not in settings
     assert "| MRPC | **86.0 ± 1.4 (2)** | 85.0 ± 7.1 (2) |" in settings
     assert "| RTE | 60.0 ± 0.0 (1) | **70.0 ± 0.0 (1)** |" in settings
 
     rows = list(csv.DictReader(io.StringIO(glue_report.csv_text(tasks))))
     scores = [(r["task"], r["setting"], r["reported"]) for r in rows if r["metric"] == "score"]
     assert scores == [
+        ("CoLA", "", "1"),
         ("MRPC", "learning_rate=2e-05", "1"),
         ("MRPC", "learning_rate=3e-05", "0"),
         ("RTE", "learning_rate=3e-05", "1"),
@@ -121,6 +129,16 @@ def test_hyperparameters_equal_in_every_trial_are_no_setting() -> None:
     tasks, _ = glue_report.group_by_task(HAND_MADE)  # all at 2e-5, the same per_task
     assert {t.setting for t in tasks} == {""} and not any(t.others for t in tasks)
     assert "Setting" not in glue_report.markdown_table(tasks, "tiny")
+
+
+def test_a_capped_training_set_is_a_setting_of_its_own() -> None:
+    capped, full = trial("SST-2", 1, acc=0.8), trial("SST-2", 1, acc=0.9)
+    capped.settings["data.max_train_samples"] = 1000
+    assert glue_report.setting_labels([capped, full, trial("RTE", 1, acc=0.6)]) == [
+        "data.max_train_samples=1000",
+        "data.max_train_samples=null",
+        "",
+    ]
 
 
 def test_nothing_to_report_names_the_trials() -> None:

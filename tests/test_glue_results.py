@@ -103,7 +103,7 @@ def test_every_trial_with_task_seed_state_and_last_validation(results):
     assert by_name["RTE seed 1"].metrics is None
     assert by_name["STS-B seed 1"].metrics == {"pearson": 0.4, "spearmanr": 0.3, "corr": 0.35}
     assert {r.model for r in by_name.values()} == {"bert-base-uncased"}  # the experiment's
-    assert by_name["MRPC seed 2"].hparams == {"task": "MRPC", "seed": 2, "learning_rate": 2e-5}
+    assert by_name["MRPC seed 2"].settings == {"task": "MRPC", "seed": 2, "learning_rate": 2e-5}
     assert master.unknown == []
     assert len(master.logins()) == 1
 
@@ -232,7 +232,10 @@ def test_local_results_reads_every_finished_trial(tmp_path):
     assert results[0].checkpoint(tmp_path / "unused") == grid / "MRPC-1" / "checkpoint"
     assert results[1].checkpoint(tmp_path / "unused") == pathlib.Path("c")
     assert {r.model for r in results} == {"tiny"}
-    assert [r.hparams for r in results] == [{"task": "MRPC", "seed": 1, "learning_rate": 0.1}, {}]
+    assert [r.settings for r in results] == [
+        {"task": "MRPC", "seed": 1, "learning_rate": 0.1, "data.model_name_or_path": "tiny"},
+        {"data.model_name_or_path": "tiny"},
+    ]
 
 
 def test_glue_report_of_a_cluster_experiment(tmp_path, monkeypatch):

@@ -89,13 +89,17 @@ class TaskResults:
         self.trials = sorted(trials, key=lambda t: (t.seed is None, t.seed or 0))
         self.setting = setting
         self.metrics = LEADERBOARD_METRICS[task]
-        self.others: list[TaskResults] = []  # the task's other settings, when the grid had some
+        self.tried = [self]  # every setting of the task, in the order of their values
 
     def values(self, metric: str) -> list[float]:
         """Each seed's value of a metric, or of the task's score ("score")."""
         if metric == "score":
             return [task_score(self.task, t.metrics) for t in self.trials]
         return [t.metrics[metric] for t in self.trials]
+
+    @property
+    def others(self) -> list[TaskResults]:
+        return [s for s in self.tried if s is not self]
 
     @property
     def best(self) -> TrialResult:
@@ -124,13 +128,27 @@ def setting_labels(results: list[TrialResult]) -> list[str]:
     return [labels[id(r)] for r in results]
 
 
+def settings_order(trial: TrialResult) -> tuple:
+    """Sorts trials by their settings besides task and seed, numbers by value."""
+
+    def order(value) -> tuple:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return (0, value)
+        return (1, json.dumps(value, sort_keys=True))
+
+    return tuple(
+        (key, order(value)) for key, value in sorted(trial.settings.items()) if key not in SEED_KEYS
+    )
+
+
 def group_by_task(results: list[TrialResult]) -> tuple[list[TaskResults], list[TrialResult]]:
     """The completed trials by task, in GLUE's order; and the trials that do not count.
 
     Where a task's trials differ in more than the seed, they are grouped by setting and the
     setting with the best mean score over its seeds stands for the task (as BERT's paper picks
-    each task's learning rate on the dev set); the others are in its `others`.
+    each task's learning rate on the dev set); all of them are in its `tried`.
     """
+    results = sorted(results, key=settings_order)  # a task's settings in the order of their values
     labels = setting_labels(results)
     named = [
         dataclasses.replace(r, name=f"{r.name} ({label})") if label else r
@@ -152,7 +170,7 @@ def group_by_task(results: list[TrialResult]) -> tuple[list[TaskResults], list[T
         ]
         if settings:
             chosen = max(settings, key=lambda t: mean_std(t.values("score"))[0])
-            chosen.others = [t for t in settings if t is not chosen]
+            chosen.tried = settings
             tasks.append(chosen)
     return tasks, uncounted
 
@@ -204,11 +222,11 @@ def settings_table(tasks: list[TaskResults]) -> str:
     """Every setting's task score (mean ± std over its seeds) for the tasks that tried several,
     the one reported in bold."""
     tasks = [t for t in tasks if t.others]
-    labels = list(dict.fromkeys(s.setting for t in tasks for s in (t, *t.others)))
+    labels = list(dict.fromkeys(s.setting for t in tasks for s in t.tried))
     rows = [f"| Task | {' | '.join(labels)} |", "|---|" + "---|" * len(labels)]
     for t in tasks:
         cells = dict.fromkeys(labels, "")
-        for s in (t, *t.others):
+        for s in t.tried:
             mean, std = mean_std(s.values("score"))
             cell = f"{percent(mean)} ± {percent(std)} ({len(s.trials)})"
             cells[s.setting] = f"**{cell}**" if s is t else cell
@@ -225,7 +243,7 @@ def csv_text(tasks: list[TaskResults]) -> str:
         + ["reported"]
     )
     for t in tasks:
-        for s in (t, *t.others):
+        for s in t.tried:
             for metric in (*s.metrics, "score"):
                 values = s.values(metric)
                 mean, std = mean_std(values)

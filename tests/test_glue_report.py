@@ -117,8 +117,8 @@ def test_a_grid_over_more_than_seeds_reports_each_task_s_best_setting() -> None:
         ("CoLA", "", "1"),
         ("MRPC", "learning_rate=2e-05", "1"),
         ("MRPC", "learning_rate=3e-05", "0"),
+        ("RTE", "learning_rate=2e-05", "0"),  # a task's settings in the order of their values
         ("RTE", "learning_rate=3e-05", "1"),
-        ("RTE", "learning_rate=2e-05", "0"),
         ("GLUE average", "", "1"),
     ]
     best = next(r for r in rows if r["setting"] == "learning_rate=3e-05" and r["metric"] == "f1")
@@ -129,6 +129,16 @@ def test_hyperparameters_equal_in_every_trial_are_no_setting() -> None:
     tasks, _ = glue_report.group_by_task(HAND_MADE)  # all at 2e-5, the same per_task
     assert {t.setting for t in tasks} == {""} and not any(t.others for t in tasks)
     assert "Setting" not in glue_report.markdown_table(tasks, "tiny")
+
+
+def test_settings_are_listed_by_value() -> None:
+    sweep = [trial("RTE", 1, lr=lr, acc=0.6) for lr in (1e-4, 2e-5, 5e-5)]
+    (rte,), _ = glue_report.group_by_task(sweep)
+    assert [s.setting for s in rte.tried] == [
+        "learning_rate=2e-05",
+        "learning_rate=5e-05",
+        "learning_rate=0.0001",
+    ]
 
 
 def test_a_capped_training_set_is_a_setting_of_its_own() -> None:

@@ -386,7 +386,8 @@ class BertPyTorch(pytorch.PyTorchTrial):
         torch.manual_seed(self.seed * 2**32 + batch_idx * dist.get_size() + dist.get_rank())
         loss = self._forward(batch).loss
         self.context.backward(self.scaler.scale(loss) if self.scaler else loss)
-        self.context.step_optimizer(self.optimizer, clip_grads=self._clip, scaler=self.scaler)
+        clip = self._clip if self.max_grad_norm > 0 else None  # 0: no clipping, as run_glue
+        self.context.step_optimizer(self.optimizer, clip_grads=clip, scaler=self.scaler)
         self.train_loss.update(loss)  # reported as "loss", averaged over the reporting period
         return {"lr": self.lr_scheduler.get_last_lr()[0]}
 

@@ -24,7 +24,7 @@ OPTIONAL_HPARAMS = {
     "adam_epsilon": 1e-8,
     "weight_decay": 0.0,  # never applied to biases and LayerNorm weights
     "warmup_ratio": 0.0,  # share of all optimizer steps spent warming the LR up linearly
-    "max_grad_norm": 1.0,  # gradient clipping, as run_glue
+    "max_grad_norm": 1.0,  # clip the gradients' norm to this, as run_glue; 0: no clipping
     "pad_to_max_length": False,  # pad every batch to max_seq_length instead of its longest
     "pad_to_multiple_of": 8,  # round a batch's padded length up: few shapes for the kernels
     "group_by_length": "auto",  # batch similar lengths together; auto: unless packing (no padding)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import pathlib
 
 import pytest
@@ -109,6 +110,18 @@ def test_overrides_are_parsed_as_yaml_and_checked():
     for bad in ["hyperparameters.lr=1", "learning_rate=1", "searcher.name=grid", "data.task"]:
         with pytest.raises(ValueError, match="bad override"):
             trial_config.load_config(const, [bad])
+
+
+def test_max_grad_norm_0_turns_clipping_off_as_run_glue_does(local_config, monkeypatch):
+    local_config["hyperparameters"]["max_grad_norm"] = 1e9  # never reached: no clipping either
+    unclipped = local_run.run_local(model_def.BertPyTorch, copy.deepcopy(local_config))
+    local_config["hyperparameters"]["max_grad_norm"] = 0
+
+    def no_clipping(*args, **kwargs):
+        raise AssertionError("clipped with max_grad_norm 0")
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", no_clipping)
+    assert local_run.run_local(model_def.BertPyTorch, local_config) == unclipped
 
 
 def test_exponents_read_as_numbers_as_determined_s_cli_reads_them(tmp_path):

@@ -113,6 +113,8 @@ def check_numbers(section: str, values: dict) -> None:
             raise ConfigError(f"{section}.{key}: {value!r} is not an integer >= 1")
         if key in NUMBER_HPARAMS and (wrong or value < 0):
             raise ConfigError(f"{section}.{key}: {value!r} is not a number >= 0")
+        if key == "warmup_ratio" and value > 1:
+            raise ConfigError(f"{section}.{key}: {value!r} is a share of the steps, 0 to 1")
 
 
 def task_hyperparameters(per_task: dict, task: str) -> dict:

@@ -110,13 +110,17 @@ class TaskResults:
         return task_score(self.task, best) if metric == "score" else best[metric]
 
 
+def shown(value) -> str:
+    """A setting's value as its label shows it: strings as they are, the rest as JSON."""
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+
+
 def setting_labels(results: list[TrialResult]) -> list[str]:
     """Each trial's values of what differs between its task's trials besides the seed (a grid
     over learning rates too: "learning_rate=3e-05"); "" where only the seed does."""
 
     def value(trial: TrialResult, key: str) -> str:
-        v = trial.settings.get(key)
-        return v if isinstance(v, str) else json.dumps(v, sort_keys=True)
+        return shown(trial.settings.get(key))
 
     labels = {}
     for task in dict.fromkeys(r.task for r in results):
@@ -134,7 +138,7 @@ def settings_order(trial: TrialResult) -> tuple:
     def order(value) -> tuple:
         if isinstance(value, int | float) and not isinstance(value, bool):
             return (0, value)
-        return (1, json.dumps(value, sort_keys=True))
+        return (1, shown(value))
 
     return tuple(
         (key, order(value)) for key, value in sorted(trial.settings.items()) if key not in SEED_KEYS

@@ -40,7 +40,6 @@ import trial_config
 
 logger = logging.getLogger(__name__)
 
-REPORTING_PERIOD = pytorch.Batch(20)  # training loss averaged over, and logged, this often
 # What a local run reports as one line: errors in the config, the data or the download.
 USER_ERRORS = (
     constants.ConfigError,
@@ -147,11 +146,8 @@ def run_local(
         with checkpointing.loadable_rng_state(), resumed, here:
             pytorch.Trainer(trial, context).fit(
                 max_length=trial.max_length,
-                validation_period=pytorch.Epoch(1),
-                checkpoint_period=pytorch.Epoch(1),
-                checkpoint_policy="none",
-                reporting_period=REPORTING_PERIOD,
                 latest_checkpoint=str(checkpoint) if checkpoint else None,
+                **trial_config.fit_options(config, context.get_global_batch_size(), local=True),
             )
     return [metrics for _, metrics in recorder.validations]
 

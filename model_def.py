@@ -405,12 +405,12 @@ class BertPyTorch(pytorch.PyTorchTrial):
 def run_on_cluster(info: det.ClusterInfo) -> None:
     with pytorch.init(hparams=info.trial.hparams) as context:
         trial = BertPyTorch(context)
+        periods = trial_config.fit_options(
+            context.get_experiment_config(), context.get_global_batch_size(), local=False
+        )
         with checkpointing.loadable_rng_state():
             pytorch.Trainer(trial, context).fit(
-                max_length=trial.max_length,
-                validation_period=pytorch.Epoch(1),
-                checkpoint_period=pytorch.Epoch(1),
-                latest_checkpoint=info.latest_checkpoint,
+                max_length=trial.max_length, latest_checkpoint=info.latest_checkpoint, **periods
             )
 
 

@@ -1,14 +1,19 @@
 """Ends a trial on a cluster once the searcher has stopped it (adaptive ASHA's early stopping).
 
-Determined 0.38.1's master only marks such a trial STOPPING_COMPLETED: it sends the allocation
-no signal (master/internal/trial.go: PatchSearcherState, transition), so should_preempt() stays
-false and the trial would train its full length. Here the chief asks the master for the trial's
-state every POLL_INTERVAL_S seconds, from a background thread; at the end of each training
-workload (a reporting, validation or checkpoint boundary, the only points where Determined's
-Trainer acts on a stop) every rank takes the chief's answer and, if it says stop, requests the
-stop. The Trainer then checkpoints and returns from fit(): the process exits cleanly.
+Determined 0.38.1's master decides while it handles a validation report, and then only marks the
+trial STOPPING_COMPLETED: it sends the allocation no signal (master/internal/trial.go:
+PatchSearcherState, transition), so should_preempt() stays false and the trial would train its
+full length. Here, after each validation has been reported (and the checkpoint the policy takes
+after it), the chief asks the master for the trial's state, and every rank takes its answer at
+the same point: a trial stopped at its rung trains no further batch. It exits without the
+checkpoint Determined writes on a stop, since a stopped trial is never resumed; a validation
+that was the best has its checkpoint already. A background thread also asks every
+POLL_INTERVAL_S seconds, in case the answer after a validation was lost; its answer is taken at
+the next boundary (reporting, validation or checkpoint).
 
-Off the cluster (local runs) it does nothing.
+The point where every rank takes the answer is PreemptContext.should_preempt(), which the
+Trainer calls on all ranks after each boundary; SearcherStop wraps it. This goes once the master
+signals a searcher's stop as a preemption (0.38.1 does not). Off the cluster it does nothing.
 """
 
 from __future__ import annotations
@@ -19,12 +24,11 @@ from collections.abc import Callable
 
 import determined as det
 from determined import pytorch
-from determined.common import api
 from determined.common.api import authentication, bindings, certs
 
 logger = logging.getLogger(__name__)
 
-POLL_INTERVAL_S = 10.0  # how often the chief asks the master; one small GET each time
+POLL_INTERVAL_S = 10.0  # how often the thread asks the master; one small GET each time
 REQUEST_TIMEOUT_S = 5  # a master slower than this counts as unreachable until the next poll
 # The states in which the master wants the trial to finish without telling it so. The others
 # come with a signal: STOPPING_CANCELED and PAUSED terminate the allocation (the Trainer sees a
@@ -33,13 +37,6 @@ STOP_STATES = frozenset(
     state.value
     for state in (bindings.trialv1State.STOPPING_COMPLETED, bindings.trialv1State.COMPLETED)
 )
-# What a failed poll raises: the master unreachable or slow, an error status, a garbled answer.
-POLL_ERRORS = (
-    api.errors.BadRequestException,
-    api.errors.BadResponseException,
-    KeyError,
-    ValueError,
-)
 
 
 def should_stop(state: str) -> bool:
@@ -47,34 +44,47 @@ def should_stop(state: str) -> bool:
     return state in STOP_STATES
 
 
-class TrialStatePoller(threading.Thread):
-    """Asks for the trial's state every interval_s seconds until it says stop, or close()."""
+class StateReader:
+    """Asks the master for the trial's state; a failure of any kind is logged once per outage
+    and read as "no stop" (the next question is the retry)."""
 
-    def __init__(self, fetch_state: Callable[[], str], interval_s: float = POLL_INTERVAL_S) -> None:
-        super().__init__(name="searcher-stop-poller", daemon=True)
+    def __init__(self, fetch_state: Callable[[], str]) -> None:
         self.fetch_state = fetch_state
-        self.interval_s = interval_s
         self.stop_seen = threading.Event()
+        self._lock = threading.Lock()  # the poller and the chief's question may overlap
+        self._failing = False
+
+    def ask(self) -> bool:
+        with self._lock:
+            try:
+                state = self.fetch_state()
+            except Exception as e:  # any failure: an unreadable answer must not end training
+                if not self._failing:
+                    logger.warning(f"cannot read the trial's state from the master ({e}); retrying")
+                self._failing = True
+                return self.stop_seen.is_set()
+            if self._failing:
+                logger.info("the master answers again")
+            self._failing = False
+            if should_stop(state) and not self.stop_seen.is_set():
+                logger.info(f"the master has the trial {state}: stopping")
+                self.stop_seen.set()
+            return self.stop_seen.is_set()
+
+
+class TrialStatePoller(threading.Thread):
+    """Asks every interval_s seconds (the first time after one interval) until stop or close()."""
+
+    def __init__(self, reader: StateReader, interval_s: float = POLL_INTERVAL_S) -> None:
+        super().__init__(name="searcher-stop-poller", daemon=True)
+        self.reader = reader
+        self.interval_s = interval_s
         self._closing = threading.Event()
 
     def run(self) -> None:
-        failing = False
-        while not self._closing.is_set():
-            try:
-                state = self.fetch_state()
-            except POLL_ERRORS as e:
-                if not failing:  # once per outage, not every interval
-                    logger.warning(f"cannot read the trial's state from the master ({e}); retrying")
-                failing = True
-            else:
-                if failing:
-                    logger.info("the master answers again")
-                failing = False
-                if should_stop(state):
-                    logger.info(f"the master has the trial {state}: stopping, with a checkpoint")
-                    self.stop_seen.set()
-                    return
-            self._closing.wait(self.interval_s)
+        while not self._closing.wait(self.interval_s):
+            if self.reader.ask():
+                return
 
     def close(self) -> None:
         self._closing.set()
@@ -83,7 +93,7 @@ class TrialStatePoller(threading.Thread):
 def trial_state_fetcher(info: det.ClusterInfo) -> Callable[[], str]:
     """A function that returns the trial's state, asked of the master with the task's session."""
     session = authentication.login_from_task(info.master_url, certs.default_load(info.master_url))
-    session = session.with_retry(0)  # no backoff in the thread: the next poll is the retry
+    session = session.with_retry(0)  # no backoff: the next question is the retry
     path = f"api/v1/trials/{info.trial.trial_id}"
 
     def fetch() -> str:
@@ -93,7 +103,7 @@ def trial_state_fetcher(info: det.ClusterInfo) -> Callable[[], str]:
 
 
 class SearcherStop(pytorch.PyTorchCallback):
-    """Requests the trial's stop on every rank at the same boundary, once the master has it
+    """Ends the trial on every rank at the same boundary once the master has it
     STOPPING_COMPLETED (see the module docstring)."""
 
     def __init__(
@@ -101,25 +111,37 @@ class SearcherStop(pytorch.PyTorchCallback):
     ) -> None:
         self.context = context
         self.interval_s = interval_s
-        self.on_cluster = False
+        self.reader: StateReader | None = None  # the chief's
         self.poller: TrialStatePoller | None = None
+        self.validated = False
 
     def on_trial_startup(self, first_batch_idx: int, checkpoint_uuid: str | None) -> None:
         info = det.get_cluster_info()
-        self.on_cluster = info is not None and info.task_type == "TRIAL"  # alike on every rank
-        if self.on_cluster and self.context.distributed.get_rank() == 0:
-            self.poller = TrialStatePoller(trial_state_fetcher(info), self.interval_s)
-            self.poller.start()
-
-    def on_training_workload_end(self, avg_metrics: dict, batch_metrics: dict) -> None:
-        if not self.on_cluster:
+        if info is None or info.task_type != "TRIAL":  # alike on every rank
             return
-        stop = self.poller is not None and self.poller.stop_seen.is_set()
+        if self.context.distributed.get_rank() == 0:
+            self.reader = StateReader(trial_state_fetcher(info))
+            self.poller = TrialStatePoller(self.reader, self.interval_s)
+            self.poller.start()
+        preempt = self.context._core.preempt
+        should_preempt = preempt.should_preempt
+        preempt.should_preempt = lambda: should_preempt() or self._stop_now()
+
+    def on_validation_end(self, metrics: dict) -> None:
+        self.validated = True  # reported to the master right after this, before the boundary ends
+
+    def _stop_now(self) -> bool:
+        """At the end of a boundary, on every rank: exit now if the master stopped the trial."""
+        stop = False
+        if self.reader is not None:
+            stop = self.reader.ask() if self.validated else self.reader.stop_seen.is_set()
+        self.validated = False
         if self.context.distributed.get_size() > 1:
-            # Every rank reaches this point at the same batch; the chief's answer is the one.
-            stop = self.context.distributed.broadcast(stop)
-        if stop and not self.context.get_stop_requested():
-            self.context.set_stop_requested(True)
+            stop = self.context.distributed.broadcast(stop)  # the chief's answer is the one
+        if stop:
+            logger.info("the searcher stopped the trial: exiting without training further")
+            raise pytorch._ShouldExit(skip_exit_checkpoint=True)
+        return False
 
     def on_trial_shutdown(self) -> None:
         if self.poller is not None:

@@ -163,6 +163,54 @@ def train_length(hparams: dict, searcher: dict) -> pytorch.Epoch:
     return pytorch.Epoch(epochs)
 
 
+LENGTH_UNITS = ("batches", "records", "epochs")  # of min_validation_period, min_checkpoint_period
+LOCAL_REPORTING_BATCHES = 20  # scheduling_unit when a local config sets none (a cluster's: 100)
+
+
+def fit_options(config: dict, global_batch_size: int, local: bool) -> dict:
+    """Trainer.fit's periods and checkpoint policy from the experiment config's
+    min_validation_period, min_checkpoint_period, checkpoint_policy, scheduling_unit and
+    perform_initial_validation. In script mode Determined 0.38.1's Trainer reads none of them
+    (only its legacy harness did), so the trial passes them on.
+
+    Unset periods (or Determined's default of 0 batches) validate and checkpoint every epoch.
+    Locally there is no experiment to compare a validation with, so checkpoint_policy "best"
+    (Determined's default) becomes "none": checkpoints come every min_checkpoint_period.
+    """
+    policy = config.get("checkpoint_policy") or "best"
+    if policy not in ("best", "all", "none"):
+        raise ConfigError(f"checkpoint_policy: {policy!r} is not one of best, all, none")
+    reporting = config.get("scheduling_unit")
+    if reporting is None:
+        reporting = LOCAL_REPORTING_BATCHES if local else 100  # the master's default
+    return {
+        "validation_period": _period(config, "min_validation_period", global_batch_size),
+        "checkpoint_period": _period(config, "min_checkpoint_period", global_batch_size),
+        "checkpoint_policy": "none" if local and policy == "best" else policy,
+        "reporting_period": pytorch.Batch(_count("scheduling_unit", reporting)),
+        "step_zero_validation": bool(config.get("perform_initial_validation")),
+    }
+
+
+def _period(config: dict, key: str, global_batch_size: int) -> pytorch.TrainUnit:
+    length = config.get(key) or {}
+    if not isinstance(length, dict) or len(length) > 1 or not set(length) <= set(LENGTH_UNITS):
+        raise ConfigError(f"{key}: expected one of {', '.join(LENGTH_UNITS)} with a count")
+    unit, count = next(iter(length.items()), ("epochs", 0))
+    count = _count(f"{key}.{unit}", count, minimum=0)
+    if count == 0:
+        return pytorch.Epoch(1)
+    if unit == "epochs":
+        return pytorch.Epoch(count)
+    return pytorch.Batch(count if unit == "batches" else max(count // global_batch_size, 1))
+
+
+def _count(key: str, value, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{key}: expected a whole number >= {minimum}, got {value!r}")
+    return value
+
+
 class ConfigLoader(yaml.SafeLoader):
     """PyYAML's safe loader, reading 3e-5 as a number as YAML 1.2 does (and so Determined's
     CLI, whose ruamel.yaml reads the config a cluster trains on); YAML 1.1 wants 3.0e-5."""

@@ -165,51 +165,71 @@ def test_restarted_trial_resumes_from_its_latest_checkpoint(full_run, tmp_path):
     assert [c["metadata"]["steps_completed"] for c in master.checkpoints()] == [12]
 
 
-@pytest.mark.parametrize(
-    ("command", "slots"), [(SINGLE, 1), (DISTRIBUTED, 2)], ids=["1-process", "2-processes"]
-)
-def test_searcher_stop_ends_the_trial_with_a_checkpoint(
-    command, slots, tiny_model_dir, glue_dir, tmp_path
-):
-    """The master flips the trial to STOPPING_COMPLETED after its first validation (as ASHA
-    does at a rung). The trial ends at a boundary soon after, all ranks at once, with a
-    checkpoint, and exits 0 long before its 200 epochs. In one process the master is also
-    unavailable for the first state poll: the harness reads the trial once as it starts (its
-    last validation), so the chief's first poll is the second read. (With 2 processes every
-    rank makes that read, in no fixed order with the poll.)"""
-    epochs = 200
-    config = expanded_config(tiny_model_dir, glue_dir, tmp_path / "storage", epochs)
+def test_the_experiment_configs_periods_are_honoured(tiny_model_dir, glue_dir, tmp_path):
+    """min_validation_period, min_checkpoint_period, checkpoint_policy and scheduling_unit, as
+    the master hands them over, decide when the trial validates, checkpoints and reports."""
+    config = expanded_config(tiny_model_dir, glue_dir, tmp_path / "storage", epochs=2)
+    config.update(
+        min_validation_period={"batches": 4},
+        min_checkpoint_period={"records": 40},  # 5 batches of 8
+        checkpoint_policy="none",
+        scheduling_unit=3,
+    )
+    master = FakeMaster(smaller_is_better=False, metric=SEARCHER_METRIC)
+    with master.serving() as url:
+        run = run_trial(master, url, tmp_path / "container", config)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert [m["stepsCompleted"] for m in master.metrics("validation")] == [4, 8, 12]
+    assert [c["metadata"]["steps_completed"] for c in master.checkpoints()] == [5, 10, 12]
+    # A training report at every boundary: each 3 batches, each validation and checkpoint.
+    training = [m["stepsCompleted"] for m in master.metrics("training")]
+    assert training == [3, 4, 5, 6, 8, 9, 10, 12]
+
+
+def stopped_trial(tmp_path, config, command=SINGLE, slots=1, **master_settings):
+    """A 200-epoch trial whose master stops it at its first validation (as ASHA at a rung)."""
     config["resources"]["slots_per_trial"] = slots
     config["entrypoint"] = " ".join(command)
-    outage = slots == 1
     master = FakeMaster(
-        smaller_is_better=False,
-        metric=SEARCHER_METRIC,
-        stop_after_validations=1,
-        failing_trial_gets=frozenset({2} if outage else ()),
+        smaller_is_better=False, metric=SEARCHER_METRIC, stop_after_validations=1, **master_settings
     )
     with master.serving() as url:
         run = run_trial(master, url, tmp_path / "container", config, command, slots)
     output = run.stdout + run.stderr
     assert run.returncode == 0, "\n".join(line for line in output.splitlines() if "Error" in line)
     assert master.unknown == []
-    answered, last = master.stop_answered_at, master.last_reported_batch()
-    assert answered is not None and last < epochs * BATCHES_PER_EPOCH
-    # Boundaries come every epoch here (validation, checkpoint). The chief's poll may land just
-    # after one boundary's check but before its report reaches the master: at most 2 epochs.
-    assert answered < last <= answered + 2 * BATCHES_PER_EPOCH
-    final = master.checkpoints()[-1]
-    assert final["metadata"]["steps_completed"] == last
-    assert (tmp_path / "storage" / final["uuid"] / "state_dict.pth").is_file()
+    return master, output
+
+
+@pytest.mark.parametrize(
+    ("command", "slots"), [(SINGLE, 1), (DISTRIBUTED, 2)], ids=["1-process", "2-processes"]
+)
+@pytest.mark.parametrize("policy", ["best", "none"])
+def test_a_searcher_stop_ends_the_trial_at_its_rung(
+    command, slots, policy, tiny_model_dir, glue_dir, tmp_path
+):
+    """The chief asks right after the validation: no batch is trained after it, every rank
+    exits there, and no checkpoint is written but the one the policy takes (the first
+    validation is the best so far)."""
+    config = expanded_config(tiny_model_dir, glue_dir, tmp_path / "storage", epochs=200)
+    config["checkpoint_policy"] = policy
+    master, output = stopped_trial(tmp_path, config, command, slots)
+    assert master.stop_answered_at == BATCHES_PER_EPOCH
+    assert master.last_reported_batch() == BATCHES_PER_EPOCH  # the validation's batch
+    checkpoints = [c["metadata"]["steps_completed"] for c in master.checkpoints()]
+    assert checkpoints == ([BATCHES_PER_EPOCH] if policy == "best" else [])
     assert output.count("the master has the trial STATE_STOPPING_COMPLETED: stopping") == 1
-    assert output.count("A trial stoppage has requested") == slots  # each rank, the same batch
-    polls = master.trial_gets()[slots:]  # after the harness's reads
-    states = [r.answer["trial"]["state"] for r in polls if r.status == 200]
-    # Running (if the first validation comes after the next poll), then stopping: the poller ends.
-    assert (
-        states[-1] == "STATE_STOPPING_COMPLETED" and "STATE_STOPPING_COMPLETED" not in states[:-1]
-    )
-    if outage:
-        assert polls[0].status == 503
-        assert output.count("cannot read the trial's state from the master") == 1
-        assert "the master answers again" in output
+    assert output.count("the searcher stopped the trial: exiting") == slots  # the same boundary
+
+
+def test_a_lost_answer_is_caught_at_the_next_validation(tiny_model_dir, glue_dir, tmp_path):
+    """The master is unavailable when the chief asks after the first validation (its second
+    GetTrial: the harness reads the trial once as it starts). The chief asks again after the
+    next validation, an epoch later here, before the poller's first question (after 10 s)."""
+    config = expanded_config(tiny_model_dir, glue_dir, tmp_path / "storage", epochs=200)
+    master, output = stopped_trial(tmp_path, config, failing_trial_gets=frozenset({2}))
+    assert master.trial_gets()[1].status == 503
+    assert master.stop_answered_at == master.last_reported_batch() == 2 * BATCHES_PER_EPOCH
+    assert output.count("cannot read the trial's state from the master") == 1
+    assert "the master answers again" in output
+    assert output.count("the searcher stopped the trial: exiting") == 1

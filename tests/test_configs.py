@@ -11,6 +11,7 @@ import pathlib
 import pytest
 import yaml
 from conftest import REPO
+from determined import pytorch
 
 import custom_task
 import local_run
@@ -109,3 +110,61 @@ def test_adaptive_trial_uses_every_searched_hyperparameter(local_config, monkeyp
     assert sizes == (16,) * 12 and set(decays) == {0.05}
     peak = chosen["learning_rate"]
     assert lrs == pytest.approx([0.0, peak / 2] + [peak * k / 10 for k in range(10, 0, -1)])
+
+
+def test_fit_options_read_the_experiment_configs_periods():
+    options = trial_config.fit_options(
+        {
+            "min_validation_period": {"batches": 2000},
+            "min_checkpoint_period": {"records": 100},
+            "checkpoint_policy": "all",
+            "scheduling_unit": 50,
+            "perform_initial_validation": True,
+        },
+        global_batch_size=32,
+        local=False,
+    )
+    assert shown(options) == {
+        "validation_period": ("Batch", 2000),
+        "checkpoint_period": ("Batch", 3),  # 100 records of 32: Determined rounds down
+        "checkpoint_policy": "all",
+        "reporting_period": ("Batch", 50),
+        "step_zero_validation": True,
+    }
+    epochs = trial_config.fit_options({"min_validation_period": {"epochs": 2}}, 32, local=False)
+    assert shown(epochs)["validation_period"] == ("Epoch", 2)
+
+
+def shown(options: dict) -> dict:
+    """Trainer.fit's options with each TrainUnit (which has no ==) as (unit, count)."""
+    return {
+        key: (type(value).__name__, value.value) if isinstance(value, pytorch.TrainUnit) else value
+        for key, value in options.items()
+    }
+
+
+@pytest.mark.parametrize("local", [False, True])
+def test_fit_options_unset_validate_and_checkpoint_every_epoch(local):
+    # Determined's defaults as the master fills them in ({batches: 0}: never), and none at all.
+    for config in ({}, {"min_validation_period": {"batches": 0}, "checkpoint_policy": "best"}):
+        options = shown(trial_config.fit_options(config, global_batch_size=32, local=local))
+        assert options["validation_period"] == options["checkpoint_period"] == ("Epoch", 1)
+        # Locally no experiment holds a best validation: checkpoints come by period alone.
+        assert options["checkpoint_policy"] == ("none" if local else "best")
+        assert options["reporting_period"] == ("Batch", 20 if local else 100)
+        assert options["step_zero_validation"] is False
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"min_validation_period": {"steps": 5}}, "min_validation_period: expected one of"),
+        ({"min_checkpoint_period": {"batches": 5, "epochs": 1}}, "min_checkpoint_period: expe"),
+        ({"min_validation_period": {"batches": "5"}}, r"min_validation_period.batches: expected"),
+        ({"scheduling_unit": 0}, r"scheduling_unit: expected a whole number >= 1, got 0"),
+        ({"checkpoint_policy": "latest"}, r"checkpoint_policy: 'latest' is not one of"),
+    ],
+)
+def test_fit_options_name_a_bad_key(config, message):
+    with pytest.raises(trial_config.ConfigError, match=message):
+        trial_config.fit_options(config, global_batch_size=32, local=True)

@@ -158,3 +158,19 @@ def test_timer_sums_its_intervals(monkeypatch):
 def test_durations_read_as_minutes_or_hours():
     assert progress.format_duration(59.6) == "1m00s"
     assert progress.format_duration(3725) == "1h02m05s"
+
+
+def test_a_local_run_honours_the_configs_periods(local_config, tmp_path):
+    local_config.update(
+        min_validation_period={"batches": 4},
+        min_checkpoint_period={"batches": 5},
+        checkpoint_policy="all",  # and a checkpoint after each validation
+        scheduling_unit=3,
+    )
+    recorder = progress.RunRecorder(io.StringIO(), interactive=False)
+    local_run.run_local(model_def.BertPyTorch, local_config, recorder=recorder)
+    assert [batches for batches, _ in recorder.validations] == [4, 8, 12]
+    assert [batches for batches, _ in recorder.losses] == [3, 4, 5, 6, 8, 9, 10, 12]
+    folders = (tmp_path / "xdg-data" / "determined").glob("*/metadata.json")
+    steps = sorted(json.loads(p.read_text())["steps_completed"] for p in folders)
+    assert steps == [4, 5, 8, 10, 12]

@@ -1,4 +1,4 @@
-"""searcher_stop's decisions: which states stop a trial, the poller, the callback on each rank.
+"""searcher_stop's decisions: which states stop a trial, the reader and poller, each rank's exit.
 
 (tests/test_cluster.py runs it in real cluster trials against the stand-in master.)
 """
@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import logging
 import socket
+import types
 
 import determined as det
 import pytest
+import requests
+from determined import pytorch
 from determined.common import api
 from determined.common.api import bindings
 from fake_master import TOKEN, FakeMaster
@@ -25,10 +28,8 @@ def test_only_the_states_the_master_does_not_signal_stop_the_trial():
     assert not searcher_stop.should_stop("STATE_SOMETHING_NEW")
 
 
-def poller_of(
-    answers: list, interval_s: float = 0.0
-) -> tuple[searcher_stop.TrialStatePoller, list]:
-    """A poller whose master answers (or raises) each of `answers` in turn, then RUNNING."""
+def reader_of(answers: list) -> tuple[searcher_stop.StateReader, list]:
+    """A reader whose master answers (or raises) each of `answers` in turn, then RUNNING."""
     asked = []
 
     def fetch() -> str:
@@ -38,35 +39,52 @@ def poller_of(
             raise answer
         return answer
 
-    return searcher_stop.TrialStatePoller(fetch, interval_s), asked
+    return searcher_stop.StateReader(fetch), asked
 
 
-def test_poller_outlasts_an_unreachable_master_and_stops_when_told(caplog):
+def test_reader_outlasts_any_failure_and_stops_when_told(caplog):
     down = api.errors.MasterNotFoundException("connection refused")
-    answers = [down, down, ValueError("not JSON"), "STATE_RUNNING", "STATE_STOPPING_COMPLETED"]
-    poller, asked = poller_of(answers)
+    tls = requests.exceptions.SSLError("certificate verify failed")
+    answers = [down, tls, ValueError("not JSON"), "STATE_RUNNING", "STATE_STOPPING_COMPLETED"]
+    reader, asked = reader_of(answers)
     with caplog.at_level(logging.INFO, logger="searcher_stop"):
-        poller.start()
-        poller.join(timeout=30)
-    assert not poller.is_alive() and poller.stop_seen.is_set()
-    assert len(asked) == 5  # it asked no more after the stop
+        assert [reader.ask() for _ in answers] == [False] * 4 + [True]
+    assert reader.stop_seen.is_set() and reader.ask()  # a stop, once seen, stays
     messages = [r.getMessage() for r in caplog.records]
     assert sum("cannot read the trial's state" in m for m in messages) == 1  # once an outage
     assert messages[-2:] == [
         "the master answers again",
-        "the master has the trial STATE_STOPPING_COMPLETED: stopping, with a checkpoint",
+        "the master has the trial STATE_STOPPING_COMPLETED: stopping",
     ]
+
+
+def test_poller_asks_after_each_interval_and_ends_at_a_stop():
+    reader, asked = reader_of(["STATE_RUNNING", RuntimeError("any"), "STATE_STOPPING_COMPLETED"])
+    poller = searcher_stop.TrialStatePoller(reader, interval_s=0.001)
+    poller.start()
+    poller.join(timeout=30)
+    assert not poller.is_alive() and reader.stop_seen.is_set() and len(asked) == 3
 
 
 @pytest.mark.parametrize("state", ["STATE_ACTIVE", "STATE_PAUSED", "STATE_STOPPING_CANCELED"])
 def test_poller_keeps_training_through_other_states_until_closed(state):
-    poller, asked = poller_of([state] * 3, interval_s=0.001)
+    reader, asked = reader_of([state] * 3)
+    poller = searcher_stop.TrialStatePoller(reader, interval_s=0.001)
     poller.start()
     while len(asked) < 5:  # past the given answers
-        poller.stop_seen.wait(0.01)
+        reader.stop_seen.wait(0.01)
     poller.close()
     poller.join(timeout=30)
-    assert not poller.is_alive() and not poller.stop_seen.is_set()
+    assert not poller.is_alive() and not reader.stop_seen.is_set()
+
+
+def test_poller_waits_an_interval_before_its_first_question():
+    reader, asked = reader_of([])
+    poller = searcher_stop.TrialStatePoller(reader, interval_s=60)
+    poller.start()
+    poller.close()
+    poller.join(timeout=30)
+    assert asked == []
 
 
 class FakeDistributed:
@@ -86,16 +104,18 @@ class FakeDistributed:
         return value if self.rank == 0 else self.chief_says
 
 
+class FakePreempt:
+    def __init__(self) -> None:
+        self.preempted = False
+
+    def should_preempt(self) -> bool:
+        return self.preempted
+
+
 class FakeContext:
     def __init__(self, distributed: FakeDistributed) -> None:
         self.distributed = distributed
-        self.stop_requested = False
-
-    def get_stop_requested(self) -> bool:
-        return self.stop_requested
-
-    def set_stop_requested(self, stop: bool) -> None:
-        self.stop_requested = stop
+        self._core = types.SimpleNamespace(preempt=FakePreempt())
 
 
 @pytest.fixture
@@ -104,30 +124,65 @@ def on_cluster(monkeypatch) -> list[str]:
     info = det.ClusterInfo("http://127.0.0.1:1", "c", "a", [0, 1], "1.1", "1.1.1", TOKEN, "TRIAL")
     monkeypatch.setattr(det, "get_cluster_info", lambda: info)
     answers = ["STATE_RUNNING"]
-    monkeypatch.setattr(searcher_stop, "trial_state_fetcher", lambda _: lambda: answers[-1])
+
+    def fetcher(_):
+        def fetch() -> str:
+            answers.append(answers[-1])  # one more entry per question
+            return answers[-1]
+
+        return fetch
+
+    monkeypatch.setattr(searcher_stop, "trial_state_fetcher", fetcher)
     return answers
 
 
 def callback_on(rank: int, chief_says: bool | None = None) -> searcher_stop.SearcherStop:
-    callback = searcher_stop.SearcherStop(FakeContext(FakeDistributed(rank, chief_says)), 0.001)
+    callback = searcher_stop.SearcherStop(FakeContext(FakeDistributed(rank, chief_says)), 3600)
     callback.on_trial_startup(0, None)
     return callback
 
 
-def test_chief_stops_every_rank_at_the_same_boundary(on_cluster):
+def boundary_end(callback: searcher_stop.SearcherStop) -> bool:
+    """What the Trainer does on every rank after each boundary."""
+    return callback.context._core.preempt.should_preempt()
+
+
+def test_the_chief_asks_after_a_validation_and_every_rank_exits_there(on_cluster):
     chief, worker = callback_on(0), callback_on(1, chief_says=False)
     assert chief.poller is not None and worker.poller is None  # only the chief asks the master
     for callback in (chief, worker):
-        callback.on_training_workload_end({}, {})
-        assert not callback.context.get_stop_requested()
-    on_cluster.append("STATE_STOPPING_COMPLETED")
-    chief.poller.join(timeout=30)
+        assert boundary_end(callback) is False  # no validation yet: nothing asked
+    assert len(on_cluster) == 1
+    for callback in (chief, worker):
+        callback.on_validation_end({})
+        assert boundary_end(callback) is False  # asked once, still running
+    assert len(on_cluster) == 2
+    on_cluster[-1] = "STATE_STOPPING_COMPLETED"  # the master decided on the next validation
     worker.context.distributed.chief_says = True
     for callback in (chief, worker):
-        callback.on_training_workload_end({}, {})
-        assert callback.context.get_stop_requested()
-    assert chief.context.distributed.broadcasts == [False, True]  # once a boundary, each rank
-    assert worker.context.distributed.broadcasts == [False, False]  # its own value is ignored
+        callback.on_validation_end({})
+        with pytest.raises(pytorch._ShouldExit) as exit_:
+            boundary_end(callback)
+        assert exit_.value.skip_exit_checkpoint  # a stopped trial is never resumed
+    assert chief.context.distributed.broadcasts == [False, False, True]  # each boundary
+    assert worker.context.distributed.broadcasts == [False, False, False]  # its own is ignored
+    chief.on_trial_shutdown()
+
+
+def test_the_pollers_stop_is_taken_at_the_next_boundary(on_cluster):
+    chief = callback_on(0)
+    chief.reader.stop_seen.set()  # as the poller sets it between boundaries
+    with pytest.raises(pytorch._ShouldExit):
+        boundary_end(chief)
+    assert len(on_cluster) == 1  # no question of its own: not after a validation
+    chief.on_trial_shutdown()
+
+
+def test_a_preemption_is_left_to_the_trainer(on_cluster):
+    chief = callback_on(0)
+    chief.context._core.preempt.preempted = True
+    chief.on_validation_end({})
+    assert boundary_end(chief) is True  # the Trainer checkpoints and exits, to be resumed
     chief.on_trial_shutdown()
 
 
@@ -135,15 +190,15 @@ def test_shutdown_ends_the_poller(on_cluster):
     chief = callback_on(0)
     chief.on_trial_shutdown()
     chief.poller.join(timeout=30)
-    assert not chief.poller.is_alive() and not chief.poller.stop_seen.is_set()
+    assert not chief.poller.is_alive() and not chief.reader.stop_seen.is_set()
 
 
 def test_local_runs_neither_ask_nor_broadcast(monkeypatch):
     monkeypatch.setattr(det, "get_cluster_info", lambda: None)
     callback = callback_on(0)
-    callback.on_training_workload_end({}, {})
+    callback.on_validation_end({})
+    assert boundary_end(callback) is False
     assert callback.poller is None and callback.context.distributed.broadcasts == []
-    assert not callback.context.get_stop_requested()
 
 
 def test_fetcher_reads_the_trials_state_with_the_task_session(monkeypatch):
@@ -161,5 +216,5 @@ def test_fetcher_reads_the_trials_state_with_the_task_session(monkeypatch):
     with socket.socket() as closed:  # a port nothing listens on: the master is down
         closed.bind(("127.0.0.1", 0))
         info.master_url = f"http://127.0.0.1:{closed.getsockname()[1]}"
-        with pytest.raises(searcher_stop.POLL_ERRORS):
-            searcher_stop.trial_state_fetcher(info)()
+        reader = searcher_stop.StateReader(searcher_stop.trial_state_fetcher(info))
+        assert reader.ask() is False

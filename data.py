@@ -15,6 +15,7 @@ import io
 import itertools
 import json
 import logging
+import math
 import os
 import pathlib
 import re
@@ -252,9 +253,12 @@ def _parse_label(
 ) -> float | int:
     if task.is_regression:
         try:
-            return float(value)
+            score = float(value)
         except ValueError:
             raise DataError(f"{path}:{line}: score {value!r} is not a number") from None
+        if not math.isfinite(score):  # float() reads nan, inf and infinity
+            raise DataError(f"{path}:{line}: score {value!r} is not a finite number")
+        return score
     if value not in label_ids:
         raise DataError(
             f"{path}:{line}: label {value!r} is not one of {task.name}'s labels {task.labels}"

@@ -46,6 +46,7 @@ USER_ERRORS = (
     data.DataError,
     FileNotFoundError,
     download_glue_data.DownloadError,
+    metrics.Diverged,
 )
 
 
@@ -143,7 +144,7 @@ def run_local(
             use_tensorboard_folder(context, tensorboard)
         # Checkpoints copy the working directory: the trial's, whatever the command was run from.
         here = checkpointing.in_directory(context_dir or module_dir(trial_class))
-        with checkpointing.loadable_rng_state(), resumed, here:
+        with checkpointing.loadable_rng_state(), resumed, here, metrics.divergence_raised_as_is():
             pytorch.Trainer(trial, context).fit(
                 max_length=trial.max_length,
                 latest_checkpoint=str(checkpoint) if checkpoint else None,

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import Callable, Iterator
+from math import isfinite
+
 import numpy as np
 import torch
 from determined import pytorch
@@ -9,6 +14,8 @@ from scipy import stats
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
 from constants import ConfigError, GlueTask
+
+logger = logging.getLogger(__name__)
 
 LOSS = "validation_loss"  # the dev-set loss; the one metric a searcher should minimize
 # Every GLUE task's score under one name, so that one searcher.metric ranks trials of all tasks.
@@ -36,9 +43,9 @@ def compute_metrics(task: GlueTask, logits: np.ndarray, labels: np.ndarray) -> d
     preds = predictions(task, logits)
     results: dict[str, float] = {LOSS: loss(task, logits, labels)}
     if "pearson" in task.metrics:
-        results["pearson"] = float(stats.pearsonr(preds, labels)[0])
+        results["pearson"] = correlation(stats.pearsonr, "pearson", preds, labels)
     if "spearmanr" in task.metrics:
-        results["spearmanr"] = float(stats.spearmanr(preds, labels)[0])
+        results["spearmanr"] = correlation(stats.spearmanr, "spearmanr", preds, labels)
     if "corr" in task.metrics:
         results["corr"] = (results["pearson"] + results["spearmanr"]) / 2
     if "acc" in task.metrics:
@@ -57,6 +64,18 @@ def compute_metrics(task: GlueTask, logits: np.ndarray, labels: np.ndarray) -> d
     return results
 
 
+def correlation(measure: Callable, name: str, preds: np.ndarray, labels: np.ndarray) -> float:
+    """A correlation, or 0.0 with a warning where it is undefined: constant predictions (an
+    untrained or collapsed regressor) or constant labels."""
+    constant = [what for what, x in (("predictions", preds), ("labels", labels)) if np.ptp(x) == 0]
+    if constant and np.isfinite(preds).all():
+        logger.warning(
+            f"{name} is undefined for constant {' and '.join(constant)}: reported as 0.0"
+        )
+        return 0.0
+    return float(measure(preds, labels)[0])
+
+
 def compute_split_metrics(
     task: GlueTask, splits: np.ndarray, logits: np.ndarray, labels: np.ndarray
 ) -> dict[str, float]:
@@ -71,28 +90,68 @@ def compute_split_metrics(
     return results
 
 
-class DeviceMean(pytorch.MetricReducer):
-    """The mean of a value added every training batch, summed where it is (on the GPU) and read
-    once per reporting period. A tensor that train_batch returns is copied to the host by
-    Determined at once, which makes the host wait for the GPU every batch."""
+class Diverged(ValueError):
+    """A training loss or validation metric that is not a number: nothing NaN is reported."""
 
-    def __init__(self) -> None:
+
+@contextlib.contextmanager
+def divergence_raised_as_is() -> Iterator[None]:
+    """Determined wraps what a metric reducer raises in a ValueError of its own (with the
+    per-slot values); a Diverged comes out as it was raised, for its one-line message."""
+    try:
+        yield
+    except ValueError as e:
+        if isinstance(e.__cause__, Diverged):
+            raise e.__cause__ from None
+        raise
+
+
+class TrainingLoss(pytorch.MetricReducer):
+    """The mean training loss of a reporting period, read from the device once per period.
+
+    A tensor that train_batch returns is copied to the host by Determined at once, which makes
+    the host wait for the GPU every batch; this keeps each batch's loss where it is until the
+    period ends. A loss that is not finite then stops the run, naming its batch and what
+    describe(batch) says of it (the learning rate and precision).
+    """
+
+    def __init__(self, describe: Callable[[int], str]) -> None:
+        self.describe = describe
         self.reset()
 
     def reset(self) -> None:
-        self.total: torch.Tensor | float = 0.0
-        self.count = 0
+        self.losses: list[torch.Tensor] = []
+        self.batches: list[int] = []
 
-    def update(self, value: torch.Tensor) -> None:
-        self.total = self.total + value.detach().float()
-        self.count += 1
+    def update(self, loss: torch.Tensor, batch_idx: int) -> None:
+        self.losses.append(loss.detach())
+        self.batches.append(batch_idx)
 
-    def per_slot_reduce(self) -> tuple[float, int]:
-        return float(self.total), self.count
+    def per_slot_reduce(self) -> tuple[float, int, tuple[int, float] | None]:
+        losses = torch.stack(self.losses).float().tolist() if self.losses else []
+        bad = [
+            (b, loss) for b, loss in zip(self.batches, losses, strict=True) if not isfinite(loss)
+        ]
+        return sum(losses), len(losses), bad[0] if bad else None
 
-    def cross_slot_reduce(self, per_slot: list[tuple[float, int]]) -> float:
-        totals, counts = zip(*per_slot, strict=True)
+    def cross_slot_reduce(self, per_slot: list[tuple]) -> float:
+        totals, counts, bad = zip(*per_slot, strict=True)
+        bad = [b for b in bad if b is not None]
+        if bad:
+            batch, loss = min(bad)
+            raise Diverged(
+                f"the training loss is {loss} at batch {batch + 1} ({self.describe(batch)}): "
+                "training diverged; lower hyperparameters.learning_rate, or train in bf16 or fp32"
+            )
         return sum(totals) / sum(counts)
+
+
+def check_finite(results: dict[str, float]) -> dict[str, float]:
+    bad = {name: value for name, value in results.items() if not isfinite(value)}
+    if bad:
+        shown = ", ".join(f"{name} {value}" for name, value in bad.items())
+        raise Diverged(f"validation: {shown}: the model's outputs are not numbers; not reported")
+    return results
 
 
 def reported_metrics(task: GlueTask) -> tuple[str, ...]:

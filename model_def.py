@@ -108,7 +108,8 @@ class GlueMetricReducer(pytorch.MetricReducer):
 
     def cross_slot_reduce(self, per_slot: list[tuple]) -> dict[str, float]:
         splits, logits, labels = (np.concatenate(x) for x in zip(*per_slot, strict=True))
-        return metrics.compute_split_metrics(self.task, splits, logits, labels)
+        results = metrics.compute_split_metrics(self.task, splits, logits, labels)
+        return metrics.check_finite(results)  # nothing NaN reaches the master
 
 
 class PortableCheckpoints(pytorch.PyTorchCallback):
@@ -152,7 +153,8 @@ class BertPyTorch(pytorch.PyTorchTrial):
             local_run.seed_everything(self.seed)
         self.model_type = hp["model_type"]
         _, model_class, tokenizer_class = constants.get_model_classes(self.model_type)
-        self.autocast_dtype, self.scaler = self._mixed_precision(hp["precision"])
+        self.precision = self._precision(hp["precision"])
+        self.autocast_dtype, self.scaler = self._mixed_precision(self.precision)
         pretrained.check_pretrained(
             cfg["model_name_or_path"], self.model_type, self.task, hp["max_seq_length"]
         )
@@ -192,20 +194,26 @@ class BertPyTorch(pytorch.PyTorchTrial):
         self.optimizer = context.wrap_optimizer(self._build_optimizer(hp))
         self.max_length = trial_config.train_length(hp, searcher)
         self.total_steps = self.max_length.value * self._steps_per_epoch()
+        self.schedule = get_linear_schedule_with_warmup(
+            self.optimizer,
+            num_warmup_steps=round(hp["warmup_ratio"] * self.total_steps),
+            num_training_steps=self.total_steps,
+        )
         self.lr_scheduler = context.wrap_lr_scheduler(
-            get_linear_schedule_with_warmup(
-                self.optimizer,
-                num_warmup_steps=round(hp["warmup_ratio"] * self.total_steps),
-                num_training_steps=self.total_steps,
-            ),
-            pytorch.LRScheduler.StepMode.STEP_EVERY_BATCH,
+            self.schedule, pytorch.LRScheduler.StepMode.STEP_EVERY_BATCH
         )
 
         self.max_grad_norm = hp["max_grad_norm"]
         self.reducer = context.wrap_reducer(
             GlueMetricReducer(self.task), name=None, for_training=False
         )
-        self.train_loss = context.wrap_reducer(metrics.DeviceMean(), "loss", for_validation=False)
+        self.train_loss = context.wrap_reducer(
+            metrics.TrainingLoss(self._training_at), "loss", for_validation=False
+        )
+
+    def _training_at(self, batch_idx: int) -> str:
+        lr = self.schedule.base_lrs[0] * self.schedule.lr_lambdas[0](batch_idx)
+        return f"learning rate {lr:.3g}, precision {self.precision}"
 
     def build_callbacks(self) -> dict[str, pytorch.PyTorchCallback]:
         return {
@@ -300,21 +308,25 @@ class BertPyTorch(pytorch.PyTorchTrial):
             groups, lr=hp["learning_rate"], eps=hp["adam_epsilon"], fused=bool(fused)
         )
 
-    def _mixed_precision(self, precision: str) -> tuple[torch.dtype | None, object | None]:
+    def _precision(self, precision: str) -> str:
+        """hyperparameters.precision, with auto resolved for this device."""
         if precision not in PRECISIONS:
             raise constants.ConfigError(
                 f"hyperparameters.precision: {precision!r} is not one of {', '.join(PRECISIONS)}"
             )
         cuda = self.context.device.type == "cuda"
         if precision == "auto" and cuda:
-            precision = "bf16" if cuda_has_bf16(self.context.device) else "fp16"
-        elif precision == "auto":
-            precision = "bf16" if cpu_has_bf16() else "fp32"
+            return "bf16" if cuda_has_bf16(self.context.device) else "fp16"
+        if precision == "auto":
+            return "bf16" if cpu_has_bf16() else "fp32"
+        if precision == "fp16" and not cuda:
+            raise constants.ConfigError(
+                "hyperparameters.precision: fp16 needs a GPU; use bf16 or fp32"
+            )
+        return precision
+
+    def _mixed_precision(self, precision: str) -> tuple[torch.dtype | None, object | None]:
         if precision == "fp16":
-            if not cuda:
-                raise constants.ConfigError(
-                    "hyperparameters.precision: fp16 needs a GPU; use bf16 or fp32"
-                )
             return torch.float16, self.context.wrap_scaler(torch.amp.GradScaler("cuda"))
         return (torch.bfloat16 if precision == "bf16" else None), None
 
@@ -388,7 +400,7 @@ class BertPyTorch(pytorch.PyTorchTrial):
         self.context.backward(self.scaler.scale(loss) if self.scaler else loss)
         clip = self._clip if self.max_grad_norm > 0 else None  # 0: no clipping, as run_glue
         self.context.step_optimizer(self.optimizer, clip_grads=clip, scaler=self.scaler)
-        self.train_loss.update(loss)  # reported as "loss", averaged over the reporting period
+        self.train_loss.update(loss, batch_idx)  # "loss": the reporting period's mean
         return {"lr": self.lr_scheduler.get_last_lr()[0]}
 
     def _clip(self, params) -> None:
@@ -408,7 +420,7 @@ def run_on_cluster(info: det.ClusterInfo) -> None:
         periods = trial_config.fit_options(
             context.get_experiment_config(), context.get_global_batch_size(), local=False
         )
-        with checkpointing.loadable_rng_state():
+        with checkpointing.loadable_rng_state(), metrics.divergence_raised_as_is():
             pytorch.Trainer(trial, context).fit(
                 max_length=trial.max_length, latest_checkpoint=info.latest_checkpoint, **periods
             )
@@ -418,7 +430,11 @@ def main(argv: list[str] | None = None) -> int:
     info = det.get_cluster_info()
     if info is not None and info.task_type == "TRIAL":
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-        run_on_cluster(info)
+        try:
+            run_on_cluster(info)
+        except metrics.Diverged as e:  # one line: a traceback would say nothing more
+            logger.error(f"error: {e}")
+            return 1
         return 0
     return local_run.main(argv, BertPyTorch, script=__file__)
 

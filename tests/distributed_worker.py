@@ -56,7 +56,7 @@ class Recorder:
             trial_class.evaluate_batch,
         )
         cross_slot_reduce = model_def.GlueMetricReducer.cross_slot_reduce
-        update_loss = metrics.DeviceMean.update
+        update_loss = metrics.TrainingLoss.update
 
         def counting_featurize(*args, **kwargs):
             record["featurized"] += 1
@@ -74,9 +74,9 @@ class Recorder:
             record["steps"][-1]["lr"] = out["lr"]
             return out
 
-        def recording_loss(self, value):
+        def recording_loss(self, value, batch_idx):
             record["steps"][-1]["loss"] = value.item()  # the trial sums it on the device
-            return update_loss(self, value)
+            return update_loss(self, value, batch_idx)
 
         def recording_clip(self, params):
             params = list(params)
@@ -101,7 +101,7 @@ class Recorder:
                 (data, "featurize", counting_featurize),
                 (data.GlueDataset, "__getitem__", recording_getitem),
                 (trial_class, "train_batch", recording_train_batch),
-                (metrics.DeviceMean, "update", recording_loss),
+                (metrics.TrainingLoss, "update", recording_loss),
                 (trial_class, "_clip", recording_clip),
                 (trial_class, "evaluate_batch", recording_evaluate_batch),
                 (model_def.GlueMetricReducer, "cross_slot_reduce", recording_cross_slot_reduce),

@@ -163,3 +163,25 @@ def test_searcher_metric_the_task_does_not_report(local_config, tmp_path):
         "error: searcher.metric: 'acc' is not a metric the trial reports for STS-B; "
         "choose one of validation_loss, pearson, spearmanr, corr, glue_score"
     )
+
+
+def diverging_stsb(glue_dir: pathlib.Path, tmp_path: pathlib.Path) -> pathlib.Path:
+    """STS-B whose training scores are 1e30: finite, but their squared error is not in fp32."""
+    folder = tmp_path / "diverging"
+    shutil.copytree(glue_dir / "STS-B", folder / "STS-B")
+    train = folder / "STS-B" / "train.tsv"
+    header, *rows = train.read_text().splitlines()
+    train.write_text("".join(f"{line}\n" for line in [header, *(r[:-5] + "1e30" for r in rows)]))
+    return folder
+
+
+def test_a_diverged_run_stops_at_the_batch_in_one_line(local_config, glue_dir, tmp_path):
+    local_config["data"].update(task="STS-B", data_dir=str(diverging_stsb(glue_dir, tmp_path)))
+    local_config["hyperparameters"].update(precision="fp32", warmup_ratio=0.0)
+    with pytest.raises(SystemExit) as exit_:
+        model_def.main([write_config(local_config, tmp_path), "--no-tensorboard"])
+    assert exit_.value.code == (
+        "error: the training loss is inf at batch 1 (learning rate 0.003, precision fp32): "
+        "training diverged; lower hyperparameters.learning_rate, or train in bf16 or fp32"
+    )
+    assert not (tmp_path / "xdg-data").exists()  # no checkpoint of a diverged model

@@ -16,6 +16,7 @@ import pytest
 import yaml
 from conftest import REPO
 from fake_master import FakeMaster, container_env, write_container
+from test_bad_input import diverging_stsb
 
 import constants
 import metrics
@@ -233,3 +234,23 @@ def test_a_lost_answer_is_caught_at_the_next_validation(tiny_model_dir, glue_dir
     assert output.count("cannot read the trial's state from the master") == 1
     assert "the master answers again" in output
     assert output.count("the searcher stopped the trial: exiting") == 1
+
+
+def test_a_diverged_trial_fails_and_reports_nothing_that_is_not_a_number(
+    tiny_model_dir, glue_dir, tmp_path
+):
+    """A NaN searcher metric would fail an adaptive ASHA experiment in the master (getMetric,
+    master/pkg/searcher/asha_stopping.go): the trial ends with one error line instead."""
+    config = expanded_config(tiny_model_dir, diverging_stsb(glue_dir, tmp_path), tmp_path, 2)
+    config["data"]["task"] = "STS-B"
+    config["searcher"].update(metric="validation_loss", smaller_is_better=True)
+    config["hyperparameters"]["precision"] = "fp32"
+    master = FakeMaster(smaller_is_better=True, metric="validation_loss")
+    with master.serving() as url:
+        run = run_trial(master, url, tmp_path / "container", config)
+    assert run.returncode == 1
+    errors = [line for line in run.stderr.splitlines() if "error: " in line]
+    assert len(errors) == 1 and "error: the training loss is inf at batch 1 (" in errors[0]
+    assert "Traceback" not in run.stderr
+    assert master.metrics("training") == master.metrics("validation") == []
+    assert master.checkpoints() == []

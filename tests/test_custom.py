@@ -244,6 +244,11 @@ BAD_DATA = {  # file (in train.csv's place), its text, the error
         "premise,hypothesis,gold\na,b,1.5\nc,d,high\n",
         r"train.csv:3: score 'high' is not a number",
     ),
+    "nan-score": (
+        "train.csv",
+        "premise,hypothesis,gold\na,b,1.5\nc,d,nan\n",
+        r"train.csv:3: score 'nan' is not a finite number",
+    ),
     "not-utf8": (
         "train.csv",
         "premise,hypothesis,gold\na,b,pos\nc,d\xe9,neg\n".encode("latin-1"),

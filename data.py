@@ -66,7 +66,8 @@ def prepare_data(
     """Make sure the task's train and dev files are in data_dir, downloading them if allowed."""
     if task_data_present(task, data_dir):
         return
-    missing = [s.path for s in (task.train, *task.dev.values())]
+    splits = (task.train, *task.dev.values())
+    missing = [s.path for s in splits if not (pathlib.Path(data_dir) / s.path).is_file()]
     if task.custom:
         raise FileNotFoundError(
             f"data.custom: {', '.join(missing)} not found in data.data_dir {data_dir}"

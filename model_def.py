@@ -22,6 +22,7 @@ import contextlib
 import logging
 import sys
 import time
+from collections.abc import Iterator
 
 import versions
 
@@ -155,20 +156,22 @@ class BertPyTorch(pytorch.PyTorchTrial):
         _, model_class, tokenizer_class = constants.get_model_classes(self.model_type)
         self.precision = self._precision(hp["precision"])
         self.autocast_dtype, self.scaler = self._mixed_precision(self.precision)
-        pretrained.check_pretrained(
-            cfg["model_name_or_path"], self.model_type, self.task, hp["max_seq_length"]
-        )
-
-        self.tokenizer = tokenizer_class.from_pretrained(cfg["model_name_or_path"])
         cpu = context.device.type == "cpu"
-        model = model_class.from_pretrained(
-            cfg["model_name_or_path"],
-            config=task_model_config(self.task, self.model_type, cfg["model_name_or_path"]),
-            # Eager attention on CPUs, where torch's SDPA backward is slow: eager trains MiniLM
-            # 1.17x (AMD, AVX-512) to 1.46x (Intel, AMX) faster in bf16. On GPUs None:
-            # transformers' default, SDPA.
-            attn_implementation=resolve_auto(hp["attn_implementation"], "eager" if cpu else None),
-        )
+        with self._node_first():  # a Hub model is downloaded once per node
+            pretrained.check_pretrained(
+                cfg["model_name_or_path"], self.model_type, self.task, hp["max_seq_length"]
+            )
+            self.tokenizer = tokenizer_class.from_pretrained(cfg["model_name_or_path"])
+            model = model_class.from_pretrained(
+                cfg["model_name_or_path"],
+                config=task_model_config(self.task, self.model_type, cfg["model_name_or_path"]),
+                # Eager attention on CPUs, where torch's SDPA backward is slow: eager trains
+                # MiniLM 1.17x (AMD, AVX-512) to 1.46x (Intel, AMX) faster in bf16. On GPUs
+                # None: transformers' default, SDPA.
+                attn_implementation=resolve_auto(
+                    hp["attn_implementation"], "eager" if cpu else None
+                ),
+            )
         if resolve_auto(hp["fast_dropout"], cpu):  # eager attention too, where it can
             fast_dropout.use_fast_dropout(model)
         self.packing = self._use_packing(hp["packing"], model)
@@ -184,7 +187,10 @@ class BertPyTorch(pytorch.PyTorchTrial):
             self.model.compile(mode="reduce-overhead" if self.cuda_graphs else None)
 
         started = time.perf_counter()
-        self.train_set, self.dev_set = self._load_datasets(hp, cfg)
+        # The node's first process writes the files and caches (atomically); the rest then
+        # read them. Concurrent writers on a shared data_dir (several nodes) are safe too.
+        with self._node_first():
+            self.train_set, self.dev_set = self._load_datasets(hp, cfg)
         self.data_seconds = time.perf_counter() - started  # downloading and featurizing
         self.max_seq_length = hp["max_seq_length"]
         self.collate = self._collator(hp, model)
@@ -222,17 +228,21 @@ class BertPyTorch(pytorch.PyTorchTrial):
             "task_labels": TaskLabels(self.task),
         }
 
-    def _load_datasets(
-        self, hp: dict, cfg: dict
-    ) -> tuple[data.GlueDataset, torch.utils.data.Dataset]:
-        """Download and featurize on one process per node, while the others wait.
-
-        The node's first process writes (atomically); the rest then read its complete caches.
-        Concurrent writers on a shared data_dir (several nodes) are safe for the same reason.
-        """
+    @contextlib.contextmanager
+    def _node_first(self) -> Iterator[None]:
+        """The node's first process runs the block (downloads, writes caches) while the others
+        wait; then they run it, reading what it wrote."""
         dist = self.context.distributed
         if dist.get_local_rank() != 0:
             dist.allgather_local(None)
+        yield
+        if dist.get_local_rank() == 0:
+            dist.allgather_local(None)
+
+    def _load_datasets(
+        self, hp: dict, cfg: dict
+    ) -> tuple[data.GlueDataset, torch.utils.data.Dataset]:
+        """Download the task's files if allowed, featurize them (cached), and sample."""
         data.prepare_data(self.task, cfg["data_dir"], cfg["download_data"], cfg["path_to_mrpc"])
 
         def load(split: constants.Split):
@@ -249,8 +259,6 @@ class BertPyTorch(pytorch.PyTorchTrial):
         dev = torch.utils.data.ConcatDataset(
             [data.GlueDataset(load(split), i) for i, split in enumerate(self.task.dev.values())]
         )
-        if dist.get_local_rank() == 0:
-            dist.allgather_local(None)
         return train, dev
 
     def _use_packing(self, choice, model: torch.nn.Module) -> bool:
@@ -265,12 +273,14 @@ class BertPyTorch(pytorch.PyTorchTrial):
         return bool(choice)
 
     def _use_cuda_graphs(self, choice) -> bool:
+        """auto: on one GPU. Off with several processes: graphs of a DDP-wrapped model have not
+        run on several GPUs yet (true turns them on)."""
         cuda = self.context.device.type == "cuda"
         if choice is True and not cuda:
             raise constants.ConfigError(
                 "hyperparameters.cuda_graphs: CUDA graphs need a GPU; use false or auto"
             )
-        return bool(resolve_auto(choice, cuda))
+        return bool(resolve_auto(choice, cuda and self.context.distributed.get_size() == 1))
 
     def _collator(self, hp: dict, model: torch.nn.Module):
         """Packed batches, their length bucketed for CUDA graphs; or padded batches."""

@@ -354,3 +354,12 @@ def test_any_encoder_trains_predicts_and_exports(model, custom_config, tmp_path,
     exported = AutoModelForSequenceClassification.from_pretrained(tmp_path / "hf")
     assert type(exported).__name__ == CLASSIFIERS[model]
     assert exported.config.id2label == dict(enumerate(NAMES[3]))
+
+
+def test_a_missing_file_is_named_alone(custom_config, tmp_path):
+    config = custom_config(".csv", 2, validation="valid.csv")  # train.csv is there
+    with pytest.raises(SystemExit) as exit_:
+        model_def.main([write_config(config, tmp_path), "--no-tensorboard"])
+    assert exit_.value.code == (
+        f"error: data.custom: valid.csv not found in data.data_dir {tmp_path / 'own'}"
+    )

@@ -18,12 +18,14 @@ import io
 import json
 import os
 import pathlib
+import shutil
 import signal
 import subprocess
 import sys
 import threading
 import zipfile
 from collections import Counter
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -32,6 +34,7 @@ import yaml
 from conftest import REPO, synthetic_rows
 from determined import pytorch
 from distributed_worker import Recorder
+from fake_hub import FakeHub
 
 import checkpointing
 import constants
@@ -175,14 +178,25 @@ def dist_config(deterministic_model_dir, tmp_path_factory) -> pathlib.Path:
 
 
 @pytest.fixture(scope="module")
-def two_processes(dist_config, glue_server) -> dict:
+def hub(deterministic_model_dir) -> Iterator[FakeHub]:
+    """The tiny model as a Hub repository, its weights answered slowly (1 s)."""
+    hub = FakeHub(deterministic_model_dir, slow_files={"model.safetensors": 1.0})
+    with hub.serving():
+        yield hub
+
+
+@pytest.fixture(scope="module")
+def two_processes(dist_config, glue_server, hub) -> dict:
     """Per task, a 2-process run: its output, metrics, checkpoints and each rank's record.
 
     The three runs share the machine, the data_dir and the feature cache at the same time.
+    STS-B's downloads the model from the stand-in Hub.
     """
     folder = dist_config.parent
     extra_env = {
         "GLUE_BASE_URL": glue_server[0],
+        "HF_ENDPOINT": hub.url,
+        "HF_HOME": str(folder / "hf"),
         "NO_PROXY": "127.0.0.1,localhost",
         "XDG_CACHE_HOME": str(folder / "cache"),
         "PYTHONPATH": str(REPO),
@@ -196,6 +210,7 @@ def two_processes(dist_config, glue_server) -> dict:
         if task in RECORDED:
             command, env = local_run.torchrun_command(2, worker, [str(out), *args])
         else:
+            args.append(f"data.model_name_or_path={hub.repo}")
             command = [sys.executable, str(REPO / "model_def.py"), *args, "--nproc=2", "--verbose"]
             command, env = command + [f"--metrics-out={out / 'metrics.json'}"], dict(os.environ)
         runs[task] = subprocess.Popen(
@@ -323,8 +338,15 @@ def test_loss_goes_down(two_processes, task):
         assert np.mean(losses[-STEPS_PER_EPOCH:]) < 0.8 * np.mean(losses[:STEPS_PER_EPOCH])
 
 
-def validate_in_one_process(checkpoint: pathlib.Path) -> dict[str, float]:
-    """Load a checkpoint with Determined's loader and validate it in this process alone."""
+def validate_in_one_process(checkpoint: pathlib.Path, model_dir: pathlib.Path) -> dict:
+    """Load a checkpoint with Determined's loader and validate it in this process alone. A
+    checkpoint whose model came from the stand-in Hub (STS-B's) is pointed at the same files on
+    disk: huggingface_hub reads HF_ENDPOINT once, as it is imported."""
+    load_data = json.loads((checkpoint / "load_data.json").read_text())
+    if load_data["experiment_config"]["data"]["model_name_or_path"] != str(model_dir):
+        checkpoint = shutil.copytree(checkpoint, checkpoint.parent / f"{checkpoint.name}-local")
+        load_data["experiment_config"]["data"]["model_name_or_path"] = str(model_dir)
+        (checkpoint / "load_data.json").write_text(json.dumps(load_data))
     with checkpointing.loadable_rng_state():
         trial = pytorch.load_trial_from_checkpoint_path(
             str(checkpoint), trial_class=model_def.BertPyTorch
@@ -356,7 +378,9 @@ def test_validation_is_exact_over_the_whole_dev_set(two_processes, task):
         ("STS-B", (), ("pearson", "spearmanr")),
     ],
 )
-def test_checkpoints_validate_alike_in_one_process(two_processes, local_env, task, counts, scores):
+def test_checkpoints_validate_alike_in_one_process(
+    two_processes, local_env, deterministic_model_dir, task, counts, scores
+):
     """Each epoch's weights of the 2-process run, loaded and validated here in 1 process, with
     batches of 8 instead of 4: the logits differ in the 7th digit (other padding), so metrics
     that count predictions are equal and the others equal to float precision. (Correlations
@@ -364,7 +388,8 @@ def test_checkpoints_validate_alike_in_one_process(two_processes, local_env, tas
     by 1e-2.)"""
     run = two_processes[task]
     for epoch, reported in enumerate(run["metrics"], 1):
-        alone = validate_in_one_process(run["checkpoints"][epoch * STEPS_PER_EPOCH])
+        checkpoint = run["checkpoints"][epoch * STEPS_PER_EPOCH]
+        alone = validate_in_one_process(checkpoint, deterministic_model_dir)
         for name in counts:
             assert alone[name] == reported[name], (epoch, name)
         for name in scores:
@@ -386,6 +411,17 @@ def test_two_process_checkpoint_resumes_in_one_process(two_processes, dist_confi
     lrs = [step["lr"] for step in run["ranks"][0]["steps"][STEPS_PER_EPOCH:]]
     assert [step["lr"] for step in recorder.record["steps"]] == pytest.approx(lrs)
     assert history[-1]["acc"] == pytest.approx(run["metrics"][-1]["acc"], abs=0.1)
+
+
+def test_a_hub_model_is_downloaded_by_one_process_while_the_other_waits(two_processes, hub):
+    """The node's first process downloads; the other asks the Hub only once it has the files
+    (it still checks each file's ETag, as transformers does online)."""
+    (download,) = hub.asked("GET", "model.safetensors")
+    for file in ("config.json", "vocab.txt", "model.safetensors"):
+        checks = hub.asked("HEAD", file)
+        assert len(checks) >= 2 and len(checks) % 2 == 0  # as many from each process
+        first, second = checks[: len(checks) // 2], checks[len(checks) // 2 :]
+        assert max(r.started for r in first) < download.ended <= min(r.started for r in second)
 
 
 def test_nproc_runs_the_config_in_n_processes(two_processes):

@@ -6,6 +6,8 @@ tests/test_cuda.py, marked `cuda`.
 
 from __future__ import annotations
 
+import types
+
 import pytest
 import torch
 from test_resume import assert_resumes_bitwise, configure, crash_after_first_checkpoint
@@ -217,6 +219,16 @@ def test_cuda_graphs_on_a_cpu_is_a_config_error(local_config):
         pytest.raises(constants.ConfigError, match="hyperparameters.cuda_graphs: .*need a GPU"),
     ):
         model_def.BertPyTorch(context)
+
+
+@pytest.mark.parametrize(("slots", "graphed"), [(1, True), (2, False), (8, False)])
+def test_auto_cuda_graphs_only_on_one_gpu(slots, graphed):
+    """Graphs of a DDP-wrapped model have never run on several GPUs: auto leaves them off."""
+    trial = model_def.BertPyTorch.__new__(model_def.BertPyTorch)
+    distributed = types.SimpleNamespace(get_size=lambda: slots)
+    trial.context = types.SimpleNamespace(device=torch.device("cuda", 0), distributed=distributed)
+    assert trial._use_cuda_graphs("auto") is graphed
+    assert trial._use_cuda_graphs(True) is True and trial._use_cuda_graphs(False) is False
 
 
 def test_packing_a_model_it_cannot_serve(local_config, tiny_model_dir, tmp_path):

@@ -368,7 +368,8 @@ def dockerfile_steps(dockerfile: str, root: pathlib.Path) -> list[str]:
         if instruction == "COPY":
             *sources, destination = shlex.split(rest)
             target = root / destination.lstrip("/")
-            target.parent.mkdir(parents=True, exist_ok=True)
+            folder = target if destination.endswith("/") else target.parent
+            folder.mkdir(parents=True, exist_ok=True)
             for source in sources:
                 shutil.copy(REPO / source, target)
             moves.append((destination, str(target) + ("/" if destination.endswith("/") else "")))
@@ -385,8 +386,7 @@ def test_the_dockerfiles_install_works_under_the_images_pins(image, tmp_path):
     commands = dockerfile_steps((REPO / "Dockerfile").read_text(), tmp_path / "build")
     assert any("image_pins.py" in c for c in commands)
     layer = container_layer(image, tmp_path / "usr")
-    env = layer.env(IMAGE_PIP_CONSTRAINT=str(image.constraints))
-    env["PIP_CONSTRAINT"] = str(image.constraints)
+    env = {**layer.env(), "IMAGE_PIP_CONSTRAINT": str(image.constraints)}
     for command in commands:
         run = subprocess.run(
             ["bash", "-c", command], env=env, capture_output=True, text=True, timeout=900

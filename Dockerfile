@@ -8,10 +8,12 @@
 ARG BASE_IMAGE=nvcr.io/nvidia/pytorch:25.12-py3
 FROM ${BASE_IMAGE}
 
-# The hook's pins and the master's determined, in one resolve under the image's PIP_CONSTRAINT
-# (tests/test_image.py resolves the same set).
-COPY requirements-image.txt /tmp/requirements-image.txt
-RUN python3 -m pip install --no-cache-dir -r /tmp/requirements-image.txt determined==0.38.1
+# The hook's pins and the master's determined, in one resolve under the image's pins
+# (/etc/pip/constraint.txt) relaxed only where they conflict (requests: determined needs < 2.32;
+# transformers' own needs): image_pins.py, as startup-hook.sh installs them. Never torch, numpy
+# or the nvidia-* CUDA libraries (tests/test_container_start.py runs these steps).
+COPY requirements-image.txt image_pins.py /tmp/
+RUN PIP_NO_CACHE_DIR=1 python3 /tmp/image_pins.py -r /tmp/requirements-image.txt determined==0.38.1
 
 # Determined's task setup would pip install the master's determined wheel in every container;
 # with this set it checks that `import determined` works instead. The master must be 0.38.1 too.

@@ -4,6 +4,8 @@ FakeMaster serves the REST calls that the harness makes during a PyTorchTrial's 
 (determined/core/_context.py, _train.py, _metrics.py, _checkpoint.py, _preempt.py and
 pytorch/_pytorch_trial.py call them; paths as in common/api/bindings.py) for a trial that is
 never preempted and never reports an invalid hyperparameter, records each one,
+serves what a container's start asks for (prep_container.py: the uploaded context directory,
+`context_tgz`, and one container's rendezvous),
 and answers GetTrial with the trial's state, which a test (or stop_after_validations) flips
 to STOPPING_COMPLETED as adaptive ASHA's early stop does. A request it does not know gets a
 404 and lands in `unknown`.
@@ -15,6 +17,7 @@ Determined at them (container_env()).
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import dataclasses
 import http.server
@@ -64,6 +67,7 @@ class FakeMaster:
     trial_id: int = 1
     stop_after_validations: int | None = None
     failing_trial_gets: frozenset[int] = frozenset()
+    context_tgz: bytes = b""  # the experiment's uploaded folder, a .tar.gz
     state: str = RUNNING
     requests: list[Request] = dataclasses.field(default_factory=list)
     unknown: list[Request] = dataclasses.field(default_factory=list)
@@ -135,9 +139,19 @@ class FakeMaster:
         self._closing.wait(PREEMPTION_POLL_CAP_S)  # a long poll that never preempts
         return 200, {"preempt": False}
 
+    def context_directory(self, match: re.Match, body: None) -> tuple[int, dict]:
+        return 200, {"b64Tgz": base64.b64encode(self.context_tgz).decode()}
+
+    def rendezvous(self, match: re.Match, body: None) -> tuple[int, dict]:
+        return 200, {"rendezvousInfo": {"addresses": ["127.0.0.1"], "rank": 0, "slots": [1]}}
+
     def routes(self) -> list[tuple[str, str, Callable]]:
         trial = r"/api/v1/trials/\d+"
+        allocation = r"/api/v1/allocations/[^/]+"
         return [
+            ("GET", r"/api/v1/tasks/[^/]+/context_directory", self.context_directory),
+            ("POST", allocation + "/acceleratorData", self.empty),
+            ("GET", allocation + r"/resources/[^/]+/rendezvous", self.rendezvous),
             ("POST", r"/api/v1/runs/start", self.run_prepare),
             ("POST", trial + "/runner/metadata", self.empty),
             ("POST", trial + "/metrics", self.report_metrics),

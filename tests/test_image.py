@@ -1,9 +1,12 @@
 """The container's install, resolved as pip would resolve it inside the image, without the image.
 
-What a trial container installs: the master's determined wheel (Determined's task setup, before
-the startup hook) and requirements-image.txt (startup-hook.sh, or the Dockerfile). pip resolves
-them for the image's Python and platform under the image's pins (image/ngc-*.txt, which stand in
-for /etc/pip/constraint.txt), reading the packages' metadata from PyPI.
+What a trial container installs, in two pip runs as the cluster does them: the master's
+determined wheel (Determined's task setup, before the startup hook, under the PIP_CONSTRAINT the
+configs set), then requirements-image.txt with the installed determined (startup-hook.sh through
+image_pins.py, or the Dockerfile). pip resolves them for the image's Python and platform under
+the image's pins (image/ngc-*.txt, which stand in for /etc/pip/constraint.txt), reading the
+packages' metadata from PyPI. Which pins image_pins.py relaxes depends on what is installed, which
+a dry run for another platform cannot show: tests/test_container_start.py installs.
 
 These tests need PyPI (CI reaches it). Without it they fail and say so; offline, deselect them
 with -m "not network".
@@ -14,14 +17,18 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 import urllib.error
 import urllib.request
 
 import pytest
+import yaml
 from conftest import REPO
 from test_packaging import pins
+
+import image_pins
 
 pytestmark = pytest.mark.network
 
@@ -54,7 +61,14 @@ def task_setup_requirements() -> list[str]:
     return [f"determined{pins((REPO / 'requirements.txt').read_text())['determined']}"]
 
 
-def resolve(python: str, constraints: list[str], tmp: pathlib.Path) -> tuple[int, str, dict]:
+def hook_requirements() -> list[str]:
+    """What startup-hook.sh asks pip for once the task setup has installed determined."""
+    return ["-r", str(HOOK_REQUIREMENTS), *task_setup_requirements()]
+
+
+def resolve(
+    python: str, constraints: list[str], requirements: list[str], tmp: pathlib.Path
+) -> tuple[int, str, dict]:
     """pip's dry-run install for that image: return code, output and its --report JSON."""
     constraint_file = tmp / "constraint.txt"
     constraint_file.write_text("".join(f"{line}\n" for line in constraints))
@@ -63,8 +77,7 @@ def resolve(python: str, constraints: list[str], tmp: pathlib.Path) -> tuple[int
     command += ["--only-binary=:all:", "--implementation", "cp", "--python-version", python]
     command += [arg for platform in PLATFORMS for arg in ("--platform", platform)]
     command += ["--target", str(tmp / "target"), "--report", str(report), "--quiet"]
-    command += ["-c", str(constraint_file), "-r", str(HOOK_REQUIREMENTS)]
-    command += task_setup_requirements()
+    command += ["-c", str(constraint_file), *requirements]
     # This machine's pip settings (its index, constraints, find-links) are not the image's.
     env = {key: value for key, value in os.environ.items() if not key.startswith("PIP_")}
     env["PIP_CONFIG_FILE"] = os.devnull
@@ -77,9 +90,42 @@ def installed(report: dict) -> dict[str, str]:
     return {i["metadata"]["name"].lower(): i["metadata"]["version"] for i in report["install"]}
 
 
-def test_the_hook_installs_in_the_chosen_image(tmp_path):
+def never_relaxed(constraints: list[str]) -> list[str]:
+    """The image's pins that image_pins.py keeps whatever conflicts: torch, numpy, nvidia-*."""
+    return [line for line in constraints if image_pins.is_protected(re.split("[=<>!~ ]", line)[0])]
+
+
+def test_the_task_setups_install_fails_under_all_the_images_pins(tmp_path):
+    """The master's determined needs requests < 2.32; the image pins 2.32.x."""
     python, constraints = image_facts(CHOSEN_IMAGE)
-    code, output, report = resolve(python, constraints, tmp_path)
+    code, output, _ = resolve(python, constraints, task_setup_requirements(), tmp_path)
+    assert code != 0
+    assert "ResolutionImpossible" in output, output[-3000:]
+
+
+def test_the_configs_pip_constraint_lets_the_task_setup_install_determined(tmp_path):
+    config = yaml.safe_load((REPO / "const.yaml").read_text())
+    assert "PIP_CONSTRAINT=" in config["environment"]["environment_variables"]  # empty: no pins
+    python, _ = image_facts(CHOSEN_IMAGE)
+    code, output, report = resolve(python, [], task_setup_requirements(), tmp_path)
+    assert code == 0, output[-3000:]
+    assert installed(report)["determined"] == "0.38.1"
+
+
+def test_the_hook_cannot_install_under_all_the_images_pins(tmp_path):
+    # transformers 5.24 needs tokenizers >= 0.23.1 and huggingface-hub >= 1.31, the image's worst
+    # case pins older ones: image_pins.py relaxes them.
+    python, constraints = image_facts(CHOSEN_IMAGE)
+    code, output, _ = resolve(python, constraints, ["-r", str(HOOK_REQUIREMENTS)], tmp_path)
+    assert code != 0
+    assert "ResolutionImpossible" in output, output[-3000:]
+
+
+def test_the_hook_installs_under_the_pins_it_never_relaxes(tmp_path):
+    python, constraints = image_facts(CHOSEN_IMAGE)
+    kept = never_relaxed(constraints)
+    assert {line.split("==")[0] for line in kept} == {"torch", "numpy"}
+    code, output, report = resolve(python, kept, hook_requirements(), tmp_path)
     assert code == 0, output[-3000:]
     versions = installed(report)
     for package, spec in pins(HOOK_REQUIREMENTS.read_text()).items():
@@ -87,20 +133,13 @@ def test_the_hook_installs_in_the_chosen_image(tmp_path):
             assert versions[package] == spec[2:], package
     assert versions["determined"] == "0.38.1"
     assert "torch" not in versions  # nothing may replace NVIDIA's torch build with PyPI's
+    assert f"numpy=={versions['numpy']}" in kept  # --ignore-installed lists numpy: the image's
 
 
 def test_the_hook_cannot_install_in_determineds_default_image(tmp_path):
     python, constraints = image_facts(DETERMINED_DEFAULT_IMAGE)
     assert python == "3.10"
-    code, output, _ = resolve(python, constraints, tmp_path)
+    code, output, _ = resolve(python, constraints, hook_requirements(), tmp_path)
     assert code != 0
     assert "require a different python version" in output, output[-3000:]
     assert "No matching distribution found for transformers==5.24.0" in output
-
-
-def test_a_pin_that_conflicts_with_the_image_fails_to_resolve(tmp_path):
-    # transformers 5.24 needs tokenizers >= 0.23.1: an image pinning 0.22.1 cannot take the hook.
-    python, constraints = image_facts(CHOSEN_IMAGE)
-    code, output, _ = resolve(python, [*constraints, "tokenizers==0.22.1"], tmp_path)
-    assert code != 0
-    assert "ResolutionImpossible" in output, output[-3000:]

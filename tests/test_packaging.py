@@ -32,7 +32,7 @@ def test_image_requirements_are_pinned_as_requirements_txt_pins_them():
 
 def test_startup_hook_installs_the_image_requirements_and_nothing_else():
     hook = (REPO / "startup-hook.sh").read_text()
-    assert "pip install --no-cache-dir -r requirements-image.txt\n" in hook
+    assert "image_pins.py -r requirements-image.txt --keep determined\n" in hook
     assert "versions.py --unmet requirements-image.txt" in hook
     assert pins(hook) == {}
 
@@ -40,8 +40,16 @@ def test_startup_hook_installs_the_image_requirements_and_nothing_else():
 def test_dockerfile_installs_the_image_requirements_and_the_masters_determined():
     dockerfile = (REPO / "Dockerfile").read_text()
     determined = pins((REPO / "requirements.txt").read_text())["determined"]
-    assert f"-r /tmp/requirements-image.txt determined{determined}\n" in dockerfile
+    assert f"image_pins.py -r /tmp/requirements-image.txt determined{determined}\n" in dockerfile
+    assert "!image_pins.py" in (REPO / ".dockerignore").read_text().split()
     assert "ENV DET_SKIP_PIP_INSTALL=1" in dockerfile
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_configs_lift_the_images_pip_pins_for_the_task_setup(path):
+    # Determined's task setup installs the master's determined (requests < 2.32) before the hook.
+    variables = yaml.safe_load(path.read_text())["environment"]["environment_variables"]
+    assert "PIP_CONSTRAINT=" in variables
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
@@ -63,5 +71,5 @@ def test_detignore_keeps_tests_caches_and_environments_out():
 
 def test_detignore_uploads_what_the_startup_hook_runs():
     spec = pathspec.PathSpec.from_lines("gitwildmatch", (REPO / ".detignore").read_text().split())
-    for name in ("startup-hook.sh", "requirements-image.txt", "versions.py"):
+    for name in ("startup-hook.sh", "requirements-image.txt", "versions.py", "image_pins.py"):
         assert not spec.match_file(name), name

@@ -100,13 +100,17 @@ def test_unmet_lists_what_is_missing_or_another_version(tmp_path):
 
 
 def run_hook(tmp_path, requirements: str) -> tuple[subprocess.CompletedProcess, str]:
-    """startup-hook.sh in a copy of its files, with a Python that logs and skips pip calls."""
+    """startup-hook.sh in a copy of its files, with a Python that logs and skips the installs
+    (pip, image_pins.py)."""
     for name in ("startup-hook.sh", "versions.py"):
         shutil.copy(REPO / name, tmp_path / name)
     (tmp_path / "requirements-image.txt").write_text(requirements)
     python = tmp_path / "python"
     python.write_text(
-        f'#!/usr/bin/env bash\nif [ "$1 $2" = "-m pip" ]; then echo "$@" >> pip.log; exit 0; fi\n'
+        "#!/usr/bin/env bash\n"
+        'if [ "$1 $2" = "-m pip" ] || [ "$1" = image_pins.py ]; then\n'
+        '  echo "$@" >> pip.log; exit 0\n'
+        "fi\n"
         f'exec {sys.executable} "$@"\n'
     )
     python.chmod(0o755)
@@ -128,4 +132,4 @@ def test_hook_installs_the_requirements_file_when_a_pin_is_missing(tmp_path):
     done, pip_calls = run_hook(tmp_path, "no-such-package-xyz==1\n")
     assert done.returncode == 0, done.stderr
     assert "not installed: no-such-package-xyz==1" in done.stdout
-    assert pip_calls == "-m pip install --no-cache-dir -r requirements-image.txt\n"
+    assert pip_calls == "image_pins.py -r requirements-image.txt --keep determined\n"

@@ -1,0 +1,408 @@
+"""A trial container's start, rehearsed: Determined v0.38.1's own scripts in a stand-in image.
+
+Determined starts every trial container with entrypoint.sh, which sources task-setup.sh (it
+pip-installs the master's determined wheel with --user), then runs prep_container (context
+download, resources, proxy), sources the experiment's startup-hook.sh, rendezvouses and
+execs determined.exec.launch, which runs the config's entrypoint, `python3 model_def.py`. These
+tests run exactly that: the verbatim scripts of tests/determined_v0.38.1/ (their blob shas
+checked) with only their hard-coded paths moved under a folder of the test (replacements that
+are asserted), against tests/fake_master.py on loopback, the tiny model and synthetic MRPC.
+
+The stand-in image is a Python "installation" of its own (this interpreter's standard library,
+its own site-packages; not a venv, in which pip refuses --user): NVIDIA's pins
+(image/ngc-25.12.txt, with its labelled worst case) preinstalled and written to a constraint
+file that PIP_CONSTRAINT names, as in the image. Differences from the image, each unavoidable:
+  - Python is this machine's (3.11 here), the image has 3.12; the pins have wheels for both.
+  - torch is PyPI's CPU build, torch==2.13.0 (this machine's local wheel), for NVIDIA's
+    2.10.0a0+b4e4ee81d3, which is not on PyPI; no nvidia-* CUDA libraries.
+  - the master's wheel is PyPI's determined 0.38.1 (what a 0.38.1 master serves).
+  - Determined's Python harness hard-codes /run/determined too: tests/container_start/
+    sitecustomize.py compiles it with that path (and /tmp/tensorboard) moved, like the scripts.
+  - the hook reads the image's pins from $IMAGE_PIP_CONSTRAINT instead of /etc/pip/constraint.txt.
+  - each container is a hard-linked copy of the image (a fresh layer, as docker gives each
+    container), so one test's installs never reach another's.
+No step is skipped: the task setup's install, prep_container with --download_context_directory
+--resources --proxy (docker-container: the proxy step returns at once) and --rendezvous, the hook
+(a real pip install from PyPI), and the launch. These tests need PyPI; offline, deselect them with
+-m "not network".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import os
+import pathlib
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tarfile
+
+import pytest
+import yaml
+from conftest import REPO
+from determined.common import detignore
+from fake_master import TOKEN, FakeMaster
+from test_cluster import free_ports
+from test_image import image_facts
+
+pytestmark = pytest.mark.network
+
+SCRIPTS = REPO / "tests" / "determined_v0.38.1"
+SITECUSTOMIZE = REPO / "tests" / "container_start"
+IMAGE_PINS = REPO / "image" / "ngc-25.12.txt"
+STAND_IN_TORCH = "torch==2.13.0"  # this machine's local CPU wheel (README: Tests)
+DETERMINED_WHEEL = "determined==0.38.1"
+START_TIMEOUT_S = 900
+NEVER_CHANGED = ("torch", "numpy")
+
+
+@dataclasses.dataclass(frozen=True)
+class Prefix:
+    """A Python installation: prefix/bin/python3 with prefix/lib/pythonX.Y."""
+
+    path: pathlib.Path
+
+    @property
+    def site_packages(self) -> pathlib.Path:
+        return (
+            self.path
+            / "lib"
+            / f"python{sys.version_info.major}.{sys.version_info.minor}"
+            / ("site-packages")
+        )
+
+    def env(self, **extra: str) -> dict[str, str]:
+        """This machine's environment with python3 being this installation's."""
+        env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+        env["PATH"] = os.pathsep.join([str(self.path / "bin"), env["PATH"]])
+        env["PYTHONHOME"] = str(self.path)
+        return {**env, **extra}
+
+    def run(self, args: list[str], env: dict[str, str], **kwargs) -> subprocess.CompletedProcess:
+        command = [str(self.path / "bin" / "python3"), *args]
+        return subprocess.run(command, env=env, capture_output=True, text=True, **kwargs)
+
+
+def new_prefix(path: pathlib.Path) -> Prefix:
+    """An empty installation on this interpreter: its standard library linked, no packages."""
+    stdlib = pathlib.Path(sysconfig.get_path("stdlib"))
+    prefix = Prefix(path)
+    prefix.site_packages.mkdir(parents=True)
+    for entry in stdlib.iterdir():
+        # A Debian-style PEP 668 marker would make pip refuse; NVIDIA's image installs with pip.
+        if entry.name not in ("site-packages", "dist-packages", "EXTERNALLY-MANAGED"):
+            (prefix.site_packages.parent / entry.name).symlink_to(entry)
+    (path / "bin").mkdir()
+    (path / "bin" / "python3").symlink_to(os.path.realpath(sys._base_executable))
+    return prefix
+
+
+def checked(done: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    return done
+
+
+@dataclasses.dataclass(frozen=True)
+class Image:
+    prefix: Prefix
+    constraints: pathlib.Path  # its /etc/pip/constraint.txt
+    pins: dict[str, str]  # canonical name -> pinned version
+
+    def env(self) -> dict[str, str]:
+        """The image's own environment: NVIDIA sets PIP_CONSTRAINT."""
+        return self.prefix.env(PIP_CONSTRAINT=str(self.constraints))
+
+
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory) -> Image:
+    """The stand-in for nvcr.io/nvidia/pytorch:25.12-py3, built once for the module."""
+    root = tmp_path_factory.mktemp("image")
+    _, constraints = image_facts(IMAGE_PINS)
+    lines = [STAND_IN_TORCH if line.startswith("torch==") else line for line in constraints]
+    constraint_file = root / "etc" / "pip" / "constraint.txt"
+    constraint_file.parent.mkdir(parents=True)
+    constraint_file.write_text("".join(f"{line}\n" for line in lines))
+    prefix = new_prefix(root / "usr")
+    env = prefix.env()
+    checked(prefix.run(["-m", "ensurepip"], env))
+    env["PIP_CONSTRAINT"] = str(constraint_file)
+    checked(prefix.run(["-m", "pip", "install", "--quiet", "--upgrade", "pip"], env))
+    checked(prefix.run(["-m", "pip", "install", "--quiet", *lines], env, timeout=900))
+    pins = {canonical(line.split("==")[0]): line.split("==")[1] for line in lines}
+    return Image(prefix, constraint_file, pins)
+
+
+def container_layer(image: Image, path: pathlib.Path) -> Image:
+    """A container's copy of the image: hard links, so pip's changes stay in the copy."""
+    shutil.copytree(image.prefix.path, path, symlinks=True, copy_function=os.link)
+    return dataclasses.replace(image, prefix=Prefix(path))
+
+
+def never_changed(image: Image, layer: Image, env: dict[str, str]) -> None:
+    """torch and numpy in the container are the image's own files, and nothing shadows them."""
+    probe = "import json, torch, numpy; print(json.dumps([torch.__file__, numpy.__file__]))"
+    files = json.loads(checked(layer.prefix.run(["-c", probe], env)).stdout)
+    for name, file in zip(NEVER_CHANGED, files, strict=True):
+        path = pathlib.Path(file)
+        assert path.is_relative_to(layer.prefix.site_packages), (name, path)
+        original = image.prefix.site_packages / path.relative_to(layer.prefix.site_packages)
+        assert path.stat().st_ino == original.stat().st_ino, f"pip replaced the image's {name}"
+    versions = "import importlib.metadata as m; print(m.version('torch'), m.version('numpy'))"
+    torch_version, numpy_version = checked(layer.prefix.run(["-c", versions], env)).stdout.split()
+    assert torch_version.split("+")[0] == image.pins["torch"]
+    assert numpy_version == image.pins["numpy"]
+
+
+def git_blob_sha(content: bytes) -> str:
+    return hashlib.sha1(b"blob %d\0" % len(content) + content).hexdigest()
+
+
+def recorded_blob_shas() -> dict[str, str]:
+    text = (SCRIPTS / "SOURCE.md").read_text()
+    return dict(re.findall(r"\| `([\w.-]+\.sh)` \| `[^`]+` \| `([0-9a-f]{40})` \|", text))
+
+
+def moved(script: str, replacements: list[tuple[str, str]]) -> str:
+    """A verbatim script with its hard-coded paths replaced; each must occur."""
+    text = (SCRIPTS / script).read_text()
+    for old, new in replacements:
+        assert old in text, f"{script} no longer contains {old}"
+        text = text.replace(old, new)
+    return text
+
+
+@pytest.fixture(scope="module")
+def master_wheel(tmp_path_factory) -> pathlib.Path:
+    """PyPI's determined 0.38.1 wheel: what a 0.38.1 master serves from /opt/determined/wheels."""
+    folder = tmp_path_factory.mktemp("wheels")
+    command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary"]
+    command += [":all:", "--dest", str(folder), DETERMINED_WHEEL]
+    checked(subprocess.run(command, capture_output=True, text=True, timeout=300))
+    (wheel,) = folder.glob("determined-*.whl")
+    return wheel
+
+
+def context_tgz() -> bytes:
+    """The project folder as `det experiment create ... .` uploads it (.detignore applied)."""
+    ignore = detignore.make_shutil_ignore(REPO)
+    data = io.BytesIO()
+    with tarfile.open(fileobj=data, mode="w:gz") as tar:
+        for folder, dirs, files in os.walk(REPO):
+            dirs[:] = sorted(set(dirs) - set(ignore(folder, dirs)))
+            for name in sorted(set(files) - set(ignore(folder, files))):
+                path = pathlib.Path(folder, name)
+                tar.add(path, arcname=str(path.relative_to(REPO)))
+    return data.getvalue()
+
+
+def trial_config(local_config: dict, storage: pathlib.Path) -> dict:
+    """const.yaml on the tiny model (local_config), one epoch, as the master expands it."""
+    config = {**local_config, "checkpoint_storage": {"type": "directory"}}
+    config["checkpoint_storage"]["container_path"] = str(storage)
+    config["hyperparameters"] = {**config["hyperparameters"], "num_train_epochs": 1}
+    return config
+
+
+def config_variables(config: dict) -> dict[str, str]:
+    """The config's environment.environment_variables, which override the image's."""
+    pairs = config["environment"].get("environment_variables", [])
+    return dict(pair.split("=", 1) for pair in pairs)
+
+
+def master_env(root: pathlib.Path, url: str, config: dict) -> dict[str, str]:
+    """What Determined 0.38.1's master sets in a one-slot docker-container trial container
+    (master/pkg/tasks/task.go EnvVars and the trial's DET_* variables)."""
+    run_dir = root / "run" / "determined"
+    ports = free_ports(3)
+    return {
+        "DET_MASTER": url,
+        "DET_CLUSTER_ID": "fake-cluster",
+        "DET_AGENT_ID": "fake-agent",
+        "DET_SLOT_IDS": "[0]",
+        "DET_TASK_ID": "1.1",
+        "DET_ALLOCATION_ID": "1.1.1",
+        "DET_RESOURCES_ID": "fake-resources",
+        "DET_RESOURCES_TYPE": "docker-container",
+        "DET_CONTAINER_ID": "fake-container",
+        "DET_SESSION_TOKEN": TOKEN,
+        "DET_TASK_TYPE": "TRIAL",
+        "DET_USER": "determined",
+        "DET_USE_TLS": "false",
+        "DET_RUN_DIR": str(run_dir),
+        "DET_WORKDIR": str(run_dir / "workdir"),
+        "PYTHONUSERBASE": str(run_dir / "pythonuserbase"),
+        "DET_TRIAL_ID": "1",
+        "DET_EXPERIMENT_ID": "1",
+        "DET_TRIAL_SEED": "7",
+        "DET_TRIAL_RUN_ID": "1",
+        "DET_STEPS_COMPLETED": "0",
+        "DET_HPARAMS": json.dumps(config["hyperparameters"]),
+        "DET_EXPERIMENT_CONFIG": json.dumps(config),
+        "C10D_PORT": str(ports[0]),
+        "INTER_TRAIN_PROCESS_COMM_PORT_1": str(ports[1]),
+        "INTER_TRAIN_PROCESS_COMM_PORT_2": str(ports[2]),
+    }
+
+
+def lay_out_container(root: pathlib.Path, wheel: pathlib.Path) -> pathlib.Path:
+    """The master's files in the container, under root; returns entrypoint.sh."""
+    run_dir, wheels = root / "run" / "determined", root / "opt" / "determined" / "wheels"
+    for folder in ("workdir", "info", "pythonuserbase"):  # task.go's workDirArchive makes these
+        (run_dir / folder).mkdir(parents=True)
+    wheels.mkdir(parents=True)
+    shutil.copy(wheel, wheels)
+    task_setup = moved(
+        "task-setup.sh",
+        [("/run/determined/", f"{run_dir}/"), ("/opt/determined/wheels/", f"{wheels}/")],
+    )
+    entrypoint = moved(
+        "entrypoint.sh", [("/run/determined/task-setup.sh", f"{run_dir}/task-setup.sh")]
+    )
+    assert "/run/determined" not in task_setup.replace(str(run_dir), "")
+    (run_dir / "task-setup.sh").write_text(task_setup)
+    (run_dir / "entrypoint.sh").write_text(entrypoint)
+    return run_dir / "entrypoint.sh"
+
+
+@dataclasses.dataclass
+class Start:
+    run: subprocess.CompletedProcess
+    master: FakeMaster
+    layer: Image
+    env: dict[str, str]
+
+    @property
+    def output(self) -> str:
+        return self.run.stdout + self.run.stderr
+
+
+def start_container(
+    image: Image, root: pathlib.Path, wheel: pathlib.Path, config: dict, variables: dict[str, str]
+) -> Start:
+    """One trial container from the image's start to the trial's end; variables: the config's
+    environment_variables (applied over the image's environment, as Docker does)."""
+    layer = container_layer(image, root / "usr")
+    entrypoint = lay_out_container(root, wheel)
+    master = FakeMaster(smaller_is_better=True, metric="validation_loss", context_tgz=context_tgz())
+    with master.serving() as url:
+        env = {**layer.env(), **master_env(root, url, config), **variables}
+        env.update(
+            FAKE_RUN_ROOT=str(root),
+            PYTHONPATH=str(SITECUSTOMIZE),
+            IMAGE_PIP_CONSTRAINT=str(image.constraints),
+            NO_PROXY="127.0.0.1,localhost",
+            HF_HUB_OFFLINE="1",
+            XDG_CACHE_HOME=str(root / "cache"),
+            OMP_NUM_THREADS="1",
+        )
+        run = subprocess.run(
+            ["bash", str(entrypoint)],
+            cwd=root / "run" / "determined" / "workdir",
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=START_TIMEOUT_S,
+        )
+    return Start(run, master, layer, env)
+
+
+def test_the_copies_of_determineds_scripts_are_verbatim():
+    recorded = recorded_blob_shas()
+    assert sorted(recorded) == ["entrypoint.sh", "task-setup.sh"]
+    for name, sha in recorded.items():
+        assert git_blob_sha((SCRIPTS / name).read_bytes()) == sha, f"{name} was edited"
+
+
+def test_without_the_configs_variables_the_container_dies_before_the_hook(
+    image, master_wheel, local_config, tmp_path
+):
+    """The cluster's failure: under the image's pins the task setup cannot install the master's
+    determined (requests < 2.32 against the image's 2.32.x); task-setup.sh is sourced before
+    entrypoint.sh sets -e, so the container dies at prep_container, before startup-hook.sh."""
+    config = trial_config(local_config, tmp_path / "storage")
+    start = start_container(image, tmp_path, master_wheel, config, variables={})
+    assert start.run.returncode != 0
+    conflict = "Cannot install determined==0.38.1 because these package versions have conflicting"
+    assert conflict in start.output
+    assert "determined.exec.prep_container" in start.output
+    assert "No module named 'determined'" in start.output
+    assert "startup-hook.sh" not in start.output  # set -x would trace the hook's test -f
+    assert start.master.requests == []
+
+
+def test_with_the_configs_variables_the_trial_starts_and_validates(
+    image, master_wheel, local_config, tmp_path
+):
+    config = trial_config(local_config, tmp_path / "storage")
+    variables = config_variables(yaml.safe_load((REPO / "const.yaml").read_text()))
+    assert variables == {"PIP_CONSTRAINT": ""}
+    start = start_container(image, tmp_path, master_wheel, config, variables)
+    assert start.run.returncode == 0, start.output[-5000:]
+    assert start.master.unknown == []
+    assert [m["stepsCompleted"] for m in start.master.metrics("validation")] == [6]
+    relaxed = set(re.findall(r"image_pins: relaxing the image's ([\w.-]+)==", start.output))
+    assert {"requests", "huggingface-hub", "tokenizers", "safetensors", "transformers"} <= relaxed
+    assert relaxed.isdisjoint(NEVER_CHANGED)
+    user_site = list((tmp_path / "run" / "determined" / "pythonuserbase").glob("lib/*/site-*"))
+    assert (user_site[0] / "determined").is_dir()  # the task setup's --user install
+    assert (tmp_path / "run" / "determined" / "info" / "rendezvous.json").is_file()
+    never_changed(image, start.layer, start.env)
+
+
+def dockerfile_steps(dockerfile: str, root: pathlib.Path) -> list[str]:
+    """The Dockerfile's COPY steps done under root and its RUN commands, with the image paths it
+    copies to moved under root."""
+    commands, moves = [], []
+    for line in dockerfile.replace("\\\n", " ").splitlines():
+        instruction, _, rest = line.strip().partition(" ")
+        if instruction == "COPY":
+            *sources, destination = shlex.split(rest)
+            target = root / destination.lstrip("/")
+            folder = target if destination.endswith("/") else target.parent
+            folder.mkdir(parents=True, exist_ok=True)
+            for source in sources:
+                shutil.copy(REPO / source, target)
+            moves.append((destination, str(target) + ("/" if destination.endswith("/") else "")))
+        elif instruction == "RUN":
+            commands.append(rest)
+    for destination, target in moves:
+        commands = [c.replace(destination, target) for c in commands]
+    return commands
+
+
+def test_the_dockerfiles_install_works_under_the_images_pins(image, tmp_path):
+    """The Dockerfile's RUN steps in a copy of the image, under its PIP_CONSTRAINT; image_pins.py
+    reads the pins from $IMAGE_PIP_CONSTRAINT here (/etc/pip/constraint.txt in the build)."""
+    commands = dockerfile_steps((REPO / "Dockerfile").read_text(), tmp_path / "build")
+    assert any("image_pins.py" in c for c in commands)
+    layer = container_layer(image, tmp_path / "usr")
+    env = {**layer.env(), "IMAGE_PIP_CONSTRAINT": str(image.constraints)}
+    for command in commands:
+        run = subprocess.run(
+            ["bash", "-c", command], env=env, capture_output=True, text=True, timeout=900
+        )
+        assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
+    checked(layer.prefix.run(["-c", "import determined, transformers"], env))
+    checked(layer.prefix.run([str(REPO / "versions.py")], env))
+    requirements = ["--unmet", str(REPO / "requirements-image.txt")]
+    checked(layer.prefix.run([str(REPO / "versions.py"), *requirements], env))
+    never_changed(image, layer, env)
+
+
+def test_the_uploaded_context_holds_the_hook_and_its_helper():
+    with tarfile.open(fileobj=io.BytesIO(context_tgz())) as tar:
+        names = tar.getnames()
+    assert {"startup-hook.sh", "image_pins.py", "requirements-image.txt", "model_def.py"} <= set(
+        names
+    )
+    assert not any(name.startswith("tests/") for name in names)

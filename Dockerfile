@@ -10,9 +10,9 @@ FROM ${BASE_IMAGE}
 
 # The hook's pins and the master's determined, in one resolve under the image's pins
 # (/etc/pip/constraint.txt) relaxed only where they conflict (requests: determined needs < 2.32;
-# transformers' own needs): image_pins.py, as startup-hook.sh installs them. Never torch, numpy
+# transformers' own needs): bert_glue/container/image_pins.py, as startup-hook.sh installs them. Never torch, numpy
 # or the nvidia-* CUDA libraries (tests/test_container_start.py runs these steps).
-COPY requirements-image.txt image_pins.py /tmp/
+COPY requirements-image.txt bert_glue/container/image_pins.py /tmp/
 RUN PIP_NO_CACHE_DIR=1 python3 /tmp/image_pins.py -r /tmp/requirements-image.txt determined==0.38.1
 
 # Determined's task setup would pip install the master's determined wheel in every container;

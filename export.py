@@ -20,7 +20,7 @@ import argparse
 import os
 import sys
 
-import finetuned
+from bert_glue.results import finetuned
 
 
 def export(checkpoint_dir: str | os.PathLike, output_dir: str | os.PathLike) -> None:

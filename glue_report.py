@@ -35,11 +35,10 @@ from collections.abc import Sequence
 
 import constants
 import data
-import finetuned
-import glue_results
-import local_grid
 import predict
-from glue_results import TrialResult
+from bert_glue.local import local_grid
+from bert_glue.results import finetuned, glue_results
+from bert_glue.results.glue_results import TrialResult
 
 # The metrics whose mean is a task's score on the leaderboard (MNLI: matched and mismatched).
 LEADERBOARD_METRICS = {

@@ -24,7 +24,7 @@ import sys
 import time
 from collections.abc import Iterator
 
-import versions
+from bert_glue.container import versions
 
 # Before transformers is imported: with a torch it cannot use it fails on its first model class,
 # with an ImportError that names neither the versions nor the fix. This exits with one line.
@@ -36,17 +36,12 @@ import torch
 from determined import pytorch
 from transformers import get_linear_schedule_with_warmup
 
-import checkpointing
 import constants
-import custom_task
 import data
-import fast_dropout
-import local_run
-import metrics
-import packing
-import pretrained
-import searcher_stop
-import trial_config
+from bert_glue.determined_0_38 import searcher_stop
+from bert_glue.local import local_run
+from bert_glue.results import checkpointing
+from bert_glue.trial import custom_task, fast_dropout, metrics, packing, pretrained, trial_config
 
 logger = logging.getLogger(__name__)
 

@@ -27,10 +27,9 @@ import numpy as np
 import torch
 
 import constants
-import custom_task
 import data
-import finetuned
-import metrics
+from bert_glue.results import finetuned
+from bert_glue.trial import custom_task, metrics
 
 logger = logging.getLogger(__name__)
 

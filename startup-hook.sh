@@ -9,7 +9,7 @@
 # container with one "error:" line if torch or transformers cannot run the trial (versions.py).
 set -euo pipefail
 python="${DET_PYTHON_EXECUTABLE:-python3}"
-if ! "$python" versions.py --unmet requirements-image.txt; then
-  "$python" image_pins.py -r requirements-image.txt --keep determined
+if ! "$python" -m bert_glue.container.versions --unmet requirements-image.txt; then
+  "$python" -m bert_glue.container.image_pins -r requirements-image.txt --keep determined
 fi
-"$python" versions.py
+"$python" -m bert_glue.container.versions

@@ -27,12 +27,12 @@ import yaml
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from determined import pytorch  # noqa: E402
+from determined import pytorch
 
-import checkpointing  # noqa: E402
-import constants  # noqa: E402
-import data  # noqa: E402
-import model_def  # noqa: E402
+import constants
+import data
+import model_def
+from bert_glue.results import checkpointing
 
 
 def mrpc_subset(data_dir: pathlib.Path, out: pathlib.Path, train_rows: int) -> None:

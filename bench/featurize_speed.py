@@ -25,11 +25,11 @@ import time
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import numpy as np  # noqa: E402
-from transformers import AutoTokenizer  # noqa: E402
+import numpy as np
+from transformers import AutoTokenizer
 
-import constants  # noqa: E402
-import data  # noqa: E402
+import constants
+import data
 
 MNLI_COLUMNS = (
     "index",

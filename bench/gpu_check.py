@@ -253,10 +253,10 @@ def projection_batches(histogram: list[int], batch: int, steps: int, vocab: int,
 def step_glue_projection(args, out: Recorder) -> None:
     import torch
 
-    import local_run
     import model_def
     import train_speed
-    import trial_config
+    from bert_glue.local import local_run
+    from bert_glue.trial import trial_config
 
     tmp = pathlib.Path(tempfile.mkdtemp())
     os.environ["XDG_CACHE_HOME"], os.environ["XDG_DATA_HOME"] = str(tmp / "c"), str(tmp / "d")

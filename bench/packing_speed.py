@@ -28,12 +28,14 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import constants  # noqa: E402
-import data  # noqa: E402
-import fast_dropout  # noqa: E402
-import model_def  # noqa: E402
-import packing  # noqa: E402
-import train_speed  # noqa: E402
+import constants
+import data
+import model_def
+import train_speed
+from bert_glue.trial import (
+    fast_dropout,
+    packing,
+)
 
 VARIANTS = ("padded", "packed", "packed_grouped")
 

@@ -48,13 +48,15 @@ import torch
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import constants  # noqa: E402
-import data  # noqa: E402
-import local_run  # noqa: E402
-import metrics  # noqa: E402
-import model_def  # noqa: E402
-import packing  # noqa: E402
-import trial_config  # noqa: E402
+import constants
+import data
+import model_def
+from bert_glue.local import local_run
+from bert_glue.trial import (
+    metrics,
+    packing,
+    trial_config,
+)
 
 BASELINES = ("hf_padded", "hf_dynamic")
 ORIGINAL_SETTINGS = [

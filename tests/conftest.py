@@ -130,8 +130,8 @@ def run_glue(
     config: pathlib.Path, results: pathlib.Path, *overrides: str, trial=None, tensorboard=False
 ) -> int:
     """The local run of a grid config (glue.yaml) into the results folder."""
-    import local_run
     import model_def
+    from bert_glue.local import local_run
 
     options = ["--results-dir", str(results)] + ([] if tensorboard else ["--no-tensorboard"])
     return local_run.main(

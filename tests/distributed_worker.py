@@ -20,8 +20,8 @@ from unittest import mock
 import torch
 
 import data
-import metrics
 import model_def
+from bert_glue.trial import metrics
 
 
 class Recorder:

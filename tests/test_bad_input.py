@@ -14,9 +14,9 @@ from conftest import REPO
 from transformers import BertForSequenceClassification
 
 import constants
-import local_run
 import model_def
-import pretrained
+from bert_glue.local import local_run
+from bert_glue.trial import pretrained
 
 
 def model_folder(tiny_model_dir: pathlib.Path, tmp_path: pathlib.Path, *drop: str) -> str:

@@ -19,7 +19,7 @@ from fake_master import FakeMaster, container_env, write_container
 from test_bad_input import diverging_stsb
 
 import constants
-import metrics
+from bert_glue.trial import metrics
 
 BATCHES_PER_EPOCH = 6
 RUN_TIMEOUT_S = 180

@@ -13,11 +13,9 @@ import yaml
 from conftest import REPO
 from determined import pytorch
 
-import custom_task
-import local_run
-import metrics
 import model_def
-import trial_config
+from bert_glue.local import local_run
+from bert_glue.trial import custom_task, metrics, trial_config
 
 CONFIGS = sorted(REPO.glob("*.yaml"))
 SEARCHED = ["global_batch_size", "learning_rate", "warmup_ratio", "weight_decay"]

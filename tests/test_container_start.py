@@ -393,16 +393,15 @@ def test_the_dockerfiles_install_works_under_the_images_pins(image, tmp_path):
         )
         assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
     checked(layer.prefix.run(["-c", "import determined, transformers"], env))
-    checked(layer.prefix.run([str(REPO / "versions.py")], env))
-    requirements = ["--unmet", str(REPO / "requirements-image.txt")]
-    checked(layer.prefix.run([str(REPO / "versions.py"), *requirements], env))
+    versions = str(REPO / "bert_glue" / "container" / "versions.py")
+    checked(layer.prefix.run([versions], env))
+    checked(layer.prefix.run([versions, "--unmet", str(REPO / "requirements-image.txt")], env))
     never_changed(image, layer, env)
 
 
 def test_the_uploaded_context_holds_the_hook_and_its_helper():
     with tarfile.open(fileobj=io.BytesIO(context_tgz())) as tar:
         names = tar.getnames()
-    assert {"startup-hook.sh", "image_pins.py", "requirements-image.txt", "model_def.py"} <= set(
-        names
-    )
+    helpers = {"bert_glue/container/versions.py", "bert_glue/container/image_pins.py"}
+    assert {"startup-hook.sh", "requirements-image.txt", "model_def.py", *helpers} <= set(names)
     assert not any(name.startswith("tests/") for name in names)

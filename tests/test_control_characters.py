@@ -17,10 +17,10 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 import constants
 import data
 import export
-import finetuned
-import local_run
 import model_def
 import predict
+from bert_glue.local import local_run
+from bert_glue.results import finetuned
 
 COLA_ROWS = [
     "sks13\t0\t*\tThis girl in the red coat will put \x08a picture of Bill it on your desk "

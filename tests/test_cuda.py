@@ -23,11 +23,10 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, Bert
 import constants
 import data
 import export
-import finetuned
-import local_run
-import metrics
 import model_def
-import packing
+from bert_glue.local import local_run
+from bert_glue.results import finetuned
+from bert_glue.trial import metrics, packing
 
 CUDA_MARKS = [
     pytest.mark.cuda,

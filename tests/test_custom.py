@@ -36,13 +36,12 @@ from transformers import (
 )
 
 import constants
-import custom_task
 import export
-import finetuned
-import local_run
 import model_def
 import predict
-import trial_config
+from bert_glue.local import local_run
+from bert_glue.results import finetuned
+from bert_glue.trial import custom_task, trial_config
 
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)

@@ -36,12 +36,12 @@ from determined import pytorch
 from distributed_worker import Recorder
 from fake_hub import FakeHub
 
-import checkpointing
 import constants
 import data
-import local_run
 import model_def
-import trial_config
+from bert_glue.local import local_run
+from bert_glue.results import checkpointing
+from bert_glue.trial import trial_config
 
 TASKS = ("MRPC", "CoLA", "STS-B")
 RECORDED = ("MRPC", "CoLA")  # run through distributed_worker.py; STS-B through --nproc 2

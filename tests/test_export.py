@@ -10,8 +10,8 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipe
 import constants
 import data
 import export
-import local_run
 import model_def
+from bert_glue.local import local_run
 
 
 @pytest.mark.parametrize("task_name", ["RTE", "STS-B"])

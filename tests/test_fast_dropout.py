@@ -14,7 +14,7 @@ from transformers import (
 
 import constants
 import data
-import fast_dropout
+from bert_glue.trial import fast_dropout
 
 
 @pytest.mark.parametrize("p", [0.1, 0.3, 0.5])

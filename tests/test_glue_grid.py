@@ -13,10 +13,9 @@ from conftest import REPO, run_glue
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import constants
-import local_grid
-import metrics
 import model_def
-import trial_config
+from bert_glue.local import local_grid
+from bert_glue.trial import metrics, trial_config
 
 
 def glue_yaml() -> dict:

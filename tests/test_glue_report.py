@@ -13,9 +13,9 @@ from conftest import run_glue
 
 import constants
 import glue_report
-import glue_results
 import predict
-from glue_results import TrialResult
+from bert_glue.results import glue_results
+from bert_glue.results.glue_results import TrialResult
 
 
 def trial(

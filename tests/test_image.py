@@ -28,7 +28,7 @@ import yaml
 from conftest import REPO
 from test_packaging import pins
 
-import image_pins
+from bert_glue.container import image_pins
 
 pytestmark = pytest.mark.network
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import image_pins
+from bert_glue.container import image_pins
 
 PINS = {
     "torch": "torch==2.10.0a0+b4e4ee81d3",

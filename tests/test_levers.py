@@ -11,9 +11,9 @@ from transformers import AutoTokenizer, BertConfig, BertForSequenceClassificatio
 
 import constants
 import data
-import fast_dropout
-import local_run
 import model_def
+from bert_glue.local import local_run
+from bert_glue.trial import fast_dropout
 
 
 @pytest.fixture(scope="module")

@@ -15,9 +15,8 @@ import yaml
 from conftest import REPO
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-import local_run
 import model_def
-import progress
+from bert_glue.local import local_run, progress
 
 STEPS_PER_EPOCH = 6  # 48 training rows in batches of 8 (local_config)
 

@@ -9,7 +9,7 @@ from scipy import stats
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
 import constants
-import metrics
+from bert_glue.trial import metrics
 
 RNG = np.random.default_rng(0)
 LABELS = RNG.integers(0, 2, 101)

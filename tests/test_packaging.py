@@ -12,6 +12,7 @@ from conftest import REPO
 
 IMAGE_REQUIREMENTS = REPO / "requirements-image.txt"
 CONFIGS = sorted(REPO.glob("*.yaml"))
+CONTAINER_MODULES = ("bert_glue/container/versions.py", "bert_glue/container/image_pins.py")
 
 
 def pins(text: str) -> dict[str, str]:
@@ -32,8 +33,8 @@ def test_image_requirements_are_pinned_as_requirements_txt_pins_them():
 
 def test_startup_hook_installs_the_image_requirements_and_nothing_else():
     hook = (REPO / "startup-hook.sh").read_text()
-    assert "image_pins.py -r requirements-image.txt --keep determined\n" in hook
-    assert "versions.py --unmet requirements-image.txt" in hook
+    assert "-m bert_glue.container.image_pins -r requirements-image.txt --keep determined\n" in hook
+    assert "-m bert_glue.container.versions --unmet requirements-image.txt" in hook
     assert pins(hook) == {}
 
 
@@ -41,7 +42,7 @@ def test_dockerfile_installs_the_image_requirements_and_the_masters_determined()
     dockerfile = (REPO / "Dockerfile").read_text()
     determined = pins((REPO / "requirements.txt").read_text())["determined"]
     assert f"image_pins.py -r /tmp/requirements-image.txt determined{determined}\n" in dockerfile
-    assert "!image_pins.py" in (REPO / ".dockerignore").read_text().split()
+    assert "!bert_glue/container/image_pins.py" in (REPO / ".dockerignore").read_text().split()
     assert "ENV DET_SKIP_PIP_INSTALL=1" in dockerfile
 
 
@@ -71,5 +72,5 @@ def test_detignore_keeps_tests_caches_and_environments_out():
 
 def test_detignore_uploads_what_the_startup_hook_runs():
     spec = pathspec.PathSpec.from_lines("gitwildmatch", (REPO / ".detignore").read_text().split())
-    for name in ("startup-hook.sh", "requirements-image.txt", "versions.py", "image_pins.py"):
+    for name in ("startup-hook.sh", "requirements-image.txt", *CONTAINER_MODULES):
         assert not spec.match_file(name), name

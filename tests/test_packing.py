@@ -27,10 +27,9 @@ from transformers import (
 
 import constants
 import data
-import fast_dropout
-import local_run
 import model_def
-import packing
+from bert_glue.local import local_run
+from bert_glue.trial import fast_dropout, packing
 
 MAX_LENGTH = 32
 VOCAB = 40

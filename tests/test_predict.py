@@ -14,10 +14,10 @@ from conftest import CUE
 
 import constants
 import data
-import finetuned
-import local_run
 import model_def
 import predict
+from bert_glue.local import local_run
+from bert_glue.results import finetuned
 
 
 def last_checkpoint(data_home: pathlib.Path) -> pathlib.Path:

@@ -17,10 +17,10 @@ import yaml
 from conftest import REPO
 from determined import util
 
-import checkpointing
 import constants
-import local_run
 import model_def
+from bert_glue.local import local_run
+from bert_glue.results import checkpointing
 
 EPOCHS = 3  # 48 train rows / batch 8: 6 batches an epoch, a checkpoint after each epoch
 BATCHES = 6

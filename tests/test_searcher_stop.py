@@ -17,7 +17,7 @@ from determined.common import api
 from determined.common.api import bindings
 from fake_master import TOKEN, FakeMaster
 
-import searcher_stop
+from bert_glue.determined_0_38 import searcher_stop
 
 State = bindings.trialv1State
 
@@ -47,7 +47,7 @@ def test_reader_outlasts_any_failure_and_stops_when_told(caplog):
     tls = requests.exceptions.SSLError("certificate verify failed")
     answers = [down, tls, ValueError("not JSON"), "STATE_RUNNING", "STATE_STOPPING_COMPLETED"]
     reader, asked = reader_of(answers)
-    with caplog.at_level(logging.INFO, logger="searcher_stop"):
+    with caplog.at_level(logging.INFO, logger=searcher_stop.__name__):
         assert [reader.ask() for _ in answers] == [False] * 4 + [True]
     assert reader.stop_seen.is_set() and reader.ask()  # a stop, once seen, stays
     messages = [r.getMessage() for r in caplog.records]

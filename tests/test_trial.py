@@ -10,9 +10,9 @@ import torch
 from conftest import REPO
 
 import constants
-import local_run
 import model_def
-import trial_config
+from bert_glue.local import local_run
+from bert_glue.trial import trial_config
 
 
 def checkpoints(config_dir: pathlib.Path) -> list[pathlib.Path]:

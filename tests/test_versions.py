@@ -11,7 +11,7 @@ import pytest
 from conftest import REPO
 from transformers.utils import import_utils
 
-import versions
+from bert_glue.container import versions
 
 # Versions as NVIDIA's containers and PyPI spell them.
 TORCH_VERSIONS = [
@@ -71,14 +71,16 @@ def test_min_transformers_is_the_image_pin():
     assert pin in (REPO / "requirements-image.txt").read_text().split()
 
 
-@pytest.mark.parametrize("script", ["model_def.py", "versions.py"])
+@pytest.mark.parametrize("script", ["model_def.py", "bert_glue/container/versions.py"])
 def test_scripts_exit_with_one_line_under_a_torch_transformers_turns_off(script):
     """`python model_def.py` ends with one error line before transformers' ImportError from the
-    first model class the trial imports; the hook's `python versions.py` likewise."""
+    first model class the trial imports; the hook's `python -m bert_glue.container.versions`
+    likewise."""
     argv = [script, "const.yaml"] if script == "model_def.py" else [script]
     fake = (
         "import importlib.metadata as m, runpy, sys; real = m.version; "
         "m.version = lambda n: '2.5.0a0+abc' if n == 'torch' else real(n); "
+        "sys.path.insert(0, '.'); "
         f"sys.argv = {argv!r}; runpy.run_path({script!r}, run_name='__main__')"
     )
     done = subprocess.run([sys.executable, "-c", fake], cwd=REPO, capture_output=True, text=True)
@@ -101,14 +103,14 @@ def test_unmet_lists_what_is_missing_or_another_version(tmp_path):
 
 def run_hook(tmp_path, requirements: str) -> tuple[subprocess.CompletedProcess, str]:
     """startup-hook.sh in a copy of its files, with a Python that logs and skips the installs
-    (pip, image_pins.py)."""
-    for name in ("startup-hook.sh", "versions.py"):
-        shutil.copy(REPO / name, tmp_path / name)
+    (pip, image_pins)."""
+    shutil.copy(REPO / "startup-hook.sh", tmp_path)
+    shutil.copytree(REPO / "bert_glue" / "container", tmp_path / "bert_glue" / "container")
     (tmp_path / "requirements-image.txt").write_text(requirements)
     python = tmp_path / "python"
     python.write_text(
         "#!/usr/bin/env bash\n"
-        'if [ "$1 $2" = "-m pip" ] || [ "$1" = image_pins.py ]; then\n'
+        'if [ "$1 $2" = "-m pip" ] || [ "$2" = bert_glue.container.image_pins ]; then\n'
         '  echo "$@" >> pip.log; exit 0\n'
         "fi\n"
         f'exec {sys.executable} "$@"\n'
@@ -132,4 +134,7 @@ def test_hook_installs_the_requirements_file_when_a_pin_is_missing(tmp_path):
     done, pip_calls = run_hook(tmp_path, "no-such-package-xyz==1\n")
     assert done.returncode == 0, done.stderr
     assert "not installed: no-such-package-xyz==1" in done.stdout
-    assert pip_calls == "image_pins.py -r requirements-image.txt --keep determined\n"
+    assert (
+        pip_calls
+        == "-m bert_glue.container.image_pins -r requirements-image.txt --keep determined\n"
+    )

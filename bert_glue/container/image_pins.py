@@ -8,7 +8,7 @@ those that conflict: a pinned package that pip would have to change, or that is 
 version (the task setup installed the master's determined and its requests with --user). torch,
 the nvidia-* CUDA libraries and numpy are never relaxed: where they conflict, pip fails.
 
-    python3 image_pins.py -r requirements-image.txt --keep determined [requirement ...]
+    python3 -m bert_glue.container.image_pins -r requirements-image.txt --keep determined [req ...]
 
 startup-hook.sh and the Dockerfile run it; each relaxed pin is printed on one line.
 """

@@ -20,10 +20,9 @@ import os
 import pathlib
 import shutil
 
-import checkpointing
-import custom_task
-import progress
-import trial_config
+from bert_glue.local import progress
+from bert_glue.results import checkpointing
+from bert_glue.trial import custom_task, trial_config
 from constants import ConfigError
 
 RESULT, PROGRESS = "result.json", "progress.json"

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 
 import constants
 import data
-import trial_config
+from bert_glue.trial import trial_config
 from constants import FORMATS, ConfigError, GlueTask, Split
 
 NAME = "custom"

@@ -6,8 +6,8 @@ precede (2.6.0a0+... < 2.6.0, while 2.10.0a0+... passes). The trial then dies on
 a model class with an ImportError that does not name the image. This module says which versions
 are installed and what to change.
 
-    python versions.py                                # exit 1 with "error: ..." if unusable
-    python versions.py --unmet requirements-image.txt # list the lines not installed; exit 1 if any
+    python -m bert_glue.container.versions          # exit 1 with "error: ..." if unusable
+    python -m bert_glue.container.versions --unmet requirements-image.txt  # exit 1 if any unmet
 """
 
 from __future__ import annotations

@@ -22,11 +22,10 @@ import pathlib
 import torch
 from transformers import PreTrainedModel
 
-import checkpointing
 import constants
-import custom_task
 import model_def
-import trial_config
+from bert_glue.results import checkpointing
+from bert_glue.trial import custom_task, trial_config
 
 
 @dataclasses.dataclass

@@ -22,8 +22,7 @@ import torch
 from determined import pytorch
 
 import constants
-import custom_task
-import trial_config
+from bert_glue.trial import custom_task, trial_config
 from constants import ConfigError
 
 LOCAL_TRIAL_ID = 0  # the trial id Determined's local Trainer saves and expects

@@ -28,15 +28,12 @@ import torch
 import yaml
 from determined import pytorch
 
-import checkpointing
 import constants
-import custom_task
 import data
 import download_glue_data
-import local_grid
-import metrics
-import progress
-import trial_config
+from bert_glue.local import local_grid, progress
+from bert_glue.results import checkpointing
+from bert_glue.trial import custom_task, metrics, trial_config
 
 logger = logging.getLogger(__name__)
 

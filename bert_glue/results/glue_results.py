@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from determined.common import api
 from determined.experimental import client
 
-import local_grid
+from bert_glue.local import local_grid
 
 COMPLETED = "COMPLETED"
 

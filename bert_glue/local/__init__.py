@@ -1,0 +1,1 @@
+"""A run on this machine, no cluster: the Trainer in local mode, grids, progress."""

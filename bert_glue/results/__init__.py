@@ -1,0 +1,1 @@
+"""Checkpoints found, resumed and loaded back; a GLUE experiment's trials collected."""

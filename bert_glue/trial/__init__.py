@@ -1,0 +1,1 @@
+"""What the trial is built from: settings, metrics, batches, model checks, own data."""

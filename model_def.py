@@ -38,14 +38,11 @@ from transformers import get_linear_schedule_with_warmup
 
 import constants
 import data
-from bert_glue.determined_0_38 import searcher_stop
+from bert_glue.determined_0_38 import searcher_stop, workarounds
 from bert_glue.local import local_run
-from bert_glue.results import checkpointing
 from bert_glue.trial import custom_task, fast_dropout, metrics, packing, pretrained, trial_config
 
 logger = logging.getLogger(__name__)
-
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 def task_model_config(task: constants.GlueTask, model_type: str, model_name_or_path: str):
@@ -61,15 +58,16 @@ def task_model_config(task: constants.GlueTask, model_type: str, model_name_or_p
     )
 
 
-def resolve_auto(choice, default):
-    """A lever's setting, with "auto" replaced by the default for this device."""
-    return default if choice == "auto" else choice
+def device_of(context: pytorch.PyTorchTrialContext) -> trial_config.Device:
+    """What the levers' auto depends on, read off the trial's device and processes."""
+    device = context.device
+    native_bf16 = cuda_has_bf16(device) if device.type == "cuda" else cpu_has_bf16()
+    return trial_config.Device(device.type, native_bf16, context.distributed.size)
 
 
 def cpu_has_bf16() -> bool:
     """Whether the CPU multiplies bf16 matrices natively: AMX tiles (Intel) or AVX-512 BF16
-    (Intel, AMD Zen 4 and later). There bf16 autocast trains 1.7-2x faster than fp32;
-    elsewhere bf16 is emulated, so auto keeps fp32."""
+    (Intel, AMD Zen 4 and later); elsewhere bf16 is emulated, and slower than fp32."""
     return torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
 
 
@@ -140,81 +138,88 @@ class BertPyTorch(pytorch.PyTorchTrial):
     def __init__(self, context: pytorch.PyTorchTrialContext) -> None:
         self.context = context
         hp, cfg = trial_config.settings(context.get_hparams(), context.get_data_config())
-        trial_config.check_batch_split(hp["global_batch_size"], context.distributed.get_size())
         self.task = custom_task.task_from_config(cfg)
-        searcher = context.get_experiment_config()["searcher"]
-        metrics.check_searcher(self.task, searcher)
+        self.max_length = self._checked_length(hp)
         self.seed = self._seed(hp["seed"])
-        if hp["seed"] is not None:  # Determined seeded with its trial seed; the classifier too
-            local_run.seed_everything(self.seed)
-        self.model_type = hp["model_type"]
-        _, model_class, tokenizer_class = constants.get_model_classes(self.model_type)
-        self.precision = self._precision(hp["precision"])
-        self.autocast_dtype, self.scaler = self._mixed_precision(self.precision)
-        cpu = context.device.type == "cpu"
         with self._node_first():  # a Hub model is downloaded once per node
-            pretrained.check_pretrained(
-                cfg["model_name_or_path"], self.model_type, self.task, hp["max_seq_length"]
-            )
-            self.tokenizer = tokenizer_class.from_pretrained(cfg["model_name_or_path"])
-            model = model_class.from_pretrained(
-                cfg["model_name_or_path"],
-                config=task_model_config(self.task, self.model_type, cfg["model_name_or_path"]),
-                # Eager attention on CPUs, where torch's SDPA backward is slow: eager trains
-                # MiniLM 1.17x (AMD, AVX-512) to 1.46x (Intel, AMX) faster in bf16. On GPUs
-                # None: transformers' default, SDPA.
-                attn_implementation=resolve_auto(
-                    hp["attn_implementation"], "eager" if cpu else None
-                ),
-            )
-        if resolve_auto(hp["fast_dropout"], cpu):  # eager attention too, where it can
-            fast_dropout.use_fast_dropout(model)
-        self.packing = self._use_packing(hp["packing"], model)
-        self.model = context.wrap_model(model)
-        # Determined's own copy of each batch to the GPU blocks the host until the GPU is idle;
-        # _forward copies without blocking instead (the loaders pin memory on GPUs).
-        context.experimental.disable_auto_to_device()
-        self.cuda_graphs = self._use_cuda_graphs(hp["cuda_graphs"])
-        if hp["torch_compile"] or self.cuda_graphs:
-            # In place, so checkpoints keep their keys. Per-batch padding changes the sequence
-            # length, after which torch.compile recompiles once with the length symbolic.
-            # reduce-overhead: a CUDA graph per shape, captured on its first batch, replayed.
-            self.model.compile(mode="reduce-overhead" if self.cuda_graphs else None)
-
+            model_config = self._model_config(hp, cfg)
+            packable = packing.serves(model_config)
+            self.levers = trial_config.levers(hp, device_of(context), packable)
+            self.tokenizer, model = self._pretrained(hp, cfg, model_config)
+        self.autocast_dtype, self.scaler = self._mixed_precision(self.levers.precision)
+        self.model = self._prepared(model)
         started = time.perf_counter()
-        # The node's first process writes the files and caches (atomically); the rest then
-        # read them. Concurrent writers on a shared data_dir (several nodes) are safe too.
-        with self._node_first():
+        with self._node_first():  # data files and feature caches are written once per node
             self.train_set, self.dev_set = self._load_datasets(hp, cfg)
         self.data_seconds = time.perf_counter() - started  # downloading and featurizing
-        self.max_seq_length = hp["max_seq_length"]
+        self.max_seq_length, self.max_grad_norm = hp["max_seq_length"], hp["max_grad_norm"]
         self.collate = self._collator(hp, model)
-        self.group_by_length = resolve_auto(hp["group_by_length"], not self.packing)
-        self.workers = resolve_auto(hp["dataloader_workers"], 0 if cpu else 2)
-
-        self.optimizer = context.wrap_optimizer(self._build_optimizer(hp))
-        self.max_length = trial_config.train_length(hp, searcher)
-        self.total_steps = self.max_length.value * self._steps_per_epoch()
-        self.schedule = get_linear_schedule_with_warmup(
-            self.optimizer,
-            num_warmup_steps=round(hp["warmup_ratio"] * self.total_steps),
-            num_training_steps=self.total_steps,
-        )
-        self.lr_scheduler = context.wrap_lr_scheduler(
-            self.schedule, pytorch.LRScheduler.StepMode.STEP_EVERY_BATCH
-        )
-
-        self.max_grad_norm = hp["max_grad_norm"]
-        self.reducer = context.wrap_reducer(
-            GlueMetricReducer(self.task), name=None, for_training=False
-        )
+        self.optimizer = context.wrap_optimizer(self._optimizer(hp))
+        self.schedule, self.lr_scheduler = self._lr_schedule(hp)
+        self.reducer = context.wrap_reducer(GlueMetricReducer(self.task), for_training=False)
         self.train_loss = context.wrap_reducer(
             metrics.TrainingLoss(self._training_at), "loss", for_validation=False
         )
 
+    def _checked_length(self, hp: dict) -> pytorch.Epoch:
+        """The run's length, once the batch splits over the slots and the searcher suits."""
+        trial_config.check_batch_split(hp["global_batch_size"], self.context.distributed.size)
+        searcher = self.context.get_experiment_config()["searcher"]
+        metrics.check_searcher(self.task, searcher)
+        return trial_config.train_length(hp, searcher)
+
+    def _model_config(self, hp: dict, cfg: dict):
+        name = cfg["model_name_or_path"]
+        pretrained.check_pretrained(name, hp["model_type"], self.task, hp["max_seq_length"])
+        return task_model_config(self.task, hp["model_type"], name)
+
+    def _pretrained(self, hp: dict, cfg: dict, model_config) -> tuple:
+        _, model_class, tokenizer_class = constants.get_model_classes(hp["model_type"])
+        tokenizer = tokenizer_class.from_pretrained(cfg["model_name_or_path"])
+        model = model_class.from_pretrained(
+            cfg["model_name_or_path"],
+            config=model_config,
+            attn_implementation=self.levers.attn_implementation,
+        )
+        return tokenizer, model
+
+    def _prepared(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The model with the levers' changes, wrapped by Determined (DDP on several slots)."""
+        if self.levers.fast_dropout:  # eager attention's dropout too, where it can
+            fast_dropout.use_fast_dropout(model)
+        if self.levers.packing:
+            packing.use_packing(model)
+        wrapped = self.context.wrap_model(model)
+        # Determined's own copy of each batch to the GPU blocks the host until the GPU is idle;
+        # _forward copies without blocking instead (the loaders pin memory on GPUs).
+        self.context.experimental.disable_auto_to_device()
+        if self.levers.torch_compile or self.levers.cuda_graphs:
+            # In place, so checkpoints keep their keys. Per-batch padding changes the sequence
+            # length, after which torch.compile recompiles once with the length symbolic.
+            # reduce-overhead: a CUDA graph per shape, captured on its first batch, replayed.
+            wrapped.compile(mode="reduce-overhead" if self.levers.cuda_graphs else None)
+        return wrapped
+
+    def _lr_schedule(self, hp: dict) -> tuple:
+        """Linear warmup over warmup_ratio of all optimizer steps, then linear decay to 0."""
+        schedule = get_linear_schedule_with_warmup(
+            self.optimizer,
+            num_warmup_steps=round(hp["warmup_ratio"] * self.total_steps),
+            num_training_steps=self.total_steps,
+        )
+        wrapped = self.context.wrap_lr_scheduler(
+            schedule, pytorch.LRScheduler.StepMode.STEP_EVERY_BATCH
+        )
+        return schedule, wrapped
+
+    @property
+    def total_steps(self) -> int:
+        """Optimizer steps in all (local_run's progress counts them)."""
+        return self.max_length.value * self._steps_per_epoch()
+
     def _training_at(self, batch_idx: int) -> str:
         lr = self.schedule.base_lrs[0] * self.schedule.lr_lambdas[0](batch_idx)
-        return f"learning rate {lr:.3g}, precision {self.precision}"
+        return f"learning rate {lr:.3g}, precision {self.levers.precision}"
 
     def build_callbacks(self) -> dict[str, pytorch.PyTorchCallback]:
         return {
@@ -256,36 +261,15 @@ class BertPyTorch(pytorch.PyTorchTrial):
         )
         return train, dev
 
-    def _use_packing(self, choice, model: torch.nn.Module) -> bool:
-        """Whether batches are packed (packing.py). auto: on GPUs in bf16 or fp16 (varlen
-        FlashAttention) for the model types packing serves; off on CPUs, where it measured no
-        faster than length-grouped padding (README: Packed batches and CUDA graphs)."""
-        flash = self.context.device.type == "cuda" and self.autocast_dtype is not None
-        if choice == "auto":
-            choice = flash and model.config.model_type in packing.ENCODERS
-        if choice:
-            packing.use_packing(model)
-        return bool(choice)
-
-    def _use_cuda_graphs(self, choice) -> bool:
-        """auto: on one GPU. Off with several processes: graphs of a DDP-wrapped model have not
-        run on several GPUs yet (true turns them on)."""
-        cuda = self.context.device.type == "cuda"
-        if choice is True and not cuda:
-            raise constants.ConfigError(
-                "hyperparameters.cuda_graphs: CUDA graphs need a GPU; use false or auto"
-            )
-        return bool(resolve_auto(choice, cuda and self.context.distributed.get_size() == 1))
-
     def _collator(self, hp: dict, model: torch.nn.Module):
         """Packed batches, their length bucketed for CUDA graphs; or padded batches."""
-        token_types = constants.feeds_token_types(self.model_type, self.tokenizer, model)
-        if self.packing:
+        token_types = constants.feeds_token_types(hp["model_type"], self.tokenizer, model)
+        if self.levers.packing:
             return packing.PackedCollator(
                 token_types,
                 position_offset=packing.position_offset(model.config),
                 pad_id=self.tokenizer.pad_token_id,
-                bucket=hp["max_seq_length"] if self.cuda_graphs else None,
+                bucket=hp["max_seq_length"] if self.levers.cuda_graphs else None,
             )
         return data.Collator(
             self.tokenizer,
@@ -295,7 +279,7 @@ class BertPyTorch(pytorch.PyTorchTrial):
             max_length=hp["max_seq_length"],
         )
 
-    def _build_optimizer(self, hp: dict) -> torch.optim.Optimizer:
+    def _optimizer(self, hp: dict) -> torch.optim.Optimizer:
         no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight")
         params = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
         groups = [
@@ -308,27 +292,9 @@ class BertPyTorch(pytorch.PyTorchTrial):
                 "weight_decay": 0.0,
             },
         ]
-        fused = resolve_auto(hp["fused_adamw"], self.context.device.type in ("cpu", "cuda"))
         return torch.optim.AdamW(
-            groups, lr=hp["learning_rate"], eps=hp["adam_epsilon"], fused=bool(fused)
+            groups, lr=hp["learning_rate"], eps=hp["adam_epsilon"], fused=self.levers.fused_adamw
         )
-
-    def _precision(self, precision: str) -> str:
-        """hyperparameters.precision, with auto resolved for this device."""
-        if precision not in PRECISIONS:
-            raise constants.ConfigError(
-                f"hyperparameters.precision: {precision!r} is not one of {', '.join(PRECISIONS)}"
-            )
-        cuda = self.context.device.type == "cuda"
-        if precision == "auto" and cuda:
-            return "bf16" if cuda_has_bf16(self.context.device) else "fp16"
-        if precision == "auto":
-            return "bf16" if cpu_has_bf16() else "fp32"
-        if precision == "fp16" and not cuda:
-            raise constants.ConfigError(
-                "hyperparameters.precision: fp16 needs a GPU; use bf16 or fp32"
-            )
-        return precision
 
     def _mixed_precision(self, precision: str) -> tuple[torch.dtype | None, object | None]:
         if precision == "fp16":
@@ -341,9 +307,11 @@ class BertPyTorch(pytorch.PyTorchTrial):
         return torch.autocast(self.context.device.type, dtype=self.autocast_dtype)
 
     def _seed(self, seed: int | None) -> int:
-        """hyperparameters.seed if set; else the trial seed on a cluster, and the config's
-        experiment_seed in local mode."""
+        """hyperparameters.seed if set, which then seeds everything as Determined seeded it
+        with its trial seed (the classifier's initial weights too); else the trial seed on a
+        cluster, and the config's experiment_seed in local mode."""
         if seed is not None:
+            local_run.seed_everything(seed)
             return seed
         try:
             return self.context.get_trial_seed()
@@ -357,7 +325,7 @@ class BertPyTorch(pytorch.PyTorchTrial):
 
     def build_training_data_loader(self) -> pytorch.DataLoader:
         batch_size = self.context.get_per_slot_batch_size()
-        if self.group_by_length:
+        if self.levers.group_by_length:
             sampler = data.LengthGroupedBatchSampler(
                 self.train_set.lengths, batch_size, seed=self.seed
             )
@@ -377,18 +345,18 @@ class BertPyTorch(pytorch.PyTorchTrial):
         return pytorch.DataLoader(
             dataset,
             collate_fn=self.collate,
-            num_workers=self.workers,
+            num_workers=self.levers.dataloader_workers,
             pin_memory=cuda,
-            persistent_workers=self.workers > 0,
+            persistent_workers=self.levers.dataloader_workers > 0,
             **kwargs,
         )
 
     def _forward(self, batch: dict[str, torch.Tensor]):
         device = self.context.device
         inputs = {k: v.to(device, non_blocking=True) for k, v in batch.items() if k != "split"}
-        if self.packing:
+        if self.levers.packing:
             inputs = packing.model_inputs(inputs, max_seqlen=self.max_seq_length)
-        if self.cuda_graphs:  # a new step: the previous graph's outputs may be overwritten
+        if self.levers.cuda_graphs:  # a new step: the previous graph's outputs may be overwritten
             torch.compiler.cudagraph_mark_step_begin()
         with self._autocast():
             return self.model(**inputs)
@@ -425,7 +393,8 @@ def run_on_cluster(info: det.ClusterInfo) -> None:
         periods = trial_config.fit_options(
             context.get_experiment_config(), context.get_global_batch_size(), local=False
         )
-        with checkpointing.loadable_rng_state(), metrics.divergence_raised_as_is():
+        reported_as_is = workarounds.reducer_errors_as_raised(metrics.Diverged)
+        with workarounds.loadable_rng_state(), reported_as_is:
             pytorch.Trainer(trial, context).fit(
                 max_length=trial.max_length, latest_checkpoint=info.latest_checkpoint, **periods
             )

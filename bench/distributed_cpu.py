@@ -32,7 +32,7 @@ from determined import pytorch
 import constants
 import data
 import model_def
-from bert_glue.results import checkpointing
+from bert_glue.determined_0_38 import workarounds
 
 
 def mrpc_subset(data_dir: pathlib.Path, out: pathlib.Path, train_rows: int) -> None:
@@ -90,7 +90,7 @@ def run(config: pathlib.Path, nproc: int, work: pathlib.Path) -> dict:
 
 def validate_here(checkpoint: pathlib.Path) -> dict[str, float]:
     """The checkpoint's dev metrics, computed in this one process."""
-    with checkpointing.loadable_rng_state():
+    with workarounds.loadable_rng_state():
         trial = pytorch.load_trial_from_checkpoint_path(
             str(checkpoint), trial_class=model_def.BertPyTorch
         )

@@ -280,8 +280,8 @@ def step_glue_projection(args, out: Recorder) -> None:
         "model": "bert-base (random init)" if not args.dry_run else model,
         "batch": batch,
         "epochs": GLUE_EPOCHS,
-        "packing": trial.packing,
-        "cuda_graphs": trial.cuda_graphs,
+        "packing": trial.levers.packing,
+        "cuda_graphs": trial.levers.cuda_graphs,
         "timed_steps_per_task": steps,
         "warmup_steps_per_task": warmup,
     }

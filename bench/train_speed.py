@@ -463,7 +463,9 @@ def main() -> None:
         help="train on this many copies of the train file: long epochs for large batches",
     )
     parser.add_argument("--vocab-from", help="bert-base-random's tokenizer; default: MiniLM's")
-    parser.add_argument("--precision", choices=model_def.PRECISIONS, help="the project's")
+    parser.add_argument(
+        "--precision", choices=trial_config.LEVER_VALUES["precision"], help="the project's"
+    )
     parser.add_argument(
         "--variants", nargs="+", default=["project", *BASELINES], help="run in this order"
     )

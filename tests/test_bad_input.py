@@ -185,3 +185,47 @@ def test_a_diverged_run_stops_at_the_batch_in_one_line(local_config, glue_dir, t
         "training diverged; lower hyperparameters.learning_rate, or train in bf16 or fp32"
     )
     assert not (tmp_path / "xdg-data").exists()  # no checkpoint of a diverged model
+
+
+BAD_LEVERS = {
+    "precision": ("fp8", "'fp8' is not one of auto, fp32, bf16, fp16"),
+    "group_by_length": ("false", "'false' is not one of auto, true, false"),
+    "fused_adamw": (1, "1 is not one of auto, true, false"),
+    "fast_dropout": ("yes", "'yes' is not one of auto, true, false"),
+    "packing": ("false", "'false' is not one of auto, true, false"),
+    "cuda_graphs": ("on", "'on' is not one of auto, true, false"),
+    "torch_compile": ("auto", "'auto' is not one of true, false"),
+    "pad_to_max_length": ("no", "'no' is not one of true, false"),
+    "dataloader_workers": (-1, "-1 is not auto or a count >= 0"),
+    "attn_implementation": (3, "3 is not auto or an attention name"),
+    "model_type": ("bart", "unknown model type 'bart'; choose one of auto, bert"),
+}
+DEVICE_LEVERS = {  # values that only this device (a CPU) refuses
+    "precision": ("fp16", "fp16 needs a GPU; use bf16 or fp32"),
+    "cuda_graphs": (True, "CUDA graphs need a GPU; use false or auto"),
+}
+
+
+@pytest.mark.parametrize(
+    ("lever", "value", "message"),
+    [(lever, *case) for lever, case in BAD_LEVERS.items()]
+    + [(lever, *case) for lever, case in DEVICE_LEVERS.items()],
+    ids=[*BAD_LEVERS, *(f"{lever}-on-a-cpu" for lever in DEVICE_LEVERS)],
+)
+def test_every_lever_refuses_a_bad_value_in_one_line(lever, value, message, local_config, tmp_path):
+    local_config["hyperparameters"][lever] = value
+    with pytest.raises(SystemExit) as exit_:
+        model_def.main([write_config(local_config, tmp_path), "--no-tensorboard"])
+    assert str(exit_.value.code).startswith(f"error: hyperparameters.{lever}: {message}")
+    assert "\n" not in str(exit_.value.code)
+    assert not (tmp_path / "xdg-cache").exists()  # before any data was featurized
+
+
+def test_a_searcher_of_another_length_is_one_line(local_config, tmp_path):
+    local_config["searcher"].update(time_metric="batches", max_time=100)
+    with pytest.raises(SystemExit) as exit_:
+        model_def.main([write_config(local_config, tmp_path), "--no-tensorboard"])
+    assert exit_.value.code == (
+        "error: searcher: time_metric 'batches' and max_time 100 must be 'epochs' and 2, the "
+        "run's length (hyperparameters.num_train_epochs)"
+    )

@@ -39,8 +39,8 @@ from fake_hub import FakeHub
 import constants
 import data
 import model_def
+from bert_glue.determined_0_38 import workarounds
 from bert_glue.local import local_run
-from bert_glue.results import checkpointing
 from bert_glue.trial import trial_config
 
 TASKS = ("MRPC", "CoLA", "STS-B")
@@ -347,7 +347,7 @@ def validate_in_one_process(checkpoint: pathlib.Path, model_dir: pathlib.Path) -
         checkpoint = shutil.copytree(checkpoint, checkpoint.parent / f"{checkpoint.name}-local")
         load_data["experiment_config"]["data"]["model_name_or_path"] = str(model_dir)
         (checkpoint / "load_data.json").write_text(json.dumps(load_data))
-    with checkpointing.loadable_rng_state():
+    with workarounds.loadable_rng_state():
         trial = pytorch.load_trial_from_checkpoint_path(
             str(checkpoint), trial_class=model_def.BertPyTorch
         )

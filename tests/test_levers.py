@@ -13,7 +13,7 @@ import constants
 import data
 import model_def
 from bert_glue.local import local_run
-from bert_glue.trial import fast_dropout
+from bert_glue.trial import fast_dropout, trial_config
 
 
 @pytest.fixture(scope="module")
@@ -235,7 +235,7 @@ def test_auto_levers_on_cpus(local_config, monkeypatch, native_bf16):
     assert trial.optimizer.defaults["fused"]
     assert trial.model.config._attn_implementation == fast_dropout.ATTENTION  # eager, fast dropout
     assert any(type(m) is fast_dropout.FastDropout for m in trial.model.modules())
-    assert trial.workers == 0
+    assert trial.levers.dataloader_workers == 0
 
 
 def test_fused_adamw_steps_like_foreach():
@@ -278,24 +278,19 @@ def test_auto_precision_on_gpus_follows_compute_capability(
         asked.append(device)
         return capability
 
-    class BuiltPrecision(Exception):
-        """Stops the trial's __init__ once it has chosen the precision, before the model is
-        moved to a GPU this machine may not have."""
-
-    def stop(*args) -> None:
-        raise BuiltPrecision
-
     monkeypatch.setattr(torch.cuda, "get_device_capability", get_device_capability)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
-    monkeypatch.setattr(model_def.pretrained, "check_pretrained", stop)
     with local_run.local_context(local_config) as context:
         monkeypatch.setattr(context, "device", torch.device("cuda", 0))  # as Determined sets it
+        device = model_def.device_of(context)
+        hp, _ = trial_config.settings(context.get_hparams(), context.get_data_config())
+        precision = trial_config.levers(hp, device, packable=True).precision
         trial = model_def.BertPyTorch.__new__(model_def.BertPyTorch)
-        with pytest.raises(BuiltPrecision):
-            trial.__init__(context)
+        trial.context = context
+        dtype, scaler = trial._mixed_precision(precision)
     assert asked == [torch.device("cuda", 0)], gpu
-    assert trial.autocast_dtype == expected
+    assert dtype == expected
     if expected == torch.float16:
-        assert isinstance(trial.scaler, torch.amp.GradScaler) and context._scaler is trial.scaler
+        assert isinstance(scaler, torch.amp.GradScaler) and context._scaler is scaler
     else:
-        assert trial.scaler is None and context._scaler is None
+        assert scaler is None and context._scaler is None

@@ -6,8 +6,6 @@ tests/test_cuda.py, marked `cuda`.
 
 from __future__ import annotations
 
-import types
-
 import pytest
 import torch
 from test_resume import assert_resumes_bitwise, configure, crash_after_first_checkpoint
@@ -29,7 +27,7 @@ import constants
 import data
 import model_def
 from bert_glue.local import local_run
-from bert_glue.trial import fast_dropout, packing
+from bert_glue.trial import fast_dropout, packing, trial_config
 
 MAX_LENGTH = 32
 VOCAB = 40
@@ -199,12 +197,13 @@ def test_auto_levers_on_cpus_pad_by_length(local_config):
     CUDA graphs; packing: true packs and drops the length grouping it does not need."""
     with local_run.local_context(local_config) as context:
         trial = model_def.BertPyTorch(context)
-    assert (trial.packing, trial.cuda_graphs, trial.group_by_length) == (False, False, True)
+    levers = trial.levers
+    assert (levers.packing, levers.cuda_graphs, levers.group_by_length) == (False, False, True)
     assert isinstance(trial.collate, data.Collator)
     local_config["hyperparameters"]["packing"] = True
     with local_run.local_context(local_config) as context:
         trial = model_def.BertPyTorch(context)
-    assert (trial.packing, trial.group_by_length) == (True, False)
+    assert (trial.levers.packing, trial.levers.group_by_length) == (True, False)
     assert trial.collate.bucket is None  # no CUDA graphs: exact rows
     assert trial.model.config._attn_implementation == packing.ATTENTION
     batch = next(iter(trial.build_training_data_loader().get_data_loader()))
@@ -223,11 +222,14 @@ def test_cuda_graphs_on_a_cpu_is_a_config_error(local_config):
 @pytest.mark.parametrize(("slots", "graphed"), [(1, True), (2, False), (8, False)])
 def test_auto_cuda_graphs_only_on_one_gpu(slots, graphed):
     """Graphs of a DDP-wrapped model have never run on several GPUs: auto leaves them off."""
-    trial = model_def.BertPyTorch.__new__(model_def.BertPyTorch)
-    distributed = types.SimpleNamespace(get_size=lambda: slots)
-    trial.context = types.SimpleNamespace(device=torch.device("cuda", 0), distributed=distributed)
-    assert trial._use_cuda_graphs("auto") is graphed
-    assert trial._use_cuda_graphs(True) is True and trial._use_cuda_graphs(False) is False
+    required = {"global_batch_size": 8, "learning_rate": 1e-5, "num_train_epochs": 1}
+    hp = trial_config.hyperparameters({**required, "model_type": "bert"})
+    device = trial_config.Device("cuda", native_bf16=True, processes=slots)
+    assert trial_config.levers(hp, device, packable=True).cuda_graphs is graphed
+    for choice in (True, False):
+        assert (
+            trial_config.levers({**hp, "cuda_graphs": choice}, device, True).cuda_graphs is choice
+        )
 
 
 def test_packing_a_model_it_cannot_serve(local_config, tiny_model_dir, tmp_path):
@@ -249,7 +251,7 @@ def test_packing_a_model_it_cannot_serve(local_config, tiny_model_dir, tmp_path)
         model_def.BertPyTorch(context)
     local_config["hyperparameters"]["packing"] = "auto"
     with local_run.local_context(local_config) as context:
-        assert not model_def.BertPyTorch(context).packing
+        assert not model_def.BertPyTorch(context).levers.packing
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ from determined import util
 
 import constants
 import model_def
+from bert_glue.determined_0_38 import workarounds
 from bert_glue.local import local_run
 from bert_glue.results import checkpointing
 
@@ -66,7 +67,7 @@ def record_training(monkeypatch) -> list[tuple]:
 
 
 def load_state(checkpoint: pathlib.Path) -> dict:
-    with checkpointing.loadable_rng_state():
+    with workarounds.loadable_rng_state():
         return torch.load(checkpoint / "state_dict.pth")
 
 
@@ -209,7 +210,9 @@ def test_checkpoint_holds_training_state_and_code_only(local_config, tmp_path, m
     assert names == ["code", "load_data.json", "metadata.json", "state_dict.pth", "trial_state.pkl"]
     code = [p.relative_to(checkpoint / "code") for p in (checkpoint / "code").rglob("*")]
     assert {"model_def.py", "data.py", "const.yaml"} <= {p.as_posix() for p in code}
-    assert all(len(p.parts) == 1 for p in code)  # no tests/, .venv/, glue_data/, caches
+    # The project's files and its package: no tests/, .venv/, glue_data/, caches.
+    assert {p.parts[0] for p in code if len(p.parts) > 1} == {"bert_glue"}
+    assert not any(p.name == "__pycache__" for p in code)
     assert sum((checkpoint / "code" / p).stat().st_size for p in code) < 1 << 20
     # Weights and two Adam moments in fp32, plus a few KB of RNG state and counters.
     state = load_state(checkpoint)

@@ -31,6 +31,7 @@ from determined import pytorch
 import constants
 import data
 import download_glue_data
+from bert_glue.determined_0_38 import workarounds
 from bert_glue.local import local_grid, progress
 from bert_glue.results import checkpointing
 from bert_glue.trial import custom_task, metrics, trial_config
@@ -78,30 +79,6 @@ def local_context(
     )
 
 
-def recorded(trial_class: type[pytorch.PyTorchTrial], recorder: progress.RunRecorder) -> type:
-    """trial_class, telling recorder of every batch and adding it to the trial's callbacks.
-
-    Determined calls callbacks once per reporting period; the bars move per batch.
-    """
-
-    class RecordedTrial(trial_class):
-        def build_callbacks(self) -> dict[str, pytorch.PyTorchCallback]:
-            return {**super().build_callbacks(), "run_recorder": recorder}
-
-        def train_batch(self, batch, epoch_idx: int, batch_idx: int):
-            metrics = super().train_batch(batch, epoch_idx, batch_idx)
-            recorder.trained(self.get_batch_length(batch) * self.context.distributed.get_size())
-            return metrics
-
-        def evaluate_batch(self, batch, batch_idx: int):
-            metrics = super().evaluate_batch(batch, batch_idx)
-            recorder.evaluated()
-            return metrics
-
-    RecordedTrial.__name__ = RecordedTrial.__qualname__ = trial_class.__name__
-    return RecordedTrial
-
-
 def run_local(
     trial_class: type[pytorch.PyTorchTrial],
     config: dict,
@@ -126,9 +103,9 @@ def run_local(
         _, data_config = trial_config.settings(trial_config.local_hparams(config), config["data"])
         task = custom_task.task_from_config(data_config)
         checkpoint = checkpointing.find_checkpoint(resume, task)
-        resumed = checkpointing.starting_at(checkpointing.batches_trained(checkpoint))
+        resumed = workarounds.starting_at(checkpointing.batches_trained(checkpoint))
     with local_context(config, distributed_context(), tensorboard is not None) as context:
-        trial = recorded(trial_class, recorder)(context)
+        trial = workarounds.with_batch_hooks(trial_class, recorder)(context)
         dist = context.distributed
         dev_batches = -(-len(trial.dev_set) // context.get_per_slot_batch_size())
         recorder.begin(
@@ -138,10 +115,12 @@ def run_local(
             dist.rank == 0,
         )
         if tensorboard and dist.rank == 0:
-            use_tensorboard_folder(context, tensorboard)
+            workarounds.write_tensorboard_to(context, tensorboard)
+            logger.info(f"TensorBoard events: tensorboard --logdir {tensorboard.parent}")
         # Checkpoints copy the working directory: the trial's, whatever the command was run from.
         here = checkpointing.in_directory(context_dir or module_dir(trial_class))
-        with checkpointing.loadable_rng_state(), resumed, here, metrics.divergence_raised_as_is():
+        reported_as_is = workarounds.reducer_errors_as_raised(metrics.Diverged)
+        with workarounds.loadable_rng_state(), resumed, here, reported_as_is:
             pytorch.Trainer(trial, context).fit(
                 max_length=trial.max_length,
                 latest_checkpoint=str(checkpoint) if checkpoint else None,
@@ -156,13 +135,6 @@ def default_tensorboard_folder() -> pathlib.Path:
     working directory."""
     stamp = time.strftime("%b%d_%H-%M-%S")
     return pathlib.Path("runs", f"{stamp}_{socket.gethostname()}").resolve()
-
-
-def use_tensorboard_folder(context: pytorch.PyTorchTrialContext, folder: pathlib.Path) -> None:
-    from torch.utils.tensorboard import SummaryWriter
-
-    context._tbd_writer = SummaryWriter(folder)  # what get_tensorboard_writer() returns
-    logger.info(f"TensorBoard events: tensorboard --logdir {folder.parent}")
 
 
 def module_dir(cls: type) -> pathlib.Path:

@@ -1,10 +1,10 @@
-"""Local checkpoints that stay small and resume exactly where they stopped.
+"""Local checkpoints: where they are, which one --resume means, and its batch count.
 
 A Determined PyTorchTrial checkpoint (state_dict.pth, trial_state.pkl, load_data.json, and
 metadata.json, which Determined writes last) holds the weights, optimizer, LR scheduler, RNG
 states and batch count, plus a copy of the working directory (code/, filtered by .detignore).
-Two things stand between it and an exact resume with torch 2.13 and the local Trainer:
-`loadable_rng_state()` and `starting_at()` fix them for the length of `Trainer.fit`.
+An exact resume with torch 2.13 and the local Trainer also needs two mends of Determined 0.38.1:
+determined_0_38/workarounds.py's loadable_rng_state() and starting_at().
 """
 
 from __future__ import annotations
@@ -17,9 +17,6 @@ import pickle
 from collections.abc import Iterator
 
 import appdirs
-import numpy as np
-import torch
-from determined import pytorch
 
 import constants
 from bert_glue.trial import custom_task, trial_config
@@ -77,47 +74,6 @@ def batches_trained(checkpoint: pathlib.Path) -> int:
     with open(checkpoint / "trial_state.pkl", "rb") as f:
         state = pickle.load(f)  # Determined's own small dict of counters; it unpickles it too
     return state["batches_trained"] if state["trial_id"] == LOCAL_TRIAL_ID else 0
-
-
-@contextlib.contextmanager
-def loadable_rng_state() -> Iterator[None]:
-    """Let torch.load's weights_only mode (the default since torch 2.6) read Determined's RNG state.
-
-    Determined's checkpoint loader calls torch.load without weights_only, and every checkpoint
-    it saves holds np.random.get_state(): a uint32 numpy array, which weights_only refuses. This
-    allows exactly the numpy globals that array needs, while loading, instead of turning
-    weights_only off (TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD), which would let a checkpoint run code.
-    """
-    key = np.random.get_state()[1]
-    reconstruct = key.__reduce__()[0]  # numpy's array unpickler, wherever this numpy keeps it
-    with torch.serialization.safe_globals([reconstruct, np.ndarray, np.dtype, type(key.dtype)]):
-        yield
-
-
-@contextlib.contextmanager
-def starting_at(batches: int) -> Iterator[None]:
-    """Start the data and batch numbering of Determined's local Trainer at `batches`.
-
-    On a cluster the master passes the checkpoint's batch count to the Trainer, which skips
-    that many batches of the (seeded, repeating) training data and numbers the next one with
-    it. The local Trainer.fit always passes 0: it restores the weights, optimizer, scheduler and
-    its batch count, then replays the data from the first batch of epoch 1 and numbers batches
-    from 0 again. This passes the count locally the way the master does on a cluster.
-    Determined 0.38 has no public way to pass it, so this wraps the one place it is taken, the
-    (private) controller's constructor, for the length of fit; tests/test_resume.py fails if
-    an upgrade moves it.
-    """
-    controller = pytorch._PyTorchTrialController
-    init = controller.__init__
-
-    def init_at(self, *args, **kwargs) -> None:
-        init(self, *args, **{**kwargs, "steps_completed": batches})
-
-    controller.__init__ = init_at
-    try:
-        yield
-    finally:
-        controller.__init__ = init
 
 
 @contextlib.contextmanager

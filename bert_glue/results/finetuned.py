@@ -24,7 +24,7 @@ from transformers import PreTrainedModel
 
 import constants
 import model_def
-from bert_glue.results import checkpointing
+from bert_glue.determined_0_38 import workarounds
 from bert_glue.trial import custom_task, trial_config
 
 
@@ -51,7 +51,7 @@ def load(path: str | os.PathLike) -> FineTuned:
     )
     # Determined pickles RNG states (numpy arrays) beside the weights, which weights_only
     # refuses: load only checkpoints you trust, as with any pickle.
-    with checkpointing.loadable_rng_state():
+    with workarounds.loadable_rng_state():
         state = torch.load(files[1], map_location="cpu")
     task = task_of(data_config, state)
     name = data_config["model_name_or_path"]

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from math import isfinite
 
 import numpy as np
@@ -92,18 +91,6 @@ def compute_split_metrics(
 
 class Diverged(ValueError):
     """A training loss or validation metric that is not a number: nothing NaN is reported."""
-
-
-@contextlib.contextmanager
-def divergence_raised_as_is() -> Iterator[None]:
-    """Determined wraps what a metric reducer raises in a ValueError of its own (with the
-    per-slot values); a Diverged comes out as it was raised, for its one-line message."""
-    try:
-        yield
-    except ValueError as e:
-        if isinstance(e.__cause__, Diverged):
-            raise e.__cause__ from None
-        raise
 
 
 class TrainingLoss(pytorch.MetricReducer):

@@ -196,6 +196,11 @@ def read_first_tokens(module: nn.Module, args: tuple, kwargs: dict, output):
     return output
 
 
+def serves(config) -> bool:
+    """Whether packed batches can feed a model of this config's type."""
+    return config.model_type in ENCODERS
+
+
 def use_packing(model: nn.Module) -> nn.Module:
     """The model, taking packed batches from now on (model_inputs): packed attention in every
     layer, its classification head fed each example's first token."""

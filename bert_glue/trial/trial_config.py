@@ -8,6 +8,7 @@ through to fail later.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 
@@ -43,6 +44,21 @@ OPTIONAL_HPARAMS = {
 }
 COUNT_HPARAMS = ("global_batch_size", "num_train_epochs", "max_seq_length", "pad_to_multiple_of")
 NUMBER_HPARAMS = ("learning_rate", "adam_epsilon", "weight_decay", "warmup_ratio", "max_grad_norm")
+# The levers: each one's documented values; `levers()` resolves "auto" for the device.
+# attn_implementation takes "auto" or any name transformers knows; dataloader_workers "auto" or
+# a count >= 0.
+AUTO = "auto"
+SWITCH = (AUTO, True, False)
+LEVER_VALUES = {
+    "precision": (AUTO, "fp32", "bf16", "fp16"),
+    "group_by_length": SWITCH,
+    "fused_adamw": SWITCH,
+    "fast_dropout": SWITCH,
+    "packing": SWITCH,
+    "cuda_graphs": SWITCH,
+    "torch_compile": (True, False),
+    "pad_to_max_length": (True, False),
+}
 # What per_task may not change: the keys that pick the trial.
 TRIAL_KEYS = ("task", "seed", "per_task")
 REQUIRED_DATA = ("task", "model_name_or_path", "data_dir")
@@ -101,6 +117,7 @@ def settings(hparams: dict, data: dict) -> tuple[dict, dict]:
             )
         data = {**data, "task": hp["task"]}
     check_numbers("hyperparameters", hp)
+    check_levers("hyperparameters", hp)
     cfg = data_config(data)
     return {**hp, **task_hyperparameters(hp["per_task"] or {}, str(cfg["task"]))}, cfg
 
@@ -115,6 +132,91 @@ def check_numbers(section: str, values: dict) -> None:
             raise ConfigError(f"{section}.{key}: {value!r} is not a number >= 0")
         if key == "warmup_ratio" and value > 1:
             raise ConfigError(f"{section}.{key}: {value!r} is a share of the steps, 0 to 1")
+
+
+def check_levers(section: str, values: dict) -> None:
+    """Each lever takes only its documented values: "false" in quotes is not false."""
+    for key, value in values.items():
+        choices = LEVER_VALUES.get(key)
+        if choices is not None and not any(_same(value, choice) for choice in choices):
+            shown = ", ".join(str(c).lower() if isinstance(c, bool) else c for c in choices)
+            raise ConfigError(f"{section}.{key}: {value!r} is not one of {shown}")
+    workers = values.get("dataloader_workers", AUTO)
+    if workers != AUTO and (
+        isinstance(workers, bool) or not isinstance(workers, int) or workers < 0
+    ):
+        raise ConfigError(f"{section}.dataloader_workers: {workers!r} is not auto or a count >= 0")
+    attention = values.get("attn_implementation", AUTO)
+    if not isinstance(attention, str) or not attention:
+        raise ConfigError(
+            f"{section}.attn_implementation: {attention!r} is not auto or an attention name "
+            "(eager, sdpa, ...)"
+        )
+
+
+def _same(value, choice) -> bool:
+    return value is choice if isinstance(choice, bool) else value == choice
+
+
+@dataclasses.dataclass(frozen=True)
+class Device:
+    """What "auto" depends on: the kind of device, whether its matrix units do bf16 natively
+    (CUDA compute capability 8.0 and later; CPUs with AMX or AVX-512 BF16), and how many
+    processes train together."""
+
+    kind: str  # "cpu" or "cuda"
+    native_bf16: bool
+    processes: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Levers:
+    """The levers with "auto" resolved: what the trial does on this device."""
+
+    precision: str  # fp32, bf16 or fp16 (with a loss scaler)
+    attn_implementation: str | None  # None: transformers' default (SDPA)
+    fast_dropout: bool
+    fused_adamw: bool
+    packing: bool
+    cuda_graphs: bool
+    group_by_length: bool
+    dataloader_workers: int
+    torch_compile: bool
+
+
+def levers(hp: dict, device: Device, packable: bool) -> Levers:
+    """The levers for this device; packable: whether packing.py serves the model's type.
+
+    auto: bf16 where it is native, else fp16 on GPUs (with a loss scaler) and fp32 on CPUs;
+    eager attention, fast dropout and no workers on CPUs, where SDPA's backward and torch's
+    dropout are slow and batching is cheap; packing on GPUs in bf16 or fp16, for the model
+    types it serves; CUDA graphs on one GPU (a DDP-wrapped model's graphs have not run on
+    several); length grouping unless packing (a packed batch has no padding).
+    """
+    cuda = device.kind == "cuda"
+    precision = hp["precision"]
+    if precision == AUTO:
+        precision = "bf16" if device.native_bf16 else "fp16" if cuda else "fp32"
+    if precision == "fp16" and not cuda:
+        raise ConfigError("hyperparameters.precision: fp16 needs a GPU; use bf16 or fp32")
+    if hp["cuda_graphs"] is True and not cuda:
+        raise ConfigError("hyperparameters.cuda_graphs: CUDA graphs need a GPU; use false or auto")
+    packing = _resolved(hp["packing"], cuda and precision != "fp32" and packable)
+    return Levers(
+        precision=precision,
+        attn_implementation=_resolved(hp["attn_implementation"], None if cuda else "eager"),
+        fast_dropout=_resolved(hp["fast_dropout"], not cuda),
+        fused_adamw=_resolved(hp["fused_adamw"], device.kind in ("cpu", "cuda")),
+        packing=packing,
+        cuda_graphs=_resolved(hp["cuda_graphs"], cuda and device.processes == 1),
+        group_by_length=_resolved(hp["group_by_length"], not packing),
+        dataloader_workers=_resolved(hp["dataloader_workers"], 2 if cuda else 0),
+        torch_compile=hp["torch_compile"],
+    )
+
+
+def _resolved(choice, default):
+    return default if choice == AUTO else choice
 
 
 def task_hyperparameters(per_task: dict, task: str) -> dict:
@@ -134,6 +236,7 @@ def task_hyperparameters(per_task: dict, task: str) -> dict:
     optional = {key: v for key, v in OPTIONAL_HPARAMS.items() if key not in TRIAL_KEYS}
     with_defaults(section, values, (), {**dict.fromkeys(REQUIRED_HPARAMS), **optional})
     check_numbers(section, values)
+    check_levers(section, values)
     return values
 
 
@@ -156,7 +259,7 @@ def train_length(hparams: dict, searcher: dict) -> pytorch.Epoch:
     epochs = hparams["num_train_epochs"]
     time_metric, max_time = searcher.get("time_metric"), searcher.get("max_time")
     if time_metric is not None and (time_metric, max_time) != ("epochs", epochs):
-        raise ValueError(
+        raise ConfigError(
             f"searcher: time_metric {time_metric!r} and max_time {max_time} must be 'epochs' and "
             f"{epochs}, the run's length (hyperparameters.num_train_epochs)"
         )

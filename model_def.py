@@ -259,7 +259,7 @@ class BertPyTorch(pytorch.PyTorchTrial):
     def _use_packing(self, choice, model: torch.nn.Module) -> bool:
         """Whether batches are packed (packing.py). auto: on GPUs in bf16 or fp16 (varlen
         FlashAttention) for the model types packing serves; off on CPUs, where it measured no
-        faster than length-grouped padding (README: Packed batches and CUDA graphs)."""
+        faster than length-grouped padding (docs/performance.md)."""
         flash = self.context.device.type == "cuda" and self.autocast_dtype is not None
         if choice == "auto":
             choice = flash and model.config.model_type in packing.ENCODERS

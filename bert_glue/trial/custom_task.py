@@ -58,7 +58,7 @@ def task_from_config(cfg: dict, labels: Sequence[str] | None = None) -> GlueTask
     if not isinstance(cfg["custom"], dict):
         raise ConfigError(
             f"data.task: {NAME} needs a {KEY} section: train, validation, text_a, label "
-            "(README: Your own data)"
+            "(docs/own-data.md)"
         )
     spec = trial_config.with_defaults(KEY, cfg["custom"], REQUIRED, OPTIONAL)
     splits = {role: _split(spec, role) for role in ("train", "validation", "test")}

@@ -165,6 +165,13 @@ def test_searcher_metric_the_task_does_not_report(local_config, tmp_path):
     )
 
 
+def cli_error(config: dict, tmp_path: pathlib.Path) -> str:
+    """What `python model_def.py CONFIG` exits with, when it stops on an error."""
+    with pytest.raises(SystemExit) as exit_:
+        model_def.main([write_config(config, tmp_path), "--no-tensorboard"])
+    return str(exit_.value.code)
+
+
 def diverging_stsb(glue_dir: pathlib.Path, tmp_path: pathlib.Path) -> pathlib.Path:
     """STS-B whose training scores are 1e30: finite, but their squared error is not in fp32."""
     folder = tmp_path / "diverging"
@@ -178,9 +185,7 @@ def diverging_stsb(glue_dir: pathlib.Path, tmp_path: pathlib.Path) -> pathlib.Pa
 def test_a_diverged_run_stops_at_the_batch_in_one_line(local_config, glue_dir, tmp_path):
     local_config["data"].update(task="STS-B", data_dir=str(diverging_stsb(glue_dir, tmp_path)))
     local_config["hyperparameters"].update(precision="fp32", warmup_ratio=0.0)
-    with pytest.raises(SystemExit) as exit_:
-        model_def.main([write_config(local_config, tmp_path), "--no-tensorboard"])
-    assert exit_.value.code == (
+    assert cli_error(local_config, tmp_path) == (
         "error: the training loss is inf at batch 1 (learning rate 0.003, precision fp32): "
         "training diverged; lower hyperparameters.learning_rate, or train in bf16 or fp32"
     )
@@ -214,18 +219,14 @@ DEVICE_LEVERS = {  # values that only this device (a CPU) refuses
 )
 def test_every_lever_refuses_a_bad_value_in_one_line(lever, value, message, local_config, tmp_path):
     local_config["hyperparameters"][lever] = value
-    with pytest.raises(SystemExit) as exit_:
-        model_def.main([write_config(local_config, tmp_path), "--no-tensorboard"])
-    assert str(exit_.value.code).startswith(f"error: hyperparameters.{lever}: {message}")
-    assert "\n" not in str(exit_.value.code)
+    error = cli_error(local_config, tmp_path)
+    assert error.startswith(f"error: hyperparameters.{lever}: {message}") and "\n" not in error
     assert not (tmp_path / "xdg-cache").exists()  # before any data was featurized
 
 
 def test_a_searcher_of_another_length_is_one_line(local_config, tmp_path):
     local_config["searcher"].update(time_metric="batches", max_time=100)
-    with pytest.raises(SystemExit) as exit_:
-        model_def.main([write_config(local_config, tmp_path), "--no-tensorboard"])
-    assert exit_.value.code == (
+    assert cli_error(local_config, tmp_path) == (
         "error: searcher: time_metric 'batches' and max_time 100 must be 'epochs' and 2, the "
         "run's length (hyperparameters.num_train_epochs)"
     )

@@ -31,7 +31,6 @@ from bert_glue.container import versions
 versions.require_supported()
 
 import determined as det
-import numpy as np
 import torch
 from determined import pytorch
 from transformers import get_linear_schedule_with_warmup
@@ -40,7 +39,16 @@ import constants
 import data
 from bert_glue.determined_0_38 import searcher_stop, workarounds
 from bert_glue.local import local_run
-from bert_glue.trial import custom_task, fast_dropout, metrics, packing, pretrained, trial_config
+from bert_glue.trial import (
+    callbacks,
+    custom_task,
+    device,
+    fast_dropout,
+    metrics,
+    packing,
+    pretrained,
+    trial_config,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -58,82 +66,6 @@ def task_model_config(task: constants.GlueTask, model_type: str, model_name_or_p
     )
 
 
-def device_of(context: pytorch.PyTorchTrialContext) -> trial_config.Device:
-    """What the levers' auto depends on, read off the trial's device and processes."""
-    device = context.device
-    native_bf16 = cuda_has_bf16(device) if device.type == "cuda" else cpu_has_bf16()
-    return trial_config.Device(device.type, native_bf16, context.distributed.size)
-
-
-def cpu_has_bf16() -> bool:
-    """Whether the CPU multiplies bf16 matrices natively: AMX tiles (Intel) or AVX-512 BF16
-    (Intel, AMD Zen 4 and later); elsewhere bf16 is emulated, and slower than fp32."""
-    return torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
-
-
-def cuda_has_bf16(device: torch.device) -> bool:
-    """Whether the GPU has bf16 tensor cores: compute capability 8.0 (Ampere) and later.
-    torch.cuda.is_bf16_supported() also says yes on V100 (7.0) and T4 (7.5), where bf16 is
-    emulated; there auto takes fp16 with a loss scaler."""
-    return torch.cuda.get_device_capability(device)[0] >= 8
-
-
-class GlueMetricReducer(pytorch.MetricReducer):
-    """Gathers every rank's logits and labels, then computes metrics over the whole dev set.
-
-    Determined's DataLoader gives each rank whole, disjoint batches of the dev set, so the
-    union of all ranks' rows is the dev set exactly once, whatever its size.
-    """
-
-    def __init__(self, task: constants.GlueTask) -> None:
-        self.task = task
-        self.reset()
-
-    def reset(self) -> None:
-        self.splits, self.logits, self.labels = [], [], []
-
-    def update(self, splits: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
-        self.splits.append(splits.cpu().numpy())
-        self.logits.append(logits.float().cpu().numpy())
-        self.labels.append(labels.cpu().numpy())
-
-    def per_slot_reduce(self) -> tuple:
-        return tuple(np.concatenate(x) for x in (self.splits, self.logits, self.labels))
-
-    def cross_slot_reduce(self, per_slot: list[tuple]) -> dict[str, float]:
-        splits, logits, labels = (np.concatenate(x) for x in zip(*per_slot, strict=True))
-        results = metrics.compute_split_metrics(self.task, splits, logits, labels)
-        return metrics.check_finite(results)  # nothing NaN reaches the master
-
-
-class PortableCheckpoints(pytorch.PyTorchCallback):
-    """Saves the weights without DDP's "module." prefix, so that a checkpoint loads alike in one
-    process (Trainer or pytorch.load_trial_from_checkpoint_path) or in several (where Determined
-    adds the prefix back)."""
-
-    def on_checkpoint_save_start(self, checkpoint: dict) -> None:
-        for state in checkpoint["models_state_dict"]:
-            torch.nn.modules.utils.consume_prefix_in_state_dict_if_present(state, "module.")
-
-
-class TaskLabels(pytorch.PyTorchCallback):
-    """Records the task's label names in the checkpoint (state_dict.pth, "callbacks"), where
-    finetuned.py reads a custom task's back: inferred ones too, in the order trained."""
-
-    def __init__(self, task: constants.GlueTask) -> None:
-        self.labels = list(task.labels)
-
-    def state_dict(self) -> dict:
-        return {"labels": self.labels}
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        if state_dict["labels"] != self.labels:
-            raise constants.ConfigError(
-                f"data.custom.labels: the checkpoint was trained with the labels "
-                f"{state_dict['labels']}, not {self.labels}; resume with the same labels"
-            )
-
-
 class BertPyTorch(pytorch.PyTorchTrial):
     def __init__(self, context: pytorch.PyTorchTrialContext) -> None:
         self.context = context
@@ -144,7 +76,7 @@ class BertPyTorch(pytorch.PyTorchTrial):
         with self._node_first():  # a Hub model is downloaded once per node
             model_config = self._model_config(hp, cfg)
             packable = packing.serves(model_config)
-            self.levers = trial_config.levers(hp, device_of(context), packable)
+            self.levers = trial_config.levers(hp, device.device_of(context), packable)
             self.tokenizer, model = self._pretrained(hp, cfg, model_config)
         self.autocast_dtype, self.scaler = self._mixed_precision(self.levers.precision)
         self.model = self._prepared(model)
@@ -156,14 +88,16 @@ class BertPyTorch(pytorch.PyTorchTrial):
         self.collate = self._collator(hp, model)
         self.optimizer = context.wrap_optimizer(self._optimizer(hp))
         self.schedule, self.lr_scheduler = self._lr_schedule(hp)
-        self.reducer = context.wrap_reducer(GlueMetricReducer(self.task), for_training=False)
+        self.reducer = context.wrap_reducer(
+            metrics.GlueMetricReducer(self.task), for_training=False
+        )
         self.train_loss = context.wrap_reducer(
             metrics.TrainingLoss(self._training_at), "loss", for_validation=False
         )
 
     def _checked_length(self, hp: dict) -> pytorch.Epoch:
         """The run's length, once the batch splits over the slots and the searcher suits."""
-        trial_config.check_batch_split(hp["global_batch_size"], self.context.distributed.size)
+        trial_config.check_batch_split(hp["global_batch_size"], self.context.distributed.get_size())
         searcher = self.context.get_experiment_config()["searcher"]
         metrics.check_searcher(self.task, searcher)
         return trial_config.train_length(hp, searcher)
@@ -223,9 +157,9 @@ class BertPyTorch(pytorch.PyTorchTrial):
 
     def build_callbacks(self) -> dict[str, pytorch.PyTorchCallback]:
         return {
-            "portable_checkpoints": PortableCheckpoints(),
+            "portable_checkpoints": callbacks.PortableCheckpoints(),
             "searcher_stop": searcher_stop.SearcherStop(self.context),
-            "task_labels": TaskLabels(self.task),
+            "task_labels": callbacks.TaskLabels(self.task),
         }
 
     @contextlib.contextmanager

@@ -30,9 +30,9 @@ sys.path.insert(0, str(REPO))
 
 import constants
 import data
-import model_def
 import train_speed
 from bert_glue.trial import (
+    device,
     fast_dropout,
     packing,
 )
@@ -96,7 +96,7 @@ def measure(args) -> dict[str, float]:
         for name, model in models.items()
     }
     streams = batch_streams(features, tokenizer, args.batch_size, seed=42)
-    autocast = torch.bfloat16 if model_def.cpu_has_bf16() else None
+    autocast = torch.bfloat16 if device.cpu_has_bf16() else None
     seconds, samples = dict.fromkeys(VARIANTS, 0.0), dict.fromkeys(VARIANTS, 0)
     for round_ in range(args.rounds + 1):  # round 0 warms up
         for name in VARIANTS:

@@ -55,7 +55,7 @@ class Recorder:
             trial_class._clip,
             trial_class.evaluate_batch,
         )
-        cross_slot_reduce = model_def.GlueMetricReducer.cross_slot_reduce
+        cross_slot_reduce = metrics.GlueMetricReducer.cross_slot_reduce
         update_loss = metrics.TrainingLoss.update
 
         def counting_featurize(*args, **kwargs):
@@ -104,7 +104,7 @@ class Recorder:
                 (metrics.TrainingLoss, "update", recording_loss),
                 (trial_class, "_clip", recording_clip),
                 (trial_class, "evaluate_batch", recording_evaluate_batch),
-                (model_def.GlueMetricReducer, "cross_slot_reduce", recording_cross_slot_reduce),
+                (metrics.GlueMetricReducer, "cross_slot_reduce", recording_cross_slot_reduce),
             ]:
                 stack.enter_context(mock.patch.object(owner, name, new))
             yield self

@@ -13,7 +13,7 @@ import constants
 import data
 import model_def
 from bert_glue.local import local_run
-from bert_glue.trial import fast_dropout, trial_config
+from bert_glue.trial import device, fast_dropout, trial_config
 
 
 @pytest.fixture(scope="module")
@@ -227,7 +227,7 @@ def test_compiled_trial_trains_like_eager(local_config, no_dropout_model_dir, mo
 @pytest.mark.parametrize("native_bf16", [True, False])
 def test_auto_levers_on_cpus(local_config, monkeypatch, native_bf16):
     """auto: bf16 autocast where the CPU runs it natively, fp32 elsewhere; fused AdamW on CPUs."""
-    monkeypatch.setattr(model_def, "cpu_has_bf16", lambda: native_bf16)
+    monkeypatch.setattr(device, "cpu_has_bf16", lambda: native_bf16)
     with local_run.local_context(local_config) as context:
         trial = model_def.BertPyTorch(context)
     assert trial.autocast_dtype == (torch.bfloat16 if native_bf16 else None)
@@ -282,9 +282,9 @@ def test_auto_precision_on_gpus_follows_compute_capability(
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
     with local_run.local_context(local_config) as context:
         monkeypatch.setattr(context, "device", torch.device("cuda", 0))  # as Determined sets it
-        device = model_def.device_of(context)
+        described = device.device_of(context)
         hp, _ = trial_config.settings(context.get_hparams(), context.get_data_config())
-        precision = trial_config.levers(hp, device, packable=True).precision
+        precision = trial_config.levers(hp, described, packable=True).precision
         trial = model_def.BertPyTorch.__new__(model_def.BertPyTorch)
         trial.context = context
         dtype, scaler = trial._mixed_precision(precision)

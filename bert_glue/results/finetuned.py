@@ -69,7 +69,7 @@ def load(path: str | os.PathLike) -> FineTuned:
 
 def task_of(data_config: dict, state: dict) -> constants.GlueTask:
     """The checkpoint's task; a custom one with the label names it was trained with, which need
-    no training file (model_def.TaskLabels records them)."""
+    no training file (trial/callbacks.py's TaskLabels records them)."""
     if str(data_config["task"]).lower() != custom_task.NAME:
         return custom_task.task_from_config(data_config)
     return custom_task.task_from_config(data_config, state["callbacks"]["task_labels"]["labels"])

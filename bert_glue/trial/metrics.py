@@ -174,3 +174,31 @@ def check_searcher(task: GlueTask, searcher: dict) -> None:
             f"searcher.smaller_is_better: {str(smaller_is_better).lower()} does not suit "
             f"searcher.metric {metric!r}, {kind}; set smaller_is_better: {str(is_loss).lower()}"
         )
+
+
+class GlueMetricReducer(pytorch.MetricReducer):
+    """Gathers every rank's logits and labels, then computes metrics over the whole dev set.
+
+    Determined's DataLoader gives each rank whole, disjoint batches of the dev set, so the
+    union of all ranks' rows is the dev set exactly once, whatever its size.
+    """
+
+    def __init__(self, task: GlueTask) -> None:
+        self.task = task
+        self.reset()
+
+    def reset(self) -> None:
+        self.splits, self.logits, self.labels = [], [], []
+
+    def update(self, splits: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        self.splits.append(splits.cpu().numpy())
+        self.logits.append(logits.float().cpu().numpy())
+        self.labels.append(labels.cpu().numpy())
+
+    def per_slot_reduce(self) -> tuple:
+        return tuple(np.concatenate(x) for x in (self.splits, self.logits, self.labels))
+
+    def cross_slot_reduce(self, per_slot: list[tuple]) -> dict[str, float]:
+        splits, logits, labels = (np.concatenate(x) for x in zip(*per_slot, strict=True))
+        results = compute_split_metrics(self.task, splits, logits, labels)
+        return check_finite(results)  # nothing NaN reaches the master

@@ -1,0 +1,28 @@
+"""What the levers' auto depends on, read off the trial's device (trial_config.levers)."""
+
+from __future__ import annotations
+
+import torch
+from determined import pytorch
+
+from bert_glue.trial import trial_config
+
+
+def device_of(context: pytorch.PyTorchTrialContext) -> trial_config.Device:
+    """What the levers' auto depends on, read off the trial's device and processes."""
+    device = context.device
+    native_bf16 = cuda_has_bf16(device) if device.type == "cuda" else cpu_has_bf16()
+    return trial_config.Device(device.type, native_bf16, context.distributed.get_size())
+
+
+def cpu_has_bf16() -> bool:
+    """Whether the CPU multiplies bf16 matrices natively: AMX tiles (Intel) or AVX-512 BF16
+    (Intel, AMD Zen 4 and later); elsewhere bf16 is emulated, and slower than fp32."""
+    return torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
+
+
+def cuda_has_bf16(device: torch.device) -> bool:
+    """Whether the GPU has bf16 tensor cores: compute capability 8.0 (Ampere) and later.
+    torch.cuda.is_bf16_supported() also says yes on V100 (7.0) and T4 (7.5), where bf16 is
+    emulated; there auto takes fp16 with a loss scaler."""
+    return torch.cuda.get_device_capability(device)[0] >= 8

@@ -1,9 +1,9 @@
 """Everything around the classic example at the repository's root (model_def.py, data.py,
 constants.py, download_glue_data.py), grouped by job:
 
-    trial/            what the trial is built from: its settings (trial_config), metrics,
-                      padding-free batches (packing), fast CPU dropout, model checks
-                      (pretrained), own data (custom_task)
+    trial/            what the trial is built from: its settings (trial_config, device),
+                      metrics, padding-free batches (packing), fast CPU dropout, model checks
+                      (pretrained), own data (custom_task), checkpoint callbacks (callbacks)
     results/          checkpoints: found and resumed (checkpointing), loaded back as models
                       (finetuned), and a GLUE experiment's trials collected (glue_results)
     local/            a run on this machine: Determined's Trainer in local mode (local_run), a grid

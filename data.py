@@ -76,7 +76,7 @@ def prepare_data(
         raise FileNotFoundError(
             f"GLUE {task.name} data not found in {data_dir} (expected {', '.join(missing)}). "
             "Set data.download_data: true, point data.data_dir at a GLUE folder, or run "
-            f"`python download_glue_data.py --data_dir {data_dir} --tasks {task.name}`."
+            f"`python download_glue_data.py --data-dir {data_dir} --tasks {task.name}`."
         )
     download_glue_data.ensure_task_data(task.name, data_dir, path_to_mrpc=path_to_mrpc)
 

@@ -14,14 +14,14 @@ skipped; an incomplete task folder is replaced.
 
 Commands::
 
-    python download_glue_data.py --data_dir glue_data --tasks all
-    python download_glue_data.py --data_dir glue_data --tasks CoLA,MRPC,RTE
-    python download_glue_data.py --data_dir glue_data --tasks MRPC --path_to_mrpc DIR
-    python download_glue_data.py --data_dir glue_data --tasks RTE --base_url URL
+    python download_glue_data.py --data-dir glue_data --tasks all
+    python download_glue_data.py --data-dir glue_data --tasks CoLA,MRPC,RTE
+    python download_glue_data.py --data-dir glue_data --tasks MRPC --path-to-mrpc DIR
+    python download_glue_data.py --data-dir glue_data --tasks RTE --base-url URL
 
 ``DIR`` holds ``msr_paraphrase_train.txt`` and ``msr_paraphrase_test.txt`` and, optionally,
 ``mrpc_dev_ids.tsv`` or ``dev_ids.tsv`` (then MRPC needs no network at all). The server
-defaults to ``$GLUE_BASE_URL``, else https://dl.fbaipublicfiles.com; ``--base_url`` wins.
+defaults to ``$GLUE_BASE_URL``, else https://dl.fbaipublicfiles.com; ``--base-url`` wins.
 
 As a module: ``ensure_task_data("RTE", "glue_data")`` returns ``glue_data/RTE``.
 """
@@ -64,13 +64,13 @@ _MNLI_SPLITS = (
 MRPC_DEV_IDS = "glue/data/mrpc_dev_ids.tsv"
 MRPC_TRAIN = "senteval/senteval_data/msr_paraphrase_train.txt"
 MRPC_TEST = "senteval/senteval_data/msr_paraphrase_test.txt"
-_MRPC_LOCAL_DEV_IDS = ("mrpc_dev_ids.tsv", "dev_ids.tsv")  # looked for in --path_to_mrpc
+_MRPC_LOCAL_DEV_IDS = ("mrpc_dev_ids.tsv", "dev_ids.tsv")  # looked for in --path-to-mrpc
 _MRPC_TEST_HEADER = "index\t#1 ID\t#2 ID\t#1 String\t#2 String\n"
 
 _OFFLINE_HINT = (
     " The network may be unreachable from here. Download the data on a machine with access"
     " and copy or bind-mount it as the data_dir (<data_dir>/<TASK>/*.tsv), or, for MRPC,"
-    " pass --path_to_mrpc DIR holding msr_paraphrase_train.txt, msr_paraphrase_test.txt"
+    " pass --path-to-mrpc DIR holding msr_paraphrase_train.txt, msr_paraphrase_test.txt"
     " and mrpc_dev_ids.tsv."
 )
 
@@ -315,7 +315,7 @@ def _local_mrpc_raw(folder: Path) -> tuple[Path, Path]:
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
         raise FileNotFoundError(
-            f"--path_to_mrpc {folder} must hold msr_paraphrase_train.txt and"
+            f"--path-to-mrpc {folder} must hold msr_paraphrase_train.txt and"
             f" msr_paraphrase_test.txt; missing: {', '.join(missing)}."
         )
     return paths
@@ -445,19 +445,24 @@ def _parse_tasks(parser: argparse.ArgumentParser, spec: str) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data_dir", default="glue_data", help="directory to save data to")
+    # Hyphens, as every CLI here spells its flags; the original underscores still work.
+    parser.add_argument(
+        "--data-dir", "--data_dir", default="glue_data", help="directory to save data to"
+    )
     parser.add_argument(
         "--tasks",
         default="all",
         help=f"comma-separated tasks ({','.join(TASKS)}) or 'all'",
     )
     parser.add_argument(
+        "--path-to-mrpc",
         "--path_to_mrpc",
         default="",
         help="directory holding msr_paraphrase_train.txt and msr_paraphrase_test.txt"
         " (and optionally mrpc_dev_ids.tsv); downloaded when not given",
     )
     parser.add_argument(
+        "--base-url",
         "--base_url",
         default=None,
         help=f"server to download from (default: ${BASE_URL_ENV}, else {DEFAULT_BASE_URL})",

@@ -1,7 +1,7 @@
 """GLUE leaderboard submission files from a checkpoint of the trial (see finetuned.py).
 
-    python predict.py CHECKPOINT_DIR --output_dir submission
-    python predict.py CHECKPOINT_DIR --output_dir submission --data_dir glue_data --zip
+    python predict.py CHECKPOINT_DIR --output-dir submission
+    python predict.py CHECKPOINT_DIR --output-dir submission --data-dir glue_data --zip
 
 Each test split of the checkpoint's task becomes <name>.tsv in output_dir, with the columns
 `index` and `prediction`, in the test file's order: label names for classification (an
@@ -90,8 +90,8 @@ def write_predictions(
         folders = ",".join(sorted({path.split("/")[0] for path in missing}))
         raise FileNotFoundError(
             f"test file(s) {', '.join(missing)} not found in {data_dir}; get them with "
-            f"`python download_glue_data.py --data_dir {data_dir} --tasks {folders}` "
-            "or pass --data_dir"
+            f"`python download_glue_data.py --data-dir {data_dir} --tasks {folders}` "
+            "or pass --data-dir"
         )
     output_dir = pathlib.Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -129,11 +129,18 @@ def zip_submission(output_dir: str | os.PathLike) -> pathlib.Path:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint", help="a checkpoint directory (see finetuned.py)")
-    parser.add_argument("--output_dir", required=True, help="where the <name>.tsv files go")
+    # Hyphens, as every CLI here spells its flags; the underscore spellings still work.
     parser.add_argument(
-        "--data_dir", help="the GLUE folder with the test files (default: the checkpoint's)"
+        "--output-dir", "--output_dir", required=True, help="where the <name>.tsv files go"
     )
-    parser.add_argument("--batch_size", type=int, default=64, help="examples per forward pass")
+    parser.add_argument(
+        "--data-dir",
+        "--data_dir",
+        help="the GLUE folder with the test files (default: the checkpoint's)",
+    )
+    parser.add_argument(
+        "--batch-size", "--batch_size", type=int, default=64, help="examples per forward pass"
+    )
     parser.add_argument("--zip", action="store_true", help="then zip output_dir's submission")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")

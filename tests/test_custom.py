@@ -362,3 +362,12 @@ def test_a_missing_file_is_named_alone(custom_config, tmp_path):
     assert exit_.value.code == (
         f"error: data.custom: valid.csv not found in data.data_dir {tmp_path / 'own'}"
     )
+
+
+def test_the_summary_prints_predict_only_with_test_files(custom_config, tmp_path):
+    config = custom_config(".csv", 2)
+    assert local_run.has_test_files(config)
+    (tmp_path / "own" / "test.csv").unlink()
+    assert not local_run.has_test_files(config)  # named, but not there
+    config["data"]["custom"]["test"] = None
+    assert not local_run.has_test_files(config)

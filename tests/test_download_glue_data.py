@@ -535,7 +535,7 @@ def test_refused_connection_says_network_unreachable(
     message = str(err.value)
     assert f"{base}/{RTE_ZIP}" in message
     assert "could not connect" in message and "network may be unreachable" in message
-    assert "--path_to_mrpc" in message and "bind-mount" in message
+    assert "--path-to-mrpc" in message and "bind-mount" in message
     assert entries(data_dir) == []
 
 

@@ -65,7 +65,7 @@ def test_summary_names_the_checkpoint_on_disk_and_how_to_resume(cli_run, tmp_pat
     assert re.search(
         rf"^resume      python model_def.py \S+config.yaml --resume {uuid}$", summary, re.M
     )
-    assert f"python predict.py {checkpoint} --output_dir submission" in summary
+    assert f"python predict.py {checkpoint} --output-dir submission" in summary
     row = re.search(r"^  validation_loss\s+([\d.]+)\s+([\d.]+)  <- searcher.metric$", summary, re.M)
     assert float(row[2]) <= float(row[1])  # best <= final: local_config's metric is a loss
     assert re.search(r"^  acc\s+[\d.]+\s+[\d.]+$", summary, re.M)
@@ -173,3 +173,14 @@ def test_a_local_run_honours_the_configs_periods(local_config, tmp_path):
     folders = (tmp_path / "xdg-data" / "determined").glob("*/metadata.json")
     steps = sorted(json.loads(p.read_text())["steps_completed"] for p in folders)
     assert steps == [4, 5, 8, 10, 12]
+
+
+def test_the_relaunch_forwards_the_command_line_less_nproc():
+    argv = ["c.yaml", "--nproc", "2", "data.task=RTE", "--plot", "p.png", "--nproc=3", "--verbose"]
+    assert local_run.without_nproc(argv) == [
+        "c.yaml",
+        "data.task=RTE",
+        "--plot",
+        "p.png",
+        "--verbose",
+    ]

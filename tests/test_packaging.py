@@ -68,6 +68,8 @@ def test_detignore_keeps_tests_caches_and_environments_out():
     ignored = (REPO / ".detignore").read_text().split()
     for pattern in ("tests/", "bench/", ".venv/", "__pycache__/", "glue_data/", "*.pt"):
         assert pattern in ignored
+    # What the run summary's predict and export commands write into the project by default.
+    assert {"/submission/", "/hf_model/"} <= set(ignored)
 
 
 def test_detignore_uploads_what_the_startup_hook_runs():

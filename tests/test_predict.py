@@ -118,7 +118,7 @@ def test_zip_packs_every_submission_file_in_the_folder(tmp_path):
 def test_command_line_writes_and_zips(train, glue_dir, tmp_path):
     ckpt = train("SST-2")
     out = tmp_path / "submission"
-    assert predict.main([str(ckpt), "--output_dir", str(out), "--zip"]) == 0  # data_dir: ckpt's
+    assert predict.main([str(ckpt), "--output-dir", str(out), "--zip"]) == 0  # data_dir: ckpt's
     assert sorted(p.name for p in out.iterdir()) == ["SST-2.tsv", "submission.zip"]
 
 

@@ -239,3 +239,26 @@ def test_training_loss_is_averaged_over_each_reporting_period(local_config):
     expected = [sum(losses[a:b]) / (b - a) for a, b in periods]
     assert reported == pytest.approx(expected, rel=1e-6)
     assert len(set(reported)) == 4  # the periods' means differ: none counted twice
+
+
+def test_a_misspelt_override_names_the_nearest_key_and_the_choices():
+    with pytest.raises(constants.ConfigError) as error:
+        trial_config.load_config(str(REPO / "const.yaml"), ["hyperparameters.learnig_rate=1e-5"])
+    message = str(error.value)
+    assert message.startswith(
+        "bad override 'hyperparameters.learnig_rate=1e-5': hyperparameters has no key "
+        "'learnig_rate'; did you mean hyperparameters.learning_rate? the keys are "
+        "global_batch_size, learning_rate,"
+    )
+
+
+def test_nested_keys_can_be_overridden(tmp_path):
+    config = trial_config.load_config(
+        str(REPO / "custom.yaml"),
+        ["data.custom.labels=[no, yes]", "hyperparameters.per_task.MRPC.num_train_epochs=4"],
+    )
+    assert config["data"]["custom"]["labels"] == ["no", "yes"]
+    assert config["data"]["custom"]["train"]  # the rest of the block stays
+    assert config["hyperparameters"]["per_task"] == {"MRPC": {"num_train_epochs": 4}}
+    with pytest.raises(constants.ConfigError, match="data.task is not a mapping"):
+        trial_config.load_config(str(REPO / "custom.yaml"), ["data.task.name=RTE"])

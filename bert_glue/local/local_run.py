@@ -157,7 +157,9 @@ def torchrun_command(nproc: int, script: str, args: list[str]) -> tuple[list[str
 
 def parse_args(argv: list[str] | None, description: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+        description=description,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,  # the relaunch forwards the command line less --nproc, as typed
     )
     parser.add_argument("config", nargs="?", default="const.yaml", help="experiment config YAML")
     parser.add_argument("overrides", nargs="*", help="section.key=value, e.g. data.task=RTE")
@@ -208,7 +210,7 @@ def main(argv: list[str] | None, trial_class: type[pytorch.PyTorchTrial], script
         except USER_ERRORS as e:
             sys.exit(f"error: {e}")
     if args.nproc > 1 and "LOCAL_RANK" not in os.environ:
-        return relaunch(args, script)
+        return relaunch(sys.argv[1:] if argv is None else argv, args.nproc, script)
     recorder = progress.RunRecorder()
     try:
         tensorboard = None if args.no_tensorboard else default_tensorboard_folder()
@@ -220,7 +222,10 @@ def main(argv: list[str] | None, trial_class: type[pytorch.PyTorchTrial], script
     write_outputs(args, recorder, config)
     command = ["python", os.path.basename(script), args.config, *args.overrides]
     checkpoint = recorder.checkpoints and checkpointing.storage_dir() / recorder.checkpoints[-1]
-    print(progress.summary(recorder, config["searcher"], checkpoint, command), file=sys.stderr)
+    summary = progress.summary(
+        recorder, config["searcher"], checkpoint, command, predicts=has_test_files(config)
+    )
+    print(summary, file=sys.stderr)
     return 0
 
 
@@ -276,19 +281,31 @@ def run_grid_trial(
     return folder.finish()
 
 
-def relaunch(args: argparse.Namespace, script: str) -> int:
-    """The same command in args.nproc processes under torchrun (which takes --nproc itself)."""
-    forwarded = [args.config, *args.overrides]
-    for option in ("resume", "metrics_out", "plot"):
-        if getattr(args, option):
-            forwarded += [f"--{option.replace('_', '-')}", getattr(args, option)]
-    forwarded += [
-        f"--{flag}"
-        for flag in ("no-tensorboard", "verbose")
-        if getattr(args, flag.replace("-", "_"))
-    ]
-    command, env = torchrun_command(args.nproc, os.path.abspath(script), forwarded)
+def has_test_files(config: dict) -> bool:
+    """Whether predict.py can run for this config: its task has test files, and they are there."""
+    _, data_config = trial_config.settings(trial_config.local_hparams(config), config["data"])
+    task = custom_task.task_from_config(data_config)
+    folder = pathlib.Path(data_config["data_dir"])
+    return bool(task.test) and all((folder / s.path).is_file() for s in task.test.values())
+
+
+def relaunch(argv: list[str], nproc: int, script: str) -> int:
+    """The same command in nproc processes under torchrun (which takes --nproc itself)."""
+    command, env = torchrun_command(nproc, os.path.abspath(script), without_nproc(argv))
     return subprocess.call(command, env=env)
+
+
+def without_nproc(argv: list[str]) -> list[str]:
+    """The command line as typed, less its --nproc N (or --nproc=N)."""
+    forwarded, value_next = [], False
+    for arg in argv:
+        if value_next or arg.startswith("--nproc="):
+            value_next = False
+        elif arg == "--nproc":
+            value_next = True
+        else:
+            forwarded.append(arg)
+    return forwarded
 
 
 def write_outputs(args: argparse.Namespace, recorder: progress.RunRecorder, config: dict) -> None:

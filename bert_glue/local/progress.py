@@ -190,9 +190,11 @@ def summary(
     searcher: dict,
     checkpoint_dir: pathlib.Path | None,
     command: list[str],
+    predicts: bool = True,
 ) -> str:
     """The closing table: final and best metrics, the checkpoint, where the time went, and the
-    commands that resume, predict and export from the checkpoint."""
+    commands that resume, predict (when the task's test files are there) and export from the
+    checkpoint."""
     lines = ["", "Run summary"]
     if recorder.validations:
         final_batch, final = recorder.validations[-1]
@@ -223,9 +225,10 @@ def summary(
         lines += [
             f"checkpoint  {checkpoint_dir.name}  {checkpoint_dir}",
             f"resume      {shlex.join([*command, '--resume', checkpoint_dir.name])}",
-            f"predict     python predict.py {checkpoint_dir} --output_dir submission",
-            f"export      python export.py {checkpoint_dir} hf_model",
         ]
+        if predicts:
+            lines.append(f"predict     python predict.py {checkpoint_dir} --output-dir submission")
+        lines.append(f"export      python export.py {checkpoint_dir} hf_model")
     return "\n".join(lines)
 
 

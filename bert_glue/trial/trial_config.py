@@ -9,6 +9,7 @@ through to fail later.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import logging
 import re
 
@@ -315,10 +316,20 @@ def _count(key: str, value, minimum: int = 1) -> int:
 
 
 class ConfigLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, reading 3e-5 as a number as YAML 1.2 does (and so Determined's
-    CLI, whose ruamel.yaml reads the config a cluster trains on); YAML 1.1 wants 3.0e-5."""
+    """PyYAML's safe loader, reading scalars as YAML 1.2 does (and so Determined's CLI, whose
+    ruamel.yaml reads the config a cluster trains on): 3e-5 is a number (YAML 1.1 wants
+    3.0e-5), and only true and false are booleans (YAML 1.1 also reads labels such as yes, no,
+    on and off as booleans)."""
 
 
+BOOL = "tag:yaml.org,2002:bool"
+ConfigLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != BOOL]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+ConfigLoader.add_implicit_resolver(
+    BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
 ConfigLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
@@ -331,16 +342,38 @@ def load_config(path: str, overrides: list[str]) -> dict:
     with open(path) as f:
         config = yaml.load(f, ConfigLoader)
     for override in overrides:
-        key, sep, value = override.partition("=")
-        section, _, name = key.partition(".")
-        if not sep or name not in OVERRIDABLE.get(section, ()):
-            raise ConfigError(
-                f"bad override {override!r}: expected section.key=value with section one of "
-                f"{', '.join(OVERRIDABLE)} and a key the trial reads"
-            )
-        config.setdefault(section, {})[name] = yaml.load(value, ConfigLoader)
+        apply_override(config, override)
     warn_shadowed(config, [o.partition("=")[0] for o in overrides])
     return config
+
+
+def apply_override(config: dict, override: str) -> None:
+    """One `section.key=value`; a key may go deeper (data.custom.labels=[no,yes])."""
+    key, sep, value = override.partition("=")
+    section, _, path = key.partition(".")
+    names = path.split(".")
+    if not sep or not path:
+        raise ConfigError(f"bad override {override!r}: expected section.key=value")
+    if section not in OVERRIDABLE:
+        raise ConfigError(
+            f"bad override {override!r}: the section is one of {', '.join(OVERRIDABLE)}"
+        )
+    if names[0] not in OVERRIDABLE[section]:
+        near = difflib.get_close_matches(names[0], OVERRIDABLE[section], n=1)
+        hint = f"did you mean {section}.{near[0]}? " if near else ""
+        raise ConfigError(
+            f"bad override {override!r}: {section} has no key {names[0]!r}; {hint}"
+            f"the keys are {', '.join(OVERRIDABLE[section])}"
+        )
+    target = config.setdefault(section, {})
+    for depth, name in enumerate(names[:-1], 1):
+        if target.get(name) is None:
+            target[name] = {}
+        target = target[name]
+        if not isinstance(target, dict):
+            inner = ".".join([section, *names[:depth]])
+            raise ConfigError(f"bad override {override!r}: {inner} is not a mapping")
+    target[names[-1]] = yaml.load(value, ConfigLoader)
 
 
 def warn_shadowed(config: dict, keys: list[str]) -> None:

@@ -25,6 +25,10 @@ import time
 from collections.abc import Iterator
 
 from bert_glue.container import versions
+from bert_glue.local import cli
+
+if __name__ == "__main__":
+    cli.answer_help(__doc__, sys.argv[1:])  # at once, before torch loads
 
 # Before transformers is imported: with a torch it cannot use it fails on its first model class,
 # with an ImportError that names neither the versions nor the fix. This exits with one line.
@@ -73,17 +77,19 @@ class BertPyTorch(pytorch.PyTorchTrial):
         self.task = custom_task.task_from_config(cfg)
         self.max_length = self._checked_length(hp)
         self.seed = self._seed(hp["seed"])
-        with self._node_first():  # a Hub model is downloaded once per node
+        # Downloads (the model, the data) and feature caches: once per node. The data is read
+        # before the model's weights load, so that a data mistake ends the run at once.
+        with self._node_first():
             model_config = self._model_config(hp, cfg)
             packable = packing.serves(model_config)
             self.levers = trial_config.levers(hp, device.device_of(context), packable)
-            self.tokenizer, model = self._pretrained(hp, cfg, model_config)
+            self.tokenizer = self._tokenizer(hp, cfg)
+            started = time.perf_counter()
+            self.train_set, self.dev_set = self._load_datasets(hp, cfg)
+            self.data_seconds = time.perf_counter() - started  # downloading and featurizing
+            model = self._pretrained(hp, cfg, model_config)
         self.autocast_dtype, self.scaler = self._mixed_precision(self.levers.precision)
         self.model = self._prepared(model)
-        started = time.perf_counter()
-        with self._node_first():  # data files and feature caches are written once per node
-            self.train_set, self.dev_set = self._load_datasets(hp, cfg)
-        self.data_seconds = time.perf_counter() - started  # downloading and featurizing
         self.max_seq_length, self.max_grad_norm = hp["max_seq_length"], hp["max_grad_norm"]
         self.collate = self._collator(hp, model)
         self.optimizer = context.wrap_optimizer(self._optimizer(hp))
@@ -107,15 +113,17 @@ class BertPyTorch(pytorch.PyTorchTrial):
         pretrained.check_pretrained(name, hp["model_type"], self.task, hp["max_seq_length"])
         return task_model_config(self.task, hp["model_type"], name)
 
-    def _pretrained(self, hp: dict, cfg: dict, model_config) -> tuple:
-        _, model_class, tokenizer_class = constants.get_model_classes(hp["model_type"])
-        tokenizer = tokenizer_class.from_pretrained(cfg["model_name_or_path"])
-        model = model_class.from_pretrained(
+    def _tokenizer(self, hp: dict, cfg: dict):
+        tokenizer_class = constants.get_model_classes(hp["model_type"])[2]
+        return tokenizer_class.from_pretrained(cfg["model_name_or_path"])
+
+    def _pretrained(self, hp: dict, cfg: dict, model_config) -> torch.nn.Module:
+        model_class = constants.get_model_classes(hp["model_type"])[1]
+        return model_class.from_pretrained(
             cfg["model_name_or_path"],
             config=model_config,
             attn_implementation=self.levers.attn_implementation,
         )
-        return tokenizer, model
 
     def _prepared(self, model: torch.nn.Module) -> torch.nn.Module:
         """The model with the levers' changes, wrapped by Determined (DDP on several slots)."""

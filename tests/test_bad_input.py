@@ -230,3 +230,12 @@ def test_a_searcher_of_another_length_is_one_line(local_config, tmp_path):
         "error: searcher: time_metric 'batches' and max_time 100 must be 'epochs' and 2, the "
         "run's length (hyperparameters.num_train_epochs)"
     )
+
+
+def test_a_data_mistake_ends_the_run_before_the_model_loads(local_config, tmp_path, monkeypatch):
+    def loaded(*args):
+        raise AssertionError("the model's weights loaded before the data was read")
+
+    monkeypatch.setattr(model_def.BertPyTorch, "_pretrained", loaded)
+    local_config["data"]["data_dir"] = str(tmp_path / "empty")
+    assert cli_error(local_config, tmp_path).startswith("error: GLUE MRPC data not found in")

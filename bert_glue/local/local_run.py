@@ -32,7 +32,7 @@ import constants
 import data
 import download_glue_data
 from bert_glue.determined_0_38 import workarounds
-from bert_glue.local import local_grid, progress
+from bert_glue.local import cli, local_grid, progress
 from bert_glue.results import checkpointing
 from bert_glue.trial import custom_task, metrics, trial_config
 
@@ -155,44 +155,9 @@ def torchrun_command(nproc: int, script: str, args: list[str]) -> tuple[list[str
     return command, {**os.environ, **env}
 
 
-def parse_args(argv: list[str] | None, description: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=description,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        allow_abbrev=False,  # the relaunch forwards the command line less --nproc, as typed
-    )
-    parser.add_argument("config", nargs="?", default="const.yaml", help="experiment config YAML")
-    parser.add_argument("overrides", nargs="*", help="section.key=value, e.g. data.task=RTE")
-    parser.add_argument(
-        "--nproc",
-        type=int,
-        default=1,
-        help="local processes, one slot each, trained together with torch.distributed (DDP)",
-    )
-    parser.add_argument("--resume", help="a checkpoint folder or uuid to continue training from")
-    parser.add_argument("--metrics-out", help="write every validation's metrics to this JSON file")
-    parser.add_argument(
-        "--plot", help="draw the training loss and validation metrics into this PNG file"
-    )
-    parser.add_argument(
-        "--no-tensorboard", action="store_true", help="write no TensorBoard event files"
-    )
-    parser.add_argument(
-        "--verbose", action="store_true", help="show Determined's own log lines too"
-    )
-    parser.add_argument(
-        "--results-dir",
-        help="a grid search's trial folders (local_grid.py); default results/<experiment name>",
-    )
-    args = parser.parse_args(argv)
-    if args.nproc < 1:
-        parser.error(f"--nproc {args.nproc}: need at least 1 process")
-    return args
-
-
 def main(argv: list[str] | None, trial_class: type[pytorch.PyTorchTrial], script: str) -> int:
     """`python SCRIPT [CONFIG] [section.key=value ...] [options]`: one local run of the config."""
-    args = parse_args(argv, description=sys.modules[trial_class.__module__].__doc__)
+    args = cli.parse_args(argv, description=sys.modules[trial_class.__module__].__doc__)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     if not args.verbose:  # its per-period report lines; the recorder shows the same facts
         logging.getLogger("determined").setLevel(logging.WARNING)

@@ -1,0 +1,46 @@
+"""The local run's command line, apart from torch: `--help` answers before torch loads."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def answer_help(description: str, argv: list[str]) -> None:
+    """With -h or --help, print the help and exit, before the caller imports torch (20-30 s)."""
+    if {"-h", "--help"} & set(argv):
+        parse_args(argv, description)
+
+
+def parse_args(argv: list[str] | None, description: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=description,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,  # the relaunch forwards the command line less --nproc, as typed
+    )
+    parser.add_argument("config", nargs="?", default="const.yaml", help="experiment config YAML")
+    parser.add_argument("overrides", nargs="*", help="section.key=value, e.g. data.task=RTE")
+    parser.add_argument(
+        "--nproc",
+        type=int,
+        default=1,
+        help="local processes, one slot each, trained together with torch.distributed (DDP)",
+    )
+    parser.add_argument("--resume", help="a checkpoint folder or uuid to continue training from")
+    parser.add_argument("--metrics-out", help="write every validation's metrics to this JSON file")
+    parser.add_argument(
+        "--plot", help="draw the training loss and validation metrics into this PNG file"
+    )
+    parser.add_argument(
+        "--no-tensorboard", action="store_true", help="write no TensorBoard event files"
+    )
+    parser.add_argument(
+        "--verbose", action="store_true", help="show Determined's own log lines too"
+    )
+    parser.add_argument(
+        "--results-dir",
+        help="a grid search's trial folders (local_grid.py); default results/<experiment name>",
+    )
+    args = parser.parse_args(argv)
+    if args.nproc < 1:
+        parser.error(f"--nproc {args.nproc}: need at least 1 process")
+    return args

@@ -41,10 +41,7 @@ from bert_glue.results import finetuned, glue_results
 from bert_glue.results.glue_results import TrialResult
 
 # The metrics whose mean is a task's score on the leaderboard (MNLI: matched and mismatched).
-LEADERBOARD_METRICS = {
-    **{name: task.score for name, task in constants.TASKS.items()},
-    "MNLI": ("acc", "acc_mm"),
-}
+LEADERBOARD_METRICS = {name: task.score for name, task in constants.TASKS.items()}
 METRIC_NAMES = {
     "mcc": "MCC",
     "acc": "acc",

@@ -347,7 +347,7 @@ def encode(
     truncation=True, max_length=max_seq_length)` gives them.
 
     A fast (Rust) tokenizer encodes the list on every core without building the offsets,
-    attention masks and Python dicts that the transformers call adds, at 1.6x its speed.
+    attention masks and Python dicts that the transformers call adds (docs/performance.md).
     Python tokenizers (XLM's) go through the transformers call.
     """
     backend = getattr(tokenizer, "backend_tokenizer", None)

@@ -119,11 +119,14 @@ class BertPyTorch(pytorch.PyTorchTrial):
 
     def _pretrained(self, hp: dict, cfg: dict, model_config) -> torch.nn.Module:
         model_class = constants.get_model_classes(hp["model_type"])[1]
-        return model_class.from_pretrained(
+        model = model_class.from_pretrained(
             cfg["model_name_or_path"],
             config=model_config,
             attn_implementation=self.levers.attn_implementation,
         )
+        head = f"a new {self.task.name} head, {model_config.num_labels} output(s)"
+        logger.info(f"{cfg['model_name_or_path']}: {head}")
+        return model
 
     def _prepared(self, model: torch.nn.Module) -> torch.nn.Module:
         """The model with the levers' changes, wrapped by Determined (DDP on several slots)."""

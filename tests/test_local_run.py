@@ -197,3 +197,9 @@ def test_help_answers_before_torch_loads():
     )
     assert "usage: model_def.py" in done.stdout and "--nproc" in done.stdout
     assert done.stdout.strip().endswith("exit 0 False")
+
+
+def test_third_party_noise_is_one_line(cli_run):
+    stderr = cli_run["stderr"]
+    assert "LOAD REPORT" not in stderr and "Loading weights" not in stderr
+    assert len(re.findall(r"tiny-bert\d*: a new MRPC head, 2 output\(s\)$", stderr, re.M)) == 1

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import yaml
 from determined import pytorch
+from transformers.utils import logging as hf_logging
 
 import constants
 import data
@@ -159,8 +160,10 @@ def main(argv: list[str] | None, trial_class: type[pytorch.PyTorchTrial], script
     """`python SCRIPT [CONFIG] [section.key=value ...] [options]`: one local run of the config."""
     args = cli.parse_args(argv, description=sys.modules[trial_class.__module__].__doc__)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    if not args.verbose:  # its per-period report lines; the recorder shows the same facts
-        logging.getLogger("determined").setLevel(logging.WARNING)
+    if not args.verbose:  # the recorder and the trial say the same facts in fewer lines
+        logging.getLogger("determined").setLevel(logging.WARNING)  # its per-period reports
+        hf_logging.set_verbosity_error()  # transformers' load report of the new head
+        hf_logging.disable_progress_bar()  # and its bar of weights loaded
     try:
         config = trial_config.load_config(args.config, args.overrides)
         grid = local_grid.is_grid(config)

@@ -387,6 +387,25 @@ def tokenizer_fingerprint(tokenizer) -> str:
     return hashlib.sha256(f"{type(tokenizer).__name__}\n{state}".encode()).hexdigest()
 
 
+def load_datasets(
+    task: GlueTask, cfg: dict, tokenizer, max_seq_length: int
+) -> tuple[GlueDataset, torch.utils.data.ConcatDataset]:
+    """The task's train set (sampled as data.max_train_samples says) and its dev sets (split
+    ids in dev order), downloaded first where data.download_data allows, featurized once."""
+    prepare_data(task, cfg["data_dir"], cfg["download_data"], cfg["path_to_mrpc"])
+
+    def load(split: Split) -> Features:
+        return load_features(
+            task, split, cfg["data_dir"], tokenizer, max_seq_length, cfg["cache_dir"]
+        )
+
+    train = GlueDataset(sample(load(task.train), cfg["max_train_samples"]))
+    dev = torch.utils.data.ConcatDataset(
+        [GlueDataset(load(split), i) for i, split in enumerate(task.dev.values())]
+    )
+    return train, dev
+
+
 def file_digest(path: pathlib.Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:

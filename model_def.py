@@ -22,7 +22,6 @@ import contextlib
 import logging
 import sys
 import time
-from collections.abc import Iterator
 
 from bert_glue.container import versions
 from bert_glue.local import cli
@@ -49,25 +48,13 @@ from bert_glue.trial import (
     device,
     fast_dropout,
     metrics,
+    optimization,
     packing,
     pretrained,
     trial_config,
 )
 
 logger = logging.getLogger(__name__)
-
-
-def task_model_config(task: constants.GlueTask, model_type: str, model_name_or_path: str):
-    """The pre-trained model's config with the task's head: its label names, or regression."""
-    config_class = constants.get_model_classes(model_type)[0]
-    label_names = task.labels or ("score",)  # STS-B: one regression output
-    return config_class.from_pretrained(
-        model_name_or_path,
-        finetuning_task=task.name.lower(),
-        id2label=dict(enumerate(label_names)),
-        label2id={label: i for i, label in enumerate(label_names)},
-        problem_type="regression" if task.is_regression else "single_label_classification",
-    )
 
 
 class BertPyTorch(pytorch.PyTorchTrial):
@@ -79,20 +66,24 @@ class BertPyTorch(pytorch.PyTorchTrial):
         self.seed = self._seed(hp["seed"])
         # Downloads (the model, the data) and feature caches: once per node. The data is read
         # before the model's weights load, so that a data mistake ends the run at once.
-        with self._node_first():
+        with device.node_first(context.distributed):
             model_config = self._model_config(hp, cfg)
             packable = packing.serves(model_config)
             self.levers = trial_config.levers(hp, device.device_of(context), packable)
             self.tokenizer = self._tokenizer(hp, cfg)
             started = time.perf_counter()
-            self.train_set, self.dev_set = self._load_datasets(hp, cfg)
+            self.train_set, self.dev_set = data.load_datasets(
+                self.task, cfg, self.tokenizer, hp["max_seq_length"]
+            )
             self.data_seconds = time.perf_counter() - started  # downloading and featurizing
             model = self._pretrained(hp, cfg, model_config)
         self.autocast_dtype, self.scaler = self._mixed_precision(self.levers.precision)
         self.model = self._prepared(model)
         self.max_seq_length, self.max_grad_norm = hp["max_seq_length"], hp["max_grad_norm"]
         self.collate = self._collator(hp, model)
-        self.optimizer = context.wrap_optimizer(self._optimizer(hp))
+        self.optimizer = context.wrap_optimizer(
+            optimization.adamw(self.model, hp, fused=self.levers.fused_adamw)
+        )
         self.schedule, self.lr_scheduler = self._lr_schedule(hp)
         self.reducer = context.wrap_reducer(
             metrics.GlueMetricReducer(self.task), for_training=False
@@ -111,7 +102,7 @@ class BertPyTorch(pytorch.PyTorchTrial):
     def _model_config(self, hp: dict, cfg: dict):
         name = cfg["model_name_or_path"]
         pretrained.check_pretrained(name, hp["model_type"], self.task, hp["max_seq_length"])
-        return task_model_config(self.task, hp["model_type"], name)
+        return pretrained.task_model_config(self.task, hp["model_type"], name)
 
     def _tokenizer(self, hp: dict, cfg: dict):
         tokenizer_class = constants.get_model_classes(hp["model_type"])[2]
@@ -173,39 +164,6 @@ class BertPyTorch(pytorch.PyTorchTrial):
             "task_labels": callbacks.TaskLabels(self.task),
         }
 
-    @contextlib.contextmanager
-    def _node_first(self) -> Iterator[None]:
-        """The node's first process runs the block (downloads, writes caches) while the others
-        wait; then they run it, reading what it wrote."""
-        dist = self.context.distributed
-        if dist.get_local_rank() != 0:
-            dist.allgather_local(None)
-        yield
-        if dist.get_local_rank() == 0:
-            dist.allgather_local(None)
-
-    def _load_datasets(
-        self, hp: dict, cfg: dict
-    ) -> tuple[data.GlueDataset, torch.utils.data.Dataset]:
-        """Download the task's files if allowed, featurize them (cached), and sample."""
-        data.prepare_data(self.task, cfg["data_dir"], cfg["download_data"], cfg["path_to_mrpc"])
-
-        def load(split: constants.Split):
-            return data.load_features(
-                self.task,
-                split,
-                cfg["data_dir"],
-                self.tokenizer,
-                hp["max_seq_length"],
-                cfg["cache_dir"],
-            )
-
-        train = data.GlueDataset(data.sample(load(self.task.train), cfg["max_train_samples"]))
-        dev = torch.utils.data.ConcatDataset(
-            [data.GlueDataset(load(split), i) for i, split in enumerate(self.task.dev.values())]
-        )
-        return train, dev
-
     def _collator(self, hp: dict, model: torch.nn.Module):
         """Packed batches, their length bucketed for CUDA graphs; or padded batches."""
         token_types = constants.feeds_token_types(hp["model_type"], self.tokenizer, model)
@@ -222,23 +180,6 @@ class BertPyTorch(pytorch.PyTorchTrial):
             pad_to=hp["max_seq_length"] if hp["pad_to_max_length"] else None,
             multiple_of=hp["pad_to_multiple_of"],
             max_length=hp["max_seq_length"],
-        )
-
-    def _optimizer(self, hp: dict) -> torch.optim.Optimizer:
-        no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight")
-        params = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
-        groups = [
-            {
-                "params": [p for n, p in params if not any(nd in n for nd in no_decay)],
-                "weight_decay": hp["weight_decay"],
-            },
-            {
-                "params": [p for n, p in params if any(nd in n for nd in no_decay)],
-                "weight_decay": 0.0,
-            },
-        ]
-        return torch.optim.AdamW(
-            groups, lr=hp["learning_rate"], eps=hp["adam_epsilon"], fused=self.levers.fused_adamw
         )
 
     def _mixed_precision(self, precision: str) -> tuple[torch.dtype | None, object | None]:

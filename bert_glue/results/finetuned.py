@@ -23,9 +23,8 @@ import torch
 from transformers import PreTrainedModel
 
 import constants
-import model_def
 from bert_glue.determined_0_38 import workarounds
-from bert_glue.trial import custom_task, trial_config
+from bert_glue.trial import custom_task, pretrained, trial_config
 
 
 @dataclasses.dataclass
@@ -58,7 +57,7 @@ def load(path: str | os.PathLike) -> FineTuned:
     model_type = hparams["model_type"]
     _, model_class, tokenizer_class = constants.get_model_classes(model_type)
     # Built from the config alone: every weight comes from the checkpoint.
-    config = model_def.task_model_config(task, model_type, name)
+    config = pretrained.task_model_config(task, model_type, name)
     model = model_class.from_config(config) if model_type == "auto" else model_class(config)
     weights = state["models_state_dict"][0]
     torch.nn.modules.utils.consume_prefix_in_state_dict_if_present(weights, "module.")  # DDP

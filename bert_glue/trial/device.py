@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
+import determined as det
 import torch
 from determined import pytorch
 
@@ -26,3 +30,14 @@ def cuda_has_bf16(device: torch.device) -> bool:
     torch.cuda.is_bf16_supported() also says yes on V100 (7.0) and T4 (7.5), where bf16 is
     emulated; there auto takes fp16 with a loss scaler."""
     return torch.cuda.get_device_capability(device)[0] >= 8
+
+
+@contextlib.contextmanager
+def node_first(distributed: det.core.DistributedContext) -> Iterator[None]:
+    """The node's first process runs the block (downloads, writes caches) while the others
+    wait; then they run it, reading what it wrote."""
+    if distributed.get_local_rank() != 0:
+        distributed.allgather_local(None)
+    yield
+    if distributed.get_local_rank() == 0:
+        distributed.allgather_local(None)

@@ -133,3 +133,16 @@ def check_head(config, task: GlueTask, name: str) -> None:
             f"id2label) but {task.name} has {task.num_labels}; start from a model without a "
             f"classification head, or one fine-tuned for a task with {task.num_labels} labels"
         )
+
+
+def task_model_config(task: GlueTask, model_type: str, model_name_or_path: str):
+    """The pre-trained model's config with the task's head: its label names, or regression."""
+    config_class = constants.get_model_classes(model_type)[0]
+    label_names = task.labels or ("score",)  # STS-B: one regression output
+    return config_class.from_pretrained(
+        model_name_or_path,
+        finetuning_task=task.name.lower(),
+        id2label=dict(enumerate(label_names)),
+        label2id={label: i for i, label in enumerate(label_names)},
+        problem_type="regression" if task.is_regression else "single_label_classification",
+    )

@@ -64,10 +64,10 @@ def prepare_data(
     task: GlueTask, data_dir: str | os.PathLike, download: bool, path_to_mrpc: str = ""
 ) -> None:
     """Make sure the task's train and dev files are in data_dir, downloading them if allowed."""
-    if task_data_present(task, data_dir):
-        return
     splits = (task.train, *task.dev.values())
     missing = [s.path for s in splits if not (pathlib.Path(data_dir) / s.path).is_file()]
+    if not missing:
+        return
     if task.custom:
         raise FileNotFoundError(
             f"data.custom: {', '.join(missing)} not found in data.data_dir {data_dir}"

@@ -365,9 +365,13 @@ def test_a_missing_file_is_named_alone(custom_config, tmp_path):
 
 
 def test_the_summary_prints_predict_only_with_test_files(custom_config, tmp_path):
+    def has_test_files(config: dict) -> bool:
+        task = custom_task.task_from_config(trial_config.data_config(config["data"]))
+        return local_run.has_test_files(task, config["data"]["data_dir"])
+
     config = custom_config(".csv", 2)
-    assert local_run.has_test_files(config)
+    assert has_test_files(config)
     (tmp_path / "own" / "test.csv").unlink()
-    assert not local_run.has_test_files(config)  # named, but not there
+    assert not has_test_files(config)  # named, but not there
     config["data"]["custom"]["test"] = None
-    assert not local_run.has_test_files(config)
+    assert not has_test_files(config)

@@ -114,6 +114,7 @@ def run_local(
             -(-dev_batches // dist.get_size()),
             trial.data_seconds,
             dist.rank == 0,
+            has_test_files(trial.task, config["data"]["data_dir"]),
         )
         if tensorboard and dist.rank == 0:
             workarounds.write_tensorboard_to(context, tensorboard)
@@ -190,10 +191,7 @@ def main(argv: list[str] | None, trial_class: type[pytorch.PyTorchTrial], script
     write_outputs(args, recorder, config)
     command = ["python", os.path.basename(script), args.config, *args.overrides]
     checkpoint = recorder.checkpoints and checkpointing.storage_dir() / recorder.checkpoints[-1]
-    summary = progress.summary(
-        recorder, config["searcher"], checkpoint, command, predicts=has_test_files(config)
-    )
-    print(summary, file=sys.stderr)
+    print(progress.summary(recorder, config["searcher"], checkpoint, command), file=sys.stderr)
     return 0
 
 
@@ -249,11 +247,9 @@ def run_grid_trial(
     return folder.finish()
 
 
-def has_test_files(config: dict) -> bool:
-    """Whether predict.py can run for this config: its task has test files, and they are there."""
-    _, data_config = trial_config.settings(trial_config.local_hparams(config), config["data"])
-    task = custom_task.task_from_config(data_config)
-    folder = pathlib.Path(data_config["data_dir"])
+def has_test_files(task: constants.GlueTask, data_dir: str | os.PathLike) -> bool:
+    """Whether predict.py can run for this task: it has test files, and they are there."""
+    folder = pathlib.Path(data_dir)
     return bool(task.test) and all((folder / s.path).is_file() for s in task.test.values())
 
 

@@ -63,15 +63,21 @@ class RunRecorder(pytorch.PyTorchCallback):
         self.checkpoints: list[str] = []  # uuids, oldest first
         self.training, self.validation, self.checkpointing = Timer(), Timer(), Timer()
         self.startup_seconds = self.data_seconds = 0.0
-        self.chief = True
+        self.chief, self.test_files = True, False
         self.bar: tqdm.tqdm | None = None
 
     def begin(
-        self, total_batches: int, validation_batches: int, data_seconds: float, chief: bool
+        self,
+        total_batches: int,
+        validation_batches: int,
+        data_seconds: float,
+        chief: bool,
+        test_files: bool,
     ) -> None:
-        """What is known once the trial is built: the run's size, the time its data took."""
+        """What is known once the trial is built: the run's size, the time its data took, and
+        whether its task's test files are there to predict."""
         self.total_batches, self.validation_batches = total_batches, validation_batches
-        self.data_seconds, self.chief = data_seconds, chief
+        self.data_seconds, self.chief, self.test_files = data_seconds, chief, test_files
 
     # What the local runner reports per batch (Determined's callbacks fire per period only).
     def trained(self, samples: int) -> None:
@@ -190,7 +196,6 @@ def summary(
     searcher: dict,
     checkpoint_dir: pathlib.Path | None,
     command: list[str],
-    predicts: bool = True,
 ) -> str:
     """The closing table: final and best metrics, the checkpoint, where the time went, and the
     commands that resume, predict (when the task's test files are there) and export from the
@@ -226,7 +231,7 @@ def summary(
             f"checkpoint  {checkpoint_dir.name}  {checkpoint_dir}",
             f"resume      {shlex.join([*command, '--resume', checkpoint_dir.name])}",
         ]
-        if predicts:
+        if recorder.test_files:
             lines.append(f"predict     python predict.py {checkpoint_dir} --output-dir submission")
         lines.append(f"export      python export.py {checkpoint_dir} hf_model")
     return "\n".join(lines)

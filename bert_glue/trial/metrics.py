@@ -116,10 +116,9 @@ class TrainingLoss(pytorch.MetricReducer):
 
     def per_slot_reduce(self) -> tuple[float, int, tuple[int, float] | None]:
         losses = torch.stack(self.losses).float().tolist() if self.losses else []
-        bad = [
-            (b, loss) for b, loss in zip(self.batches, losses, strict=True) if not isfinite(loss)
-        ]
-        return sum(losses), len(losses), bad[0] if bad else None
+        batches = zip(self.batches, losses, strict=True)
+        bad = next(((batch, loss) for batch, loss in batches if not isfinite(loss)), None)
+        return sum(losses), len(losses), bad
 
     def cross_slot_reduce(self, per_slot: list[tuple]) -> float:
         totals, counts, bad = zip(*per_slot, strict=True)

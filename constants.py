@@ -5,42 +5,26 @@ from __future__ import annotations
 import dataclasses
 import inspect
 
-from transformers import (
-    AutoConfig,
-    AutoModelForSequenceClassification,
-    AutoTokenizer,
-    BertConfig,
-    BertForSequenceClassification,
-    BertTokenizer,
-    DistilBertConfig,
-    DistilBertForSequenceClassification,
-    DistilBertTokenizer,
-    RobertaConfig,
-    RobertaForSequenceClassification,
-    RobertaTokenizer,
-    XLMConfig,
-    XLMForSequenceClassification,
-    XLMTokenizer,
-    XLNetConfig,
-    XLNetForSequenceClassification,
-    XLNetTokenizer,
-)
-
 
 class ConfigError(ValueError):
     """A setting that cannot work; the message names the key (or file) and how to fix it."""
 
 
-# model_type -> (config class, model class, tokenizer class). In transformers 5 the plain
-# tokenizer names are the fast (Rust) tokenizers; XLM has only its Python tokenizer. "auto"
-# takes whatever encoder the model folder's config.json names (DeBERTa-v3, ELECTRA, ...).
+# model_type -> (config class, model class, tokenizer class), named as transformers exports them
+# and imported on first use, so that the task table loads without transformers. In transformers 5
+# the plain tokenizer names are the fast (Rust) tokenizers; XLM has only its Python tokenizer.
+# "auto" takes whatever encoder the model folder's config.json names (DeBERTa-v3, ELECTRA, ...).
 MODEL_CLASSES = {
-    "auto": (AutoConfig, AutoModelForSequenceClassification, AutoTokenizer),
-    "bert": (BertConfig, BertForSequenceClassification, BertTokenizer),
-    "xlnet": (XLNetConfig, XLNetForSequenceClassification, XLNetTokenizer),
-    "xlm": (XLMConfig, XLMForSequenceClassification, XLMTokenizer),
-    "roberta": (RobertaConfig, RobertaForSequenceClassification, RobertaTokenizer),
-    "distilbert": (DistilBertConfig, DistilBertForSequenceClassification, DistilBertTokenizer),
+    "auto": ("AutoConfig", "AutoModelForSequenceClassification", "AutoTokenizer"),
+    "bert": ("BertConfig", "BertForSequenceClassification", "BertTokenizer"),
+    "xlnet": ("XLNetConfig", "XLNetForSequenceClassification", "XLNetTokenizer"),
+    "xlm": ("XLMConfig", "XLMForSequenceClassification", "XLMTokenizer"),
+    "roberta": ("RobertaConfig", "RobertaForSequenceClassification", "RobertaTokenizer"),
+    "distilbert": (
+        "DistilBertConfig",
+        "DistilBertForSequenceClassification",
+        "DistilBertTokenizer",
+    ),
 }
 
 # Only these models were pre-trained with segment embeddings; the others get no token_type_ids.
@@ -91,6 +75,9 @@ class GlueTask:
     custom: bool = False  # the user's own files (custom_task.py), not a GLUE download
     # The metrics whose mean is the task's GLUE score, reported as "glue_score" (metrics.py).
     score: tuple[str, ...] = ()
+    # Below GLUE's download server: the zip of the task's folder (download_glue_data.py). MRPC
+    # has none: it is built from SentEval's copies of the Microsoft files.
+    download: str = ""
 
     @property
     def is_regression(self) -> bool:
@@ -112,6 +99,7 @@ F1_ACC = ("f1", "acc")  # GLUE scores MRPC and QQP by their mean
 def _task(name, labels, metrics, a, b, label, test_a=None, test_b=None, **kwargs) -> GlueTask:
     """A task laid out as most are: {train,dev,test}.tsv with a header, test index in column 0."""
     test_a, test_b = (a, b) if test_a is None else (test_a, test_b)
+    kwargs.setdefault("download", f"glue/data/{name}.zip")
     return GlueTask(
         name,
         labels,
@@ -133,12 +121,13 @@ TASKS = {
             BINARY,
             ("mcc", "acc"),
             score=("mcc",),
+            download="glue/data/CoLA.zip",
             train=Split("CoLA/train.tsv", 3, None, 1, header=False),
             dev={"": Split("CoLA/dev.tsv", 3, None, 1, header=False)},
             test={"CoLA": Split("CoLA/test.tsv", 1, None, None, index=0)},
         ),
         _task("SST-2", BINARY, ACC, 0, None, 1, test_a=1, score=ACC),
-        _task("MRPC", BINARY, ACC_F1, 3, 4, 0, score=F1_ACC),
+        _task("MRPC", BINARY, ACC_F1, 3, 4, 0, score=F1_ACC, download=""),
         _task(
             "STS-B",
             (),
@@ -160,6 +149,7 @@ TASKS = {
             test_b=2,
             skip_malformed_rows=True,
             score=F1_ACC,
+            download="glue/data/QQP-clean.zip",
         ),
         GlueTask(
             "MNLI",
@@ -168,6 +158,7 @@ TASKS = {
             # The leaderboard's MNLI score, the mean of both dev sets' accuracies: the trial's
             # glue_score and glue_report.py's table agree.
             score=("acc", "acc_mm"),
+            download="glue/data/MNLI.zip",
             train=Split("MNLI/train.tsv", 8, 9, -1),
             dev={
                 "": Split("MNLI/dev_matched.tsv", 8, 9, -1),
@@ -180,7 +171,7 @@ TASKS = {
                 "AX": Split("diagnostic/diagnostic.tsv", 1, 2, None, index=0),
             },
         ),
-        _task("QNLI", ENTAILMENT, ACC, 1, 2, -1, score=ACC),
+        _task("QNLI", ENTAILMENT, ACC, 1, 2, -1, score=ACC, download="glue/data/QNLIv2.zip"),
         _task("RTE", ENTAILMENT, ACC, 1, 2, -1, score=ACC),
         _task("WNLI", BINARY, ACC, 1, 2, -1, score=ACC),
     )
@@ -201,4 +192,6 @@ def get_model_classes(model_type: str) -> tuple:
             f"hyperparameters.model_type: unknown model type {model_type!r}; "
             f"choose one of {', '.join(MODEL_CLASSES)}"
         )
-    return MODEL_CLASSES[model_type]
+    import transformers  # here, not at the top: see MODEL_CLASSES
+
+    return tuple(getattr(transformers, name) for name in MODEL_CLASSES[model_type])

@@ -3,17 +3,10 @@
 A port of Determined's bert_glue_pytorch example (itself adapted from Hugging Face's
 run_glue.py v2.2) to today's determined, torch and transformers.
 
-On a cluster (the configs' entrypoint runs this file through Determined's launcher):
-    det -m <master> experiment create -f const.yaml .
-
-On this machine, no cluster (Determined's Trainer API in local mode):
-    python model_def.py const.yaml                              # the const.yaml experiment
-    python model_def.py const.yaml data.data_dir=glue_data hyperparameters.learning_rate=3e-5
-    python model_def.py distributed.yaml --nproc 2              # 2 processes, torch.distributed
-    python model_def.py const.yaml --metrics-out metrics.json   # save the validation metrics
-    python model_def.py const.yaml --plot curves.png            # and draw them (progress.py)
-    python model_def.py const.yaml --resume <checkpoint uuid or folder>  # continue a run
-    python model_def.py glue.yaml        # every GLUE task x seed, one after another (local_grid)
+    det -m <master> experiment create -f const.yaml .   # on a cluster (Determined's launcher)
+    python model_def.py const.yaml                       # here: Determined's Trainer, local mode
+    python model_def.py const.yaml hyperparameters.learning_rate=3e-5 --nproc 2
+    python model_def.py glue.yaml                        # every GLUE task x seed (docs/glue.md)
 """
 
 from __future__ import annotations
@@ -36,21 +29,23 @@ versions.require_supported()
 import determined as det
 import torch
 from determined import pytorch
-from transformers import get_linear_schedule_with_warmup
 
 import constants
 import data
 from bert_glue.determined_0_38 import searcher_stop, workarounds
 from bert_glue.local import local_run
 from bert_glue.trial import (
+    batches,
     callbacks,
     custom_task,
     device,
     fast_dropout,
+    fit_config,
     metrics,
     optimization,
     packing,
     pretrained,
+    reducers,
     trial_config,
 )
 
@@ -77,19 +72,22 @@ class BertPyTorch(pytorch.PyTorchTrial):
             )
             self.data_seconds = time.perf_counter() - started  # downloading and featurizing
             model = self._pretrained(hp, cfg, model_config)
-        self.autocast_dtype, self.scaler = self._mixed_precision(self.levers.precision)
+        self.autocast_dtype, self.scaler = device.mixed_precision(self.levers.precision, context)
         self.model = self._prepared(model)
         self.max_seq_length, self.max_grad_norm = hp["max_seq_length"], hp["max_grad_norm"]
-        self.collate = self._collator(hp, model)
+        self.collate = batches.collator(hp, self.levers, self.tokenizer, model)
         self.optimizer = context.wrap_optimizer(
             optimization.adamw(self.model, hp, fused=self.levers.fused_adamw)
         )
-        self.schedule, self.lr_scheduler = self._lr_schedule(hp)
+        self.schedule = optimization.linear_schedule(self.optimizer, hp, self.total_steps)
+        self.lr_scheduler = context.wrap_lr_scheduler(
+            self.schedule, pytorch.LRScheduler.StepMode.STEP_EVERY_BATCH
+        )
         self.reducer = context.wrap_reducer(
-            metrics.GlueMetricReducer(self.task), for_training=False
+            reducers.GlueMetricReducer(self.task), for_training=False
         )
         self.train_loss = context.wrap_reducer(
-            metrics.TrainingLoss(self._training_at), "loss", for_validation=False
+            reducers.TrainingLoss(self._training_at), "loss", for_validation=False
         )
 
     def _checked_length(self, hp: dict) -> pytorch.Epoch:
@@ -97,7 +95,7 @@ class BertPyTorch(pytorch.PyTorchTrial):
         trial_config.check_batch_split(hp["global_batch_size"], self.context.distributed.get_size())
         searcher = self.context.get_experiment_config()["searcher"]
         metrics.check_searcher(self.task, searcher)
-        return trial_config.train_length(hp, searcher)
+        return fit_config.train_length(hp, searcher)
 
     def _model_config(self, hp: dict, cfg: dict):
         name = cfg["model_name_or_path"]
@@ -136,18 +134,6 @@ class BertPyTorch(pytorch.PyTorchTrial):
             wrapped.compile(mode="reduce-overhead" if self.levers.cuda_graphs else None)
         return wrapped
 
-    def _lr_schedule(self, hp: dict) -> tuple:
-        """Linear warmup over warmup_ratio of all optimizer steps, then linear decay to 0."""
-        schedule = get_linear_schedule_with_warmup(
-            self.optimizer,
-            num_warmup_steps=round(hp["warmup_ratio"] * self.total_steps),
-            num_training_steps=self.total_steps,
-        )
-        wrapped = self.context.wrap_lr_scheduler(
-            schedule, pytorch.LRScheduler.StepMode.STEP_EVERY_BATCH
-        )
-        return schedule, wrapped
-
     @property
     def total_steps(self) -> int:
         """Optimizer steps in all (local_run's progress counts them)."""
@@ -164,38 +150,14 @@ class BertPyTorch(pytorch.PyTorchTrial):
             "task_labels": callbacks.TaskLabels(self.task),
         }
 
-    def _collator(self, hp: dict, model: torch.nn.Module):
-        """Packed batches, their length bucketed for CUDA graphs; or padded batches."""
-        token_types = constants.feeds_token_types(hp["model_type"], self.tokenizer, model)
-        if self.levers.packing:
-            return packing.PackedCollator(
-                token_types,
-                position_offset=packing.position_offset(model.config),
-                pad_id=self.tokenizer.pad_token_id,
-                bucket=hp["max_seq_length"] if self.levers.cuda_graphs else None,
-            )
-        return data.Collator(
-            self.tokenizer,
-            with_token_types=token_types,
-            pad_to=hp["max_seq_length"] if hp["pad_to_max_length"] else None,
-            multiple_of=hp["pad_to_multiple_of"],
-            max_length=hp["max_seq_length"],
-        )
-
-    def _mixed_precision(self, precision: str) -> tuple[torch.dtype | None, object | None]:
-        if precision == "fp16":
-            return torch.float16, self.context.wrap_scaler(torch.amp.GradScaler("cuda"))
-        return (torch.bfloat16 if precision == "bf16" else None), None
-
     def _autocast(self):
         if self.autocast_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(self.context.device.type, dtype=self.autocast_dtype)
 
     def _seed(self, seed: int | None) -> int:
-        """hyperparameters.seed if set, which then seeds everything as Determined seeded it
-        with its trial seed (the classifier's initial weights too); else the trial seed on a
-        cluster, and the config's experiment_seed in local mode."""
+        """hyperparameters.seed, which then seeds all as Determined seeds with its trial seed
+        (the new head too); else the trial seed, or locally reproducibility.experiment_seed."""
         if seed is not None:
             local_run.seed_everything(seed)
             return seed
@@ -228,14 +190,7 @@ class BertPyTorch(pytorch.PyTorchTrial):
 
     def _loader(self, dataset: torch.utils.data.Dataset, **kwargs) -> pytorch.DataLoader:
         cuda = self.context.device.type == "cuda"
-        return pytorch.DataLoader(
-            dataset,
-            collate_fn=self.collate,
-            num_workers=self.levers.dataloader_workers,
-            pin_memory=cuda,
-            persistent_workers=self.levers.dataloader_workers > 0,
-            **kwargs,
-        )
+        return batches.loader(dataset, self.collate, self.levers.dataloader_workers, cuda, **kwargs)
 
     def _forward(self, batch: dict[str, torch.Tensor]):
         device = self.context.device
@@ -276,7 +231,7 @@ class BertPyTorch(pytorch.PyTorchTrial):
 def run_on_cluster(info: det.ClusterInfo) -> None:
     with pytorch.init(hparams=info.trial.hparams) as context:
         trial = BertPyTorch(context)
-        periods = trial_config.fit_options(
+        periods = fit_config.fit_options(
             context.get_experiment_config(), context.get_global_batch_size(), local=False
         )
         reported_as_is = workarounds.reducer_errors_as_raised(metrics.Diverged)

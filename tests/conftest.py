@@ -1,4 +1,7 @@
-"""Shared fixtures: a tiny random BERT with its own vocabulary, and few-row GLUE folders."""
+"""Shared fixtures: a tiny random BERT with its own vocabulary, and few-row GLUE folders.
+
+Unit tests live in tests/unit: they import neither determined nor transformers (a test there
+checks it), and run in seconds. The tests beside this file run the trial end to end."""
 
 from __future__ import annotations
 
@@ -6,9 +9,7 @@ import pathlib
 import random
 
 import pytest
-import torch
 import yaml
-from transformers import BertConfig, BertModel, BertTokenizer
 
 import constants
 
@@ -29,6 +30,10 @@ def in_tmp_path(tmp_path, monkeypatch) -> None:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> pathlib.Path:
     """A 2-layer, hidden-32 BERT saved as a Hugging Face model folder, like a Hub download."""
+    # Imported here: the unit tests (tests/unit) load this file too, and run without a model.
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizer
+
     path = tmp_path_factory.mktemp("tiny-bert")
     vocab = path / "vocab.txt"
     vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n")

@@ -15,7 +15,7 @@ from determined import pytorch
 
 import model_def
 from bert_glue.local import local_run
-from bert_glue.trial import custom_task, metrics, trial_config
+from bert_glue.trial import custom_task, fit_config, metrics, trial_config
 
 CONFIGS = sorted(REPO.glob("*.yaml"))
 SEARCHED = ["global_batch_size", "learning_rate", "warmup_ratio", "weight_decay"]
@@ -68,7 +68,7 @@ def test_hyperparameters_and_length_agree_with_the_trial(path):
     config = load(path)
     for hparams in corners(config):
         hp, _ = trial_config.settings(hparams, config["data"])  # unknown? missing?
-        length = trial_config.train_length(hp, config["searcher"])  # raises if inconsistent
+        length = fit_config.train_length(hp, config["searcher"])  # raises if inconsistent
         assert length.value == hp["num_train_epochs"]
     if config["searcher"]["name"] in ("adaptive_asha", "async_halving"):
         assert config["searcher"]["time_metric"] == "epochs"
@@ -76,11 +76,11 @@ def test_hyperparameters_and_length_agree_with_the_trial(path):
 
 def test_train_length_refuses_a_searcher_of_another_length():
     hparams = {"num_train_epochs": 4}
-    assert trial_config.train_length(hparams, {"name": "single"}).value == 4
-    assert trial_config.train_length(hparams, {"time_metric": "epochs", "max_time": 4}).value == 4
+    assert fit_config.train_length(hparams, {"name": "single"}).value == 4
+    assert fit_config.train_length(hparams, {"time_metric": "epochs", "max_time": 4}).value == 4
     for searcher in ({"time_metric": "epochs", "max_time": 3}, {"time_metric": "batches"}):
         with pytest.raises(ValueError, match="must be 'epochs' and 4.*num_train_epochs"):
-            trial_config.train_length(hparams, searcher)
+            fit_config.train_length(hparams, searcher)
 
 
 def test_adaptive_trial_uses_every_searched_hyperparameter(local_config, monkeypatch):
@@ -111,7 +111,7 @@ def test_adaptive_trial_uses_every_searched_hyperparameter(local_config, monkeyp
 
 
 def test_fit_options_read_the_experiment_configs_periods():
-    options = trial_config.fit_options(
+    options = fit_config.fit_options(
         {
             "min_validation_period": {"batches": 2000},
             "min_checkpoint_period": {"records": 100},
@@ -129,7 +129,7 @@ def test_fit_options_read_the_experiment_configs_periods():
         "reporting_period": ("Batch", 50),
         "step_zero_validation": True,
     }
-    epochs = trial_config.fit_options({"min_validation_period": {"epochs": 2}}, 32, local=False)
+    epochs = fit_config.fit_options({"min_validation_period": {"epochs": 2}}, 32, local=False)
     assert shown(epochs)["validation_period"] == ("Epoch", 2)
 
 
@@ -145,7 +145,7 @@ def shown(options: dict) -> dict:
 def test_fit_options_unset_validate_and_checkpoint_every_epoch(local):
     # Determined's defaults as the master fills them in ({batches: 0}: never), and none at all.
     for config in ({}, {"min_validation_period": {"batches": 0}, "checkpoint_policy": "best"}):
-        options = shown(trial_config.fit_options(config, global_batch_size=32, local=local))
+        options = shown(fit_config.fit_options(config, global_batch_size=32, local=local))
         assert options["validation_period"] == options["checkpoint_period"] == ("Epoch", 1)
         # Locally no experiment holds a best validation: checkpoints come by period alone.
         assert options["checkpoint_policy"] == ("none" if local else "best")
@@ -165,4 +165,4 @@ def test_fit_options_unset_validate_and_checkpoint_every_epoch(local):
 )
 def test_fit_options_name_a_bad_key(config, message):
     with pytest.raises(trial_config.ConfigError, match=message):
-        trial_config.fit_options(config, global_batch_size=32, local=True)
+        fit_config.fit_options(config, global_batch_size=32, local=True)

@@ -1,4 +1,4 @@
-"""glue_report.py: the GLUE average, the table, the plot and the submission of a local run."""
+"""glue_report.py: the table, the plot and the submission of a local run."""
 
 from __future__ import annotations
 
@@ -14,146 +14,13 @@ from conftest import run_glue
 import constants
 import glue_report
 import predict
-from bert_glue.results import glue_results
-from bert_glue.results.glue_results import TrialResult
-
-
-def trial(
-    task: str, seed: int, state: str = glue_results.COMPLETED, lr: float = 2e-5, **metrics
-) -> TrialResult:
-    settings = {"task": task, "seed": seed, "learning_rate": lr, "per_task": {"MRPC": {}}}
-    return TrialResult(
-        f"{task} seed {seed}", task, seed, state, metrics or None, None, None, settings
-    )
-
-
-HAND_MADE = [
-    trial("CoLA", 1, mcc=0.50, acc=0.8),
-    trial("CoLA", 2, mcc=0.60, acc=0.8),
-    trial("MRPC", 1, f1=0.90, acc=0.80),
-    trial("MRPC", 2, f1=0.88, acc=0.86),
-    trial("MNLI", 1, acc=0.84, acc_mm=0.82),
-    trial("STS-B", 1, pearson=0.90, spearmanr=0.86),
-    trial("RTE", 1, state="ERROR"),
-]
-
-
-def test_glue_average_as_the_leaderboard_computes_it() -> None:
-    tasks, uncounted = glue_report.group_by_task(HAND_MADE)
-    assert [t.task for t in tasks] == ["CoLA", "MRPC", "STS-B", "MNLI"]  # GLUE's order
-    assert [r.name for r in uncounted] == ["RTE seed 1"]
-    # CoLA (0.50 + 0.60) / 2 = 0.55; MRPC seeds 0.85 and 0.87 -> 0.86; STS-B 0.88; MNLI 0.83.
-    assert glue_report.glue_average(tasks) == pytest.approx((0.55 + 0.86 + 0.88 + 0.83) / 4)
-    mrpc = tasks[1]
-    assert mrpc.best.seed == 2 and mrpc.values("score") == pytest.approx([0.85, 0.87])
-    # The published numbers over the same four tasks: 56.53, 86.46, 88.56, 84.005.
-    assert glue_report.reference_average(tasks) == pytest.approx(
-        (56.53 + (88.85 + 84.07) / 2 + (88.64 + 88.48) / 2 + (83.91 + 84.10) / 2) / 4
-    )
-
-
-def test_markdown_and_csv_tables() -> None:
-    tasks, _ = glue_report.group_by_task(HAND_MADE)
-    table = glue_report.markdown_table(tasks, "tiny")
-    assert "| CoLA | MCC | 2 | 55.0 ± 7.1 | 60.0 (seed 2) | 56.5 |" in table
-    assert (
-        "| MRPC | F1 / acc | 2 | 89.0 ± 1.4 / 83.0 ± 4.2 | 88.0 / 86.0 (seed 2) | 88.8 / 84.1 |"
-        in table
-    )
-    assert "| MNLI | acc / acc mm | 1 | 84.0 ± 0.0 / 82.0 ± 0.0 |" in table
-    assert "| **GLUE average** (4 of 9 tasks) | score | | **78.0** |" in table
-    rows = list(csv.DictReader(io.StringIO(glue_report.csv_text(tasks))))
-    score = next(r for r in rows if r["task"] == "MRPC" and r["metric"] == "score")
-    assert float(score["mean"]) == pytest.approx(0.86) and score["best_seed"] == "2"
-    assert float(rows[-1]["mean"]) == pytest.approx(0.78)
-
-
-# A grid over learning rates too: MRPC's best mean is at 2e-5 though its best seed is at 3e-5;
-# CoLA was trained at one learning rate only.
-SWEEP = [
-    trial("CoLA", 1, lr=5e-5, mcc=0.50),
-    trial("CoLA", 2, lr=5e-5, mcc=0.60),
-    trial("MRPC", 1, f1=0.90, acc=0.80),
-    trial("MRPC", 2, f1=0.88, acc=0.86),
-    trial("MRPC", 1, lr=3e-5, f1=0.95, acc=0.85),
-    trial("MRPC", 2, lr=3e-5, f1=0.80, acc=0.80),
-    trial("RTE", 1, acc=0.60),
-    trial("RTE", 1, lr=3e-5, acc=0.70),
-    trial("RTE", 2, lr=3e-5, state="ERROR"),
-]
-
-
-def test_a_grid_over_more_than_seeds_reports_each_task_s_best_setting() -> None:
-    tasks, uncounted = glue_report.group_by_task(SWEEP)
-    assert [(t.task, t.setting) for t in tasks] == [
-        ("CoLA", ""),
-        ("MRPC", "learning_rate=2e-05"),
-        ("RTE", "learning_rate=3e-05"),
-    ]
-    assert [[o.setting for o in t.others] for t in tasks] == [
-        [],
-        ["learning_rate=3e-05"],
-        ["learning_rate=2e-05"],
-    ]
-    assert [r.name for r in uncounted] == ["RTE seed 2 (learning_rate=3e-05)"]
-    assert glue_report.glue_average(tasks) == pytest.approx((0.55 + 0.86 + 0.70) / 3)
-
-    table = glue_report.markdown_table(tasks, "tiny")
-    assert (
-        "| MRPC | learning_rate=2e-05 | F1 / acc | 2 | 89.0 ± 1.4 / 83.0 ± 4.2 "
-        "| 88.0 / 86.0 (seed 2) | 88.8 / 84.1 |" in table
-    )
-    assert "| CoLA |  | MCC | 2 | 55.0 ± 7.1 |" in table
-    assert "| **GLUE average** (3 of 9 tasks) | | score | | **70.3** |" in table
-    settings = glue_report.settings_table(tasks)
-    assert settings.startswith("| Task | learning_rate=2e-05 | learning_rate=3e-05 |\n")
-    assert "CoLA" not in settings
-    assert "| MRPC | **86.0 ± 1.4 (2)** | 85.0 ± 7.1 (2) |" in settings
-    assert "| RTE | 60.0 ± 0.0 (1) | **70.0 ± 0.0 (1)** |" in settings
-
-    rows = list(csv.DictReader(io.StringIO(glue_report.csv_text(tasks))))
-    scores = [(r["task"], r["setting"], r["reported"]) for r in rows if r["metric"] == "score"]
-    assert scores == [
-        ("CoLA", "", "1"),
-        ("MRPC", "learning_rate=2e-05", "1"),
-        ("MRPC", "learning_rate=3e-05", "0"),
-        ("RTE", "learning_rate=2e-05", "0"),  # a task's settings in the order of their values
-        ("RTE", "learning_rate=3e-05", "1"),
-        ("GLUE average", "", "1"),
-    ]
-    best = next(r for r in rows if r["setting"] == "learning_rate=3e-05" and r["metric"] == "f1")
-    assert best["best_seed"] == "1" and float(best["best"]) == pytest.approx(0.95)
-
-
-def test_hyperparameters_equal_in_every_trial_are_no_setting() -> None:
-    tasks, _ = glue_report.group_by_task(HAND_MADE)  # all at 2e-5, the same per_task
-    assert {t.setting for t in tasks} == {""} and not any(t.others for t in tasks)
-    assert "Setting" not in glue_report.markdown_table(tasks, "tiny")
-
-
-def test_settings_are_listed_by_value() -> None:
-    sweep = [trial("RTE", 1, lr=lr, acc=0.6) for lr in (1e-4, 2e-5, 5e-5)]
-    (rte,), _ = glue_report.group_by_task(sweep)
-    assert [s.setting for s in rte.tried] == [
-        "learning_rate=2e-05",
-        "learning_rate=5e-05",
-        "learning_rate=0.0001",
-    ]
-
-
-def test_a_capped_training_set_is_a_setting_of_its_own() -> None:
-    capped, full = trial("SST-2", 1, acc=0.8), trial("SST-2", 1, acc=0.9)
-    capped.settings["data.max_train_samples"] = 1000
-    assert glue_report.setting_labels([capped, full, trial("RTE", 1, acc=0.6)]) == [
-        "data.max_train_samples=1000",
-        "data.max_train_samples=null",
-        "",
-    ]
+from bert_glue.results import glue_results, glue_table
 
 
 def test_nothing_to_report_names_the_trials() -> None:
+    failed = glue_table.TrialResult("RTE seed 1", "RTE", 1, "ERROR", None, None)
     with pytest.raises(ValueError, match=r"nothing to report\n  RTE seed 1: ERROR"):
-        glue_report.report([HAND_MADE[-1]], pathlib.Path("out"), "x")
+        glue_report.report([failed], pathlib.Path("out"), "x")
 
 
 def test_a_local_glue_run_of_every_task_gives_table_plot_and_submission(
@@ -198,7 +65,7 @@ def test_a_local_grid_over_learning_rates_reports_the_better_one(
     assert {p.name for p in results.iterdir()} == {
         f"task=WNLI_seed={seed}_learning_rate={lr}" for seed in (1, 2) for lr in (0.003, 0.0)
     }
-    (wnli,), _ = glue_report.group_by_task(glue_results.local_results(results))
+    (wnli,), _ = glue_table.group_by_task(glue_results.local_results(results))
     (other,) = wnli.others
     assert {wnli.setting, other.setting} == {"learning_rate=0.003", "learning_rate=0.0"}
     assert len(wnli.trials) == len(other.trials) == 2

@@ -285,9 +285,7 @@ def test_auto_precision_on_gpus_follows_compute_capability(
         described = device.device_of(context)
         hp, _ = trial_config.settings(context.get_hparams(), context.get_data_config())
         precision = trial_config.levers(hp, described, packable=True).precision
-        trial = model_def.BertPyTorch.__new__(model_def.BertPyTorch)
-        trial.context = context
-        dtype, scaler = trial._mixed_precision(precision)
+        dtype, scaler = device.mixed_precision(precision, context)
     assert asked == [torch.device("cuda", 0)], gpu
     assert dtype == expected
     if expected == torch.float16:

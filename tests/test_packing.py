@@ -27,7 +27,7 @@ import constants
 import data
 import model_def
 from bert_glue.local import local_run
-from bert_glue.trial import fast_dropout, packing, trial_config
+from bert_glue.trial import fast_dropout, packing
 
 MAX_LENGTH = 32
 VOCAB = 40
@@ -217,19 +217,6 @@ def test_cuda_graphs_on_a_cpu_is_a_config_error(local_config):
         pytest.raises(constants.ConfigError, match="hyperparameters.cuda_graphs: .*need a GPU"),
     ):
         model_def.BertPyTorch(context)
-
-
-@pytest.mark.parametrize(("slots", "graphed"), [(1, True), (2, False), (8, False)])
-def test_auto_cuda_graphs_only_on_one_gpu(slots, graphed):
-    """Graphs of a DDP-wrapped model have never run on several GPUs: auto leaves them off."""
-    required = {"global_batch_size": 8, "learning_rate": 1e-5, "num_train_epochs": 1}
-    hp = trial_config.hyperparameters({**required, "model_type": "bert"})
-    device = trial_config.Device("cuda", native_bf16=True, processes=slots)
-    assert trial_config.levers(hp, device, packable=True).cuda_graphs is graphed
-    for choice in (True, False):
-        assert (
-            trial_config.levers({**hp, "cuda_graphs": choice}, device, True).cuda_graphs is choice
-        )
 
 
 def test_packing_a_model_it_cannot_serve(local_config, tiny_model_dir, tmp_path):

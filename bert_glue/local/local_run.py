@@ -35,7 +35,7 @@ import download_glue_data
 from bert_glue.determined_0_38 import workarounds
 from bert_glue.local import cli, local_grid, progress
 from bert_glue.results import checkpointing
-from bert_glue.trial import custom_task, metrics, trial_config
+from bert_glue.trial import custom_task, fit_config, metrics, trial_config
 
 logger = logging.getLogger(__name__)
 
@@ -126,7 +126,7 @@ def run_local(
             pytorch.Trainer(trial, context).fit(
                 max_length=trial.max_length,
                 latest_checkpoint=str(checkpoint) if checkpoint else None,
-                **trial_config.fit_options(config, context.get_global_batch_size(), local=True),
+                **fit_config.fit_options(config, context.get_global_batch_size(), local=True),
             )
     return [metrics for _, metrics in recorder.validations]
 

@@ -7,7 +7,6 @@ from a Determined experiment on a cluster (experiment_results, through Determine
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import json
 import os
@@ -18,24 +17,7 @@ from determined.common import api
 from determined.experimental import client
 
 from bert_glue.local import local_grid
-
-COMPLETED = "COMPLETED"
-
-
-@dataclasses.dataclass(frozen=True)
-class TrialResult:
-    name: str  # how the report names the trial, e.g. "MRPC seed 1" or "trial 12"
-    task: str  # a GLUE task name, as constants.TASKS spells it
-    seed: int | None  # hyperparameters.seed; None if the config has none
-    state: str  # COMPLETED, or the reason the trial does not count (e.g. "ERROR")
-    metrics: dict[str, float] | None  # the trial's last validation; None if it has none
-    # Puts the checkpoint of that validation into the given folder (or finds it) and returns
-    # the checkpoint's directory; None if the trial saved none.
-    checkpoint: Callable[[pathlib.Path], pathlib.Path] | None
-    model: str | None = None  # data.model_name_or_path
-    # What the trial trained with: its hyperparameters (task and seed too) and, for a local
-    # trial, its data section's keys as "data.<key>" (a cluster experiment has one data section).
-    settings: dict = dataclasses.field(default_factory=dict)
+from bert_glue.results.glue_table import COMPLETED, TrialResult
 
 
 def trial_name(task: str, seed: int | None) -> str:

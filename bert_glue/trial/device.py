@@ -1,4 +1,5 @@
-"""What the levers' auto depends on, read off the trial's device (trial_config.levers)."""
+"""The trial's device: what the levers' auto depends on (trial_config.levers), read off it;
+mixed precision on it; and the order in which a node's processes share its disk."""
 
 from __future__ import annotations
 
@@ -41,3 +42,12 @@ def node_first(distributed: det.core.DistributedContext) -> Iterator[None]:
     yield
     if distributed.get_local_rank() == 0:
         distributed.allgather_local(None)
+
+
+def mixed_precision(
+    precision: str, context: pytorch.PyTorchTrialContext
+) -> tuple[torch.dtype | None, torch.amp.GradScaler | None]:
+    """Autocast's dtype (None: fp32) and, for fp16, a loss scaler wrapped by Determined."""
+    if precision == "fp16":
+        return torch.float16, context.wrap_scaler(torch.amp.GradScaler("cuda"))
+    return (torch.bfloat16 if precision == "bf16" else None), None

@@ -1,0 +1,152 @@
+"""The config as the trial reads it: overrides, YAML 1.2 numbers, checked hyperparameters, and
+the levers' "auto" resolved for a description of the device."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import REPO
+
+import constants
+from bert_glue.trial import trial_config
+
+
+@pytest.fixture
+def const_config() -> dict:
+    return trial_config.load_config(str(REPO / "const.yaml"), [])
+
+
+def test_overrides_are_parsed_as_yaml_and_checked():
+    const = str(REPO / "const.yaml")
+    config = trial_config.load_config(
+        const, ["hyperparameters.learning_rate=3e-5", "data.task=RTE", "data.download_data=false"]
+    )
+    assert config["hyperparameters"]["learning_rate"] == 3e-5
+    assert config["data"]["task"] == "RTE" and config["data"]["download_data"] is False
+    for bad in ["hyperparameters.lr=1", "learning_rate=1", "searcher.name=grid", "data.task"]:
+        with pytest.raises(ValueError, match="bad override"):
+            trial_config.load_config(const, [bad])
+
+
+def test_exponents_read_as_numbers_as_determined_s_cli_reads_them(tmp_path):
+    """ruamel.yaml (det experiment create) reads 2e-5 as a float; PyYAML alone, as a string."""
+    config = tmp_path / "config.yaml"
+    config.write_text("hyperparameters:\n  learning_rate: 2e-5\n  adam_epsilon: 1E-08\n")
+    overrides = ["hyperparameters.weight_decay=[1e-2, 5e-3]", "data.task=1e5"]
+    loaded = trial_config.load_config(str(config), overrides)
+    assert loaded["hyperparameters"] == {
+        "learning_rate": 2e-5,
+        "adam_epsilon": 1e-8,
+        "weight_decay": [0.01, 0.005],
+    }
+    assert loaded["data"]["task"] == 1e5
+    overrides = ["data.task=MRPC", "data.data_dir=2e-5x", "hyperparameters.seed=12"]
+    loaded = trial_config.load_config(str(config), overrides)
+    assert loaded["data"] == {"task": "MRPC", "data_dir": "2e-5x"}
+    assert loaded["hyperparameters"]["seed"] == 12
+
+
+@pytest.mark.parametrize(
+    ("hparams", "message"),
+    [
+        ({"learning_rate": "2e-5"}, "hyperparameters.learning_rate: '2e-5' is not a number >= 0"),
+        ({"warmup_ratio": -0.1}, "hyperparameters.warmup_ratio: -0.1 is not a number >= 0"),
+        ({"warmup_ratio": 10}, "hyperparameters.warmup_ratio: 10 is a share of the steps, 0 to 1"),
+        ({"global_batch_size": 8.0}, "hyperparameters.global_batch_size: 8.0 is not an integer"),
+        ({"num_train_epochs": True}, "hyperparameters.num_train_epochs: True is not an integer"),
+        ({"max_seq_length": 0}, "hyperparameters.max_seq_length: 0 is not an integer >= 1"),
+        (
+            {"per_task": {"MRPC": {"num_train_epochs": "5"}}},
+            "hyperparameters.per_task.MRPC.num_train_epochs: '5' is not an integer >= 1",
+        ),
+    ],
+)
+def test_hyperparameters_of_the_wrong_type_name_the_key(const_config, hparams, message):
+    const_config["hyperparameters"].update(hparams)
+    with pytest.raises(constants.ConfigError) as error:
+        trial_config.settings(const_config["hyperparameters"], const_config["data"])
+    assert message in str(error.value)
+
+
+def test_searched_hyperparameter_needs_a_value_locally(const_config):
+    const_config["hyperparameters"]["learning_rate"] = {
+        "type": "log",
+        "base": 10,
+        "minval": -5,
+        "maxval": -4,
+    }
+    with pytest.raises(ValueError, match="hyperparameters.learning_rate=<value>"):
+        trial_config.local_hparams(const_config)
+    const_config["hyperparameters"]["learning_rate"] = {"type": "const", "val": 1e-4}
+    assert trial_config.local_hparams(const_config)["learning_rate"] == 1e-4
+
+
+# "auto" builds whatever config.json names: tests/test_custom.py runs four encoders through it.
+
+
+def test_a_misspelt_override_names_the_nearest_key_and_the_choices():
+    with pytest.raises(constants.ConfigError) as error:
+        trial_config.load_config(str(REPO / "const.yaml"), ["hyperparameters.learnig_rate=1e-5"])
+    message = str(error.value)
+    assert message.startswith(
+        "bad override 'hyperparameters.learnig_rate=1e-5': hyperparameters has no key "
+        "'learnig_rate'; did you mean hyperparameters.learning_rate? the keys are "
+        "global_batch_size, learning_rate,"
+    )
+
+
+def test_nested_keys_can_be_overridden(tmp_path):
+    config = trial_config.load_config(
+        str(REPO / "custom.yaml"),
+        ["data.custom.labels=[no, yes]", "hyperparameters.per_task.MRPC.num_train_epochs=4"],
+    )
+    assert config["data"]["custom"]["labels"] == ["no", "yes"]
+    assert config["data"]["custom"]["train"]  # the rest of the block stays
+    assert config["hyperparameters"]["per_task"] == {"MRPC": {"num_train_epochs": 4}}
+    with pytest.raises(constants.ConfigError, match="data.task is not a mapping"):
+        trial_config.load_config(str(REPO / "custom.yaml"), ["data.task.name=RTE"])
+
+
+@pytest.mark.parametrize(("slots", "graphed"), [(1, True), (2, False), (8, False)])
+def test_auto_cuda_graphs_only_on_one_gpu(slots, graphed):
+    """Graphs of a DDP-wrapped model have never run on several GPUs: auto leaves them off."""
+    required = {"global_batch_size": 8, "learning_rate": 1e-5, "num_train_epochs": 1}
+    hp = trial_config.hyperparameters({**required, "model_type": "bert"})
+    device = trial_config.Device("cuda", native_bf16=True, processes=slots)
+    assert trial_config.levers(hp, device, packable=True).cuda_graphs is graphed
+    for choice in (True, False):
+        assert (
+            trial_config.levers({**hp, "cuda_graphs": choice}, device, True).cuda_graphs is choice
+        )
+
+
+@pytest.fixture
+def auto_hp() -> dict:
+    required = {"global_batch_size": 8, "learning_rate": 1e-5, "num_train_epochs": 1}
+    return trial_config.hyperparameters({**required, "model_type": "bert"})
+
+
+@pytest.mark.parametrize(
+    ("device", "precision", "packing", "attention", "workers"),
+    [
+        (trial_config.Device("cpu", native_bf16=False, processes=1), "fp32", False, "eager", 0),
+        (trial_config.Device("cpu", native_bf16=True, processes=1), "bf16", False, "eager", 0),
+        (trial_config.Device("cuda", native_bf16=True, processes=1), "bf16", True, None, 2),
+        (trial_config.Device("cuda", native_bf16=False, processes=8), "fp16", True, None, 2),
+    ],
+    ids=["cpu", "cpu-bf16", "a100", "v100x8"],
+)
+def test_auto_levers_for_each_device(auto_hp, device, precision, packing, attention, workers):
+    levers = trial_config.levers(auto_hp, device, packable=True)
+    assert (levers.precision, levers.packing) == (precision, packing)
+    assert (levers.attn_implementation, levers.dataloader_workers) == (attention, workers)
+    assert levers.fast_dropout is (device.kind == "cpu")
+    assert levers.group_by_length is not packing  # a packed batch has no padding to save
+    assert trial_config.levers(auto_hp, device, packable=False).packing is False
+
+
+def test_fp16_and_cuda_graphs_on_a_cpu_name_the_key(auto_hp):
+    cpu = trial_config.Device("cpu", native_bf16=True, processes=1)
+    with pytest.raises(constants.ConfigError, match=r"^hyperparameters.precision: fp16 needs"):
+        trial_config.levers({**auto_hp, "precision": "fp16"}, cpu, packable=True)
+    with pytest.raises(constants.ConfigError, match=r"^hyperparameters.cuda_graphs: CUDA graphs"):
+        trial_config.levers({**auto_hp, "cuda_graphs": True}, cpu, packable=True)

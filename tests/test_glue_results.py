@@ -12,7 +12,7 @@ import pytest
 from fake_sdk_master import FakeCheckpoint, FakeTrial, SdkMaster
 
 import glue_report
-from bert_glue.results import glue_results
+from bert_glue.results import checkpointing, glue_results
 
 EXPERIMENT = 7
 # The files of each stand-in checkpoint; their bytes name the checkpoint.
@@ -231,6 +231,8 @@ def test_local_results_reads_every_finished_trial(tmp_path):
     assert [r.metrics for r in results] == [mrpc(0.75, 0.8), {"acc": 0.56}]
     assert results[0].checkpoint(tmp_path / "unused") == grid / "MRPC-1" / "checkpoint"
     assert results[1].checkpoint(tmp_path / "unused") == pathlib.Path("c")
+    assert [r.checkpoint_ref for r in results] == [str(grid / "MRPC-1" / "checkpoint"), "c"]
+    assert [r.start for r in results] == ["", ""]  # no data.init_from: the pre-trained model
     assert {r.model for r in results} == {"tiny"}
     assert [r.settings for r in results] == [
         {"task": "MRPC", "seed": 1, "learning_rate": 0.1, "data.model_name_or_path": "tiny"},
@@ -251,3 +253,37 @@ def test_glue_report_of_a_cluster_experiment(tmp_path, monkeypatch):
     assert "| MRPC | F1 / acc | 2 | 85.0 ± 7.1 / 72.5 ± 3.5 | 90.0 / 70.0 (seed 2) |" in table
     assert "Not counted:\n- RTE seed 1: ERROR\n- STS-B seed 1: STOPPING_CANCELED\n" in table
     assert "(1 of 9 tasks)" in table
+
+
+def test_best_checkpoint_prints_the_uuid_for_init_from(tmp_path, monkeypatch, capsys):
+    master = stand_in(tmp_path, grid_trials())
+    with master.serving() as url:
+        monkeypatch.setenv("DET_MASTER", url)
+        assert glue_report.main([str(EXPERIMENT), "--best-checkpoint", "mrpc"]) == 0
+        assert capsys.readouterr().out == "c12-24\n"  # seed 2's last checkpoint: its best
+        with pytest.raises(SystemExit, match="^error: RTE: no completed RTE trial from the pre"):
+            glue_report.main([str(EXPERIMENT), "--best-checkpoint", "RTE"])
+    assert not (tmp_path / "glue_report").exists()  # no report written
+
+
+@pytest.mark.parametrize("source", ["checkpoint", "export", "uuid", "hub"])
+def test_a_trial_started_from_a_fine_tuned_model_names_its_task(source, tmp_path, monkeypatch):
+    storage = tmp_path / "checkpoints"
+    monkeypatch.setattr(checkpointing, "storage_dir", lambda: storage)
+    checkpoint = storage / "0123-abcd"
+    checkpoint.mkdir(parents=True)
+    load_data = {"hparams": {"task": "MNLI", "seed": 1}, "experiment_config": {"data": {}}}
+    (checkpoint / "load_data.json").write_text(json.dumps(load_data))
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / "config.json").write_text(json.dumps({"finetuning_task": "mnli"}))
+    init_from = {
+        "checkpoint": str(checkpoint),
+        "export": str(export),
+        "uuid": "0123-abcd",
+        "hub": "textattack/bert-base-uncased-MNLI",
+    }[source]
+    expected = "textattack/bert-base-uncased-MNLI" if source == "hub" else "MNLI"
+    label = glue_results.start_label(init_from, glue_results.local_source_task)
+    assert label == expected
+    assert glue_results.start_label(None, glue_results.local_source_task) == ""

@@ -16,7 +16,9 @@ from collections.abc import Callable, Iterator
 from determined.common import api
 from determined.experimental import client
 
+import constants
 from bert_glue.local import local_grid
+from bert_glue.results import checkpointing
 from bert_glue.results.glue_table import COMPLETED, TrialResult
 
 
@@ -39,11 +41,13 @@ def local_results(folder: str | pathlib.Path) -> list[TrialResult]:
                 state=COMPLETED,
                 metrics=record["validations"][-1],
                 checkpoint=lambda _, checkpoint=checkpoint: checkpoint,
+                checkpoint_ref=str(checkpoint),
                 model=data.get("model_name_or_path"),
                 settings={
                     **record["identity"]["hyperparameters"],
                     **{f"data.{key}": value for key, value in data.items()},
                 },
+                start=start_label(data.get("init_from"), local_source_task),
             )
         )
     return results
@@ -74,8 +78,14 @@ def experiment_results(experiment_id: int) -> list[TrialResult]:
     with sdk_errors(master):
         determined = client.Determined(master=master)
         experiment = find_experiment(determined, master, experiment_id)
-        model = (experiment.config or {}).get("data", {}).get("model_name_or_path")
-        return [trial_result(experiment_id, trial, model) for trial in experiment.list_trials()]
+        data = (experiment.config or {}).get("data", {})
+        start = start_label(
+            data.get("init_from"), functools.partial(cluster_source_task, determined)
+        )
+        return [
+            trial_result(experiment_id, trial, data.get("model_name_or_path"), start)
+            for trial in experiment.list_trials()
+        ]
 
 
 def master_url() -> str:
@@ -115,7 +125,9 @@ def find_experiment(
         ) from None
 
 
-def trial_result(experiment_id: int, trial: client.Trial, model: str | None) -> TrialResult:
+def trial_result(
+    experiment_id: int, trial: client.Trial, model: str | None, start: str = ""
+) -> TrialResult:
     hparams = trial.hparams
     if "task" not in hparams:
         raise ValueError(
@@ -125,30 +137,71 @@ def trial_result(experiment_id: int, trial: client.Trial, model: str | None) -> 
     task, seed = hparams["task"], hparams.get("seed")
     validations = list(trial.iter_metrics("validation"))
     last = max(validations, key=lambda v: v.steps_completed, default=None)
+    checkpoint = None if last is None else checkpoint_at(trial, last.steps_completed)
     return TrialResult(
         name=trial_name(task, seed),
         task=task,
         seed=seed,
         state=trial.state.name,
         metrics=None if last is None else dict(last.metrics),
-        checkpoint=None if last is None else checkpoint_at(trial, last.steps_completed),
+        checkpoint=checkpoint and functools.partial(download, checkpoint),
+        checkpoint_ref=checkpoint and checkpoint.uuid,
         model=model,
         settings=dict(hparams),
+        start=start,
     )
 
 
-def checkpoint_at(
-    trial: client.Trial, steps_completed: int
-) -> Callable[[pathlib.Path], pathlib.Path] | None:
-    """A download of the trial's COMPLETED checkpoint saved after `steps_completed` steps."""
+def checkpoint_at(trial: client.Trial, steps_completed: int) -> client.Checkpoint | None:
+    """The trial's COMPLETED checkpoint saved after `steps_completed` steps."""
     for checkpoint in trial.list_checkpoints():
         if (
             checkpoint.state == client.CheckpointState.COMPLETED
             and checkpoint.metadata.get("steps_completed") == steps_completed
         ):
-            return functools.partial(download, checkpoint)
+            return checkpoint
     return None
 
 
 def download(checkpoint: client.Checkpoint, folder: pathlib.Path) -> pathlib.Path:
     return pathlib.Path(checkpoint.download(str(folder)))
+
+
+def start_label(init_from: str | None, source_task: Callable[[str], str | None]) -> str:
+    """What the table calls a trial's start, data.init_from: "" for the pre-trained model; else
+    the task its source was fine-tuned on ("MNLI"), or the source as given."""
+    if not init_from:
+        return ""
+    return source_task(init_from) or init_from
+
+
+def local_source_task(init_from: str) -> str | None:
+    """The task of a checkpoint (a folder, or a uuid in the local checkpoint storage) or of a
+    model folder export.py wrote (its config.json's finetuning_task)."""
+    folder = pathlib.Path(init_from)
+    if not folder.is_dir():
+        folder = checkpointing.storage_dir() / init_from
+    if (folder / "load_data.json").is_file():
+        saved = json.loads((folder / "load_data.json").read_text())
+        return trained_task(saved["hparams"], saved["experiment_config"])
+    if (folder / "config.json").is_file():
+        finetuned_on = json.loads((folder / "config.json").read_text()).get("finetuning_task")
+        try:
+            return constants.get_task(finetuned_on).name
+        except constants.ConfigError:  # a task of the user's own
+            return finetuned_on
+    return None
+
+
+def cluster_source_task(determined: client.Determined, init_from: str) -> str | None:
+    """The task of the checkpoint whose uuid init_from is, as the master knows it."""
+    try:
+        training = determined.get_checkpoint(init_from).training
+    except api.errors.APIException:  # no checkpoint's uuid: a Hub name
+        return None
+    return training and trained_task(training.hparams, training.experiment_config)
+
+
+def trained_task(hparams: dict, experiment_config: dict) -> str:
+    """The task a trial trained: hyperparameters.task (a GLUE grid), else data.task."""
+    return str(hparams.get("task") or experiment_config["data"]["task"])

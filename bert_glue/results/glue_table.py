@@ -27,10 +27,15 @@ class TrialResult:
     # Puts the checkpoint of that validation into the given folder (or finds it) and returns
     # the checkpoint's directory; None if the trial saved none.
     checkpoint: Callable[[pathlib.Path], pathlib.Path] | None
+    # That checkpoint as data.init_from takes it: its uuid on a cluster, its folder locally.
+    checkpoint_ref: str | None = None
     model: str | None = None  # data.model_name_or_path
     # What the trial trained with: its hyperparameters (task and seed too) and, for a local
     # trial, its data section's keys as "data.<key>" (a cluster experiment has one data section).
     settings: dict = dataclasses.field(default_factory=dict)
+    # Where the trial started (data.init_from): "" for the pre-trained model, else the task of
+    # the fine-tuned model it started from ("MNLI"), or that model's name.
+    start: str = ""
 
 
 # The metrics whose mean is a task's score on the leaderboard (MNLI: matched and mismatched).
@@ -58,6 +63,7 @@ RUN_GLUE_BERT_BASE = {
 }
 REFERENCE_LABEL = "bert-base-cased, run_glue README"
 SEED_KEYS = ("task", "seed")  # a task's trials differing only in these are seeds of one setting
+START_KEY = "data.init_from"  # a start of its own (TrialResult.start), not a setting
 
 
 def task_score(task: str, metrics: dict[str, float]) -> float:
@@ -73,10 +79,13 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
 class TaskResults:
     """The completed trials of one task and setting (one per seed) and their statistics."""
 
-    def __init__(self, task: str, trials: list[TrialResult], setting: str = "") -> None:
+    def __init__(
+        self, task: str, trials: list[TrialResult], setting: str = "", start: str = ""
+    ) -> None:
         self.task = task
         self.trials = sorted(trials, key=lambda t: (t.seed is None, t.seed or 0))
         self.setting = setting
+        self.start = start
         self.metrics = LEADERBOARD_METRICS[task]
         self.tried = [self]  # every setting of the task, in the order of their values
 
@@ -85,6 +94,15 @@ class TaskResults:
         if metric == "score":
             return [task_score(self.task, t.metrics) for t in self.trials]
         return [t.metrics[metric] for t in self.trials]
+
+    @property
+    def row(self) -> str:
+        """How the table names it: the task, and where it started unless pre-trained."""
+        return f"{self.task} from {self.start}" if self.start else self.task
+
+    @property
+    def mean_score(self) -> float:
+        return mean_std(self.values("score"))[0]
 
     @property
     def others(self) -> list[TaskResults]:
@@ -114,7 +132,9 @@ def setting_labels(results: list[TrialResult]) -> list[str]:
     labels = {}
     for task in dict.fromkeys(r.task for r in results):
         trials = [r for r in results if r.task == task]
-        keys = dict.fromkeys(key for r in trials for key in r.settings if key not in SEED_KEYS)
+        keys = dict.fromkeys(
+            key for r in trials for key in r.settings if key not in (*SEED_KEYS, START_KEY)
+        )
         varying = [key for key in keys if len({value(r, key) for r in trials}) > 1]
         for r in trials:
             labels[id(r)] = ", ".join(f"{key}={value(r, key)}" for key in varying)
@@ -130,16 +150,19 @@ def settings_order(trial: TrialResult) -> tuple:
         return (1, shown(value))
 
     return tuple(
-        (key, order(value)) for key, value in sorted(trial.settings.items()) if key not in SEED_KEYS
+        (key, order(value))
+        for key, value in sorted(trial.settings.items())
+        if key not in (*SEED_KEYS, START_KEY)
     )
 
 
 def group_by_task(results: list[TrialResult]) -> tuple[list[TaskResults], list[TrialResult]]:
-    """The completed trials by task, in GLUE's order; and the trials that do not count.
+    """The completed trials by task, in GLUE's order, and by start: from the pre-trained model
+    first, then from each fine-tuned one (data.init_from); and the trials that do not count.
 
-    Where a task's trials differ in more than the seed, they are grouped by setting and the
-    setting with the best mean score over its seeds stands for the task (as BERT's paper picks
-    each task's learning rate on the dev set); all of them are in its `tried`.
+    Where a task's trials from one start differ in more than the seed, they are grouped by
+    setting and the setting with the best mean score over its seeds stands for them (as BERT's
+    paper picks each task's learning rate on the dev set); all of them are in its `tried`.
     """
     results = sorted(results, key=settings_order)  # a task's settings in the order of their values
     labels = setting_labels(results)
@@ -147,34 +170,47 @@ def group_by_task(results: list[TrialResult]) -> tuple[list[TaskResults], list[T
         dataclasses.replace(r, name=f"{r.name} ({label})") if label else r
         for r, label in zip(results, labels, strict=True)
     ]
-    groups: dict[tuple[str, str], list[TrialResult]] = {}
+    groups: dict[tuple[str, str, str], list[TrialResult]] = {}
     uncounted = []
     for r, label in zip(named, labels, strict=True):
         if r.state == COMPLETED and r.metrics:
-            groups.setdefault((r.task, label), []).append(r)
+            groups.setdefault((r.task, r.start, label), []).append(r)
         else:
             uncounted.append(r)
-    tasks = []
+    rows = []
     for name in constants.TASKS:
-        settings = [
-            TaskResults(name, trials, label)
-            for (task, label), trials in groups.items()
-            if task == name
-        ]
-        if settings:
-            chosen = max(settings, key=lambda t: mean_std(t.values("score"))[0])
+        starts = sorted({start for task, start, _ in groups if task == name})
+        for start in starts:
+            settings = [
+                TaskResults(name, trials, label, start)
+                for (task, begun, label), trials in groups.items()
+                if (task, begun) == (name, start)
+            ]
+            chosen = max(settings, key=lambda t: t.mean_score)
             chosen.tried = settings
-            tasks.append(chosen)
-    return tasks, uncounted
+            rows.append(chosen)
+    return rows, uncounted
 
 
-def glue_average(tasks: list[TaskResults]) -> float:
-    """The mean over tasks of each task's mean score: the leaderboard's average, over these."""
-    return statistics.fmean(mean_std(t.values("score"))[0] for t in tasks)
+def one_per_task(rows: list[TaskResults], transferred: bool = False) -> list[TaskResults]:
+    """Each task's row from the pre-trained model (if it has none, its first); with
+    transferred, its row from a fine-tuned model wherever it has one."""
+    chosen: dict[str, TaskResults] = {}
+    for row in rows:
+        if row.task not in chosen or (transferred and row.start):
+            chosen[row.task] = row
+    return list(chosen.values())
+
+
+def glue_average(rows: list[TaskResults], transferred: bool = False) -> float:
+    """The mean over tasks of each task's mean score (one row each, see one_per_task): the
+    leaderboard's average, over these tasks."""
+    return statistics.fmean(t.mean_score for t in one_per_task(rows, transferred))
 
 
 def reference_average(tasks: list[TaskResults]) -> float:
     """The same average of RUN_GLUE_BERT_BASE over the same tasks, in percent."""
+    tasks = one_per_task(tasks)
     return statistics.fmean(task_score(t.task, RUN_GLUE_BERT_BASE[t.task]) for t in tasks)
 
 
@@ -195,19 +231,23 @@ def markdown_table(tasks: list[TaskResults], label: str) -> str:
         ]
         published = [f"{RUN_GLUE_BERT_BASE[t.task][metric]:.1f}" for metric in t.metrics]
         rows.append(
-            f"| {t.task} | {f'{t.setting} | ' if searched else ''}"
+            f"| {t.row} | {f'{t.setting} | ' if searched else ''}"
             f"{' / '.join(METRIC_NAMES[m] for m in t.metrics)} | {len(t.trials)} "
             f"| {' / '.join(spread)} "
             f"| {' / '.join(percent(t.best_value(m)) for m in t.metrics)} (seed {t.best.seed}) "
             f"| {' / '.join(published)} |"
         )
-    best_average = statistics.fmean(t.best_value("score") for t in tasks)
-    rows.append(
-        f"| **GLUE average** ({len(tasks)} of {len(constants.TASKS)} tasks) | "
-        f"{'| ' if searched else ''}score | "
-        f"| **{percent(glue_average(tasks))}** | {percent(best_average)} "
-        f"| {reference_average(tasks):.1f} |"
-    )
+    averages = [one_per_task(tasks), one_per_task(tasks, transferred=True)]
+    for counted in averages[: 1 + (averages[1] != averages[0])]:
+        started = ", ".join(t.row for t in counted if t.start)
+        best_average = statistics.fmean(t.best_value("score") for t in counted)
+        rows.append(
+            f"| **GLUE average**{f', {started}' if started else ''} "
+            f"({len(counted)} of {len(constants.TASKS)} tasks) | "
+            f"{'| ' if searched else ''}score | "
+            f"| **{percent(statistics.fmean(t.mean_score for t in counted))}** "
+            f"| {percent(best_average)} | {reference_average(tasks):.1f} |"
+        )
     return "\n".join(rows) + "\n"
 
 
@@ -223,7 +263,7 @@ def settings_table(tasks: list[TaskResults]) -> str:
             mean, std = mean_std(s.values("score"))
             cell = f"{percent(mean)} ± {percent(std)} ({len(s.trials)})"
             cells[s.setting] = f"**{cell}**" if s is t else cell
-        rows.append(f"| {t.task} | {' | '.join(cells.values())} |")
+        rows.append(f"| {t.row} | {' | '.join(cells.values())} |")
     return "\n".join(rows) + "\n"
 
 
@@ -232,8 +272,8 @@ def csv_text(tasks: list[TaskResults]) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(
-        ["task", "setting", "metric", "seeds", "mean", "std", "min", "max", "best_seed", "best"]
-        + ["reported"]
+        ["task", "start", "setting", "metric", "seeds", "mean", "std", "min", "max", "best_seed"]
+        + ["best", "reported"]
     )
     for t in tasks:
         for s in t.tried:
@@ -241,10 +281,16 @@ def csv_text(tasks: list[TaskResults]) -> str:
                 values = s.values(metric)
                 mean, std = mean_std(values)
                 writer.writerow(
-                    [s.task, s.setting, metric, len(values), mean, std, min(values), max(values)]
+                    [s.task, s.start, s.setting, metric, len(values), mean, std, min(values)]
+                    + [max(values)]
                     + [s.best.seed, s.best_value(metric), int(s is t)]
                 )
-    writer.writerow(["GLUE average", "", "score", "", glue_average(tasks)] + [""] * 5 + [1])
+    writer.writerow(["GLUE average", "", "", "score", "", glue_average(tasks)] + [""] * 5 + [1])
+    if any(t.start for t in tasks):
+        transferred = glue_average(tasks, transferred=True)
+        writer.writerow(
+            ["GLUE average", "transferred", "", "score", "", transferred] + [""] * 5 + [0]
+        )
     return out.getvalue()
 
 
@@ -272,10 +318,11 @@ def plot(tasks: list[TaskResults], label: str, path: pathlib.Path) -> None:
         )
     reference = [task_score(t.task, RUN_GLUE_BERT_BASE[t.task]) for t in tasks]
     axes.plot(x, reference, "r_", markersize=24, mew=2, label=REFERENCE_LABEL)
-    names = [f"{t.task}\n{t.setting}" if t.setting else t.task for t in tasks]
+    names = [f"{t.row}\n{t.setting}" if t.setting else t.row for t in tasks]
     axes.set_xticks(list(x), names, fontsize="small" if any(t.setting for t in tasks) else None)
     axes.set_ylabel("task score, dev set (%)")
-    axes.set_title(f"{label}: GLUE dev average {percent(glue_average(tasks))} ({len(tasks)} tasks)")
+    counted = len(one_per_task(tasks))
+    axes.set_title(f"{label}: GLUE dev average {percent(glue_average(tasks))} ({counted} tasks)")
     axes.set_ylim(0, 100)
     axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=3, fontsize="small")
     figure.tight_layout()

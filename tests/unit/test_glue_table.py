@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 
 import pytest
@@ -15,9 +16,8 @@ def trial(
     task: str, seed: int, state: str = glue_table.COMPLETED, lr: float = 2e-5, **metrics
 ) -> TrialResult:
     settings = {"task": task, "seed": seed, "learning_rate": lr, "per_task": {"MRPC": {}}}
-    return TrialResult(
-        f"{task} seed {seed}", task, seed, state, metrics or None, None, None, settings
-    )
+    name = f"{task} seed {seed}"
+    return TrialResult(name, task, seed, state, metrics or None, checkpoint=None, settings=settings)
 
 
 HAND_MADE = [
@@ -142,3 +142,41 @@ def test_a_capped_training_set_is_a_setting_of_its_own() -> None:
         "data.max_train_samples=null",
         "",
     ]
+
+
+def test_trials_started_from_mnli_are_rows_of_their_own_beside_the_pre_trained_ones() -> None:
+    def from_mnli(result: TrialResult) -> TrialResult:
+        return dataclasses.replace(result, start="MNLI")
+
+    results = [
+        trial("MNLI", 1, acc=0.84, acc_mm=0.82),
+        trial("RTE", 1, acc=0.60),
+        trial("RTE", 2, acc=0.64),
+        from_mnli(trial("RTE", 1, acc=0.70)),
+        from_mnli(trial("RTE", 2, acc=0.74)),
+        from_mnli(trial("STS-B", 1, pearson=0.80, spearmanr=0.80)),  # no pre-trained STS-B row
+    ]
+    results[3].settings["data.init_from"] = "/ckpt/mnli"  # the start is no setting
+    rows, _ = glue_table.group_by_task(results)
+    assert [(r.row, r.setting) for r in rows] == [
+        ("STS-B from MNLI", ""),
+        ("MNLI", ""),
+        ("RTE", ""),
+        ("RTE from MNLI", ""),
+    ]
+    # Once per task: MNLI 0.83, RTE 0.62 or from MNLI 0.72, STS-B 0.80 (its only row).
+    assert glue_table.glue_average(rows) == pytest.approx((0.83 + 0.62 + 0.80) / 3)
+    assert glue_table.glue_average(rows, transferred=True) == pytest.approx(
+        (0.83 + 0.72 + 0.80) / 3
+    )
+    table = glue_table.markdown_table(rows, "tiny")
+    assert "| RTE | acc | 2 | 62.0 ± 2.8 | 64.0 (seed 2) | 65.7 |" in table
+    assert "| RTE from MNLI | acc | 2 | 72.0 ± 2.8 | 74.0 (seed 2) | 65.7 |" in table
+    assert "| **GLUE average**, STS-B from MNLI (3 of 9 tasks) | score | | **75.0** |" in table
+    assert (
+        "| **GLUE average**, STS-B from MNLI, RTE from MNLI (3 of 9 tasks) | score | | **78.3** |"
+        in table
+    )
+    csv_rows = list(csv.DictReader(io.StringIO(glue_table.csv_text(rows))))
+    rte = [(r["start"], r["mean"]) for r in csv_rows if r["task"] == "RTE" and r["metric"] == "acc"]
+    assert [(start, float(mean)) for start, mean in rte] == [("", 0.62), ("MNLI", 0.72)]

@@ -185,12 +185,14 @@ def test_a_changed_setting_is_not_taken_for_a_finished_trial(glue_config, tmp_pa
 def test_each_trial_keeps_its_tensorboard_events_in_its_folder(
     glue_config, tmp_path, monkeypatch
 ) -> None:
-    """`tensorboard --logdir <results dir>` shows one run per trial, named as its folder."""
+    """`tensorboard --logdir <results dir>` shows one run per trial, named as its folder; a
+    relative results folder is where the command was run, not where the trial trains."""
     monkeypatch.chdir(tmp_path)
     results = tmp_path / "results"
     picked = ("hyperparameters.task=[WNLI]", "hyperparameters.seed=[1,2]")
-    assert run_glue(glue_config, results, *picked, tensorboard=True) == 0
+    assert run_glue(glue_config, pathlib.Path("results"), *picked, tensorboard=True) == 0
     for seed in (1, 2):
+        assert (results / f"task=WNLI_seed={seed}" / "result.json").is_file()
         accumulator = EventAccumulator(str(results / f"task=WNLI_seed={seed}"))
         accumulator.Reload()
         assert [e.step for e in accumulator.Scalars("Determined/val_glue_score")] == [6, 12]

@@ -212,7 +212,10 @@ def run_grid(trial_class: type[pytorch.PyTorchTrial], config: dict, args) -> int
         )
         trial_config.check_batch_split(hparams["global_batch_size"], 1)
         metrics.check_searcher(custom_task.task_from_config(data_config), config["searcher"])
-    results_dir = pathlib.Path(args.results_dir or pathlib.Path("results", config["name"]))
+    # Absolute: each trial trains in the trial's folder (checkpoints copy it), not the command's.
+    results_dir = pathlib.Path(
+        args.results_dir or pathlib.Path("results", config["name"])
+    ).resolve()
     metric = config["searcher"]["metric"]
     for i, trial in enumerate(trials, 1):
         folder = local_grid.TrialFolder(results_dir, trial)

@@ -21,6 +21,8 @@ import psutil
 import tqdm
 from determined import pytorch
 
+from bert_glue.trial import metrics
+
 
 @dataclasses.dataclass
 class Timer:
@@ -203,7 +205,7 @@ def summary(
     lines = ["", "Run summary"]
     if recorder.validations:
         final_batch, final = recorder.validations[-1]
-        metric, smaller = searcher["metric"], searcher.get("smaller_is_better", False)
+        metric, smaller = searcher["metric"], metrics.smaller_is_better(searcher)
         best_batch, best = best_validation(recorder.validations, metric, smaller) or (
             final_batch,
             final,

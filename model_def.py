@@ -46,6 +46,7 @@ from bert_glue.trial import (
     callbacks,
     custom_task,
     device,
+    early_stopping,
     fast_dropout,
     metrics,
     optimization,
@@ -91,6 +92,7 @@ class BertPyTorch(pytorch.PyTorchTrial):
         self.train_loss = context.wrap_reducer(
             metrics.TrainingLoss(self._training_at), "loss", for_validation=False
         )
+        self.early_stopping = early_stopping.EarlyStopping(context, hp, self.total_steps)
 
     def _checked_length(self, hp: dict) -> pytorch.Epoch:
         """The run's length, once the batch splits over the slots and the searcher suits."""
@@ -159,6 +161,7 @@ class BertPyTorch(pytorch.PyTorchTrial):
 
     def build_callbacks(self) -> dict[str, pytorch.PyTorchCallback]:
         return {
+            "early_stopping": self.early_stopping,
             "portable_checkpoints": callbacks.PortableCheckpoints(),
             "searcher_stop": searcher_stop.SearcherStop(self.context),
             "task_labels": callbacks.TaskLabels(self.task),

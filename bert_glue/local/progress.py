@@ -63,6 +63,7 @@ class RunRecorder(pytorch.PyTorchCallback):
         self.losses: list[tuple[int, float]] = []  # (batches trained, mean training loss)
         self.validations: list[tuple[int, dict]] = []  # (batches trained, metrics)
         self.checkpoints: list[str] = []  # uuids, oldest first
+        self.stop_reason: str | None = None  # why the run ended before its length, if it did
         self.training, self.validation, self.checkpointing = Timer(), Timer(), Timer()
         self.startup_seconds = self.data_seconds = 0.0
         self.chief, self.test_files = True, False
@@ -219,6 +220,8 @@ def summary(
             f"  final after batch {final_batch}, best after batch {best_batch} "
             f"({'smallest' if smaller else 'largest'} {metric})"
         )
+        if recorder.stop_reason:
+            lines.append(f"  {recorder.stop_reason}")
     total = time.perf_counter() - recorder.started
     startup = recorder.startup_seconds - recorder.data_seconds
     lines.append(

@@ -39,6 +39,7 @@ from bert_glue.trial import (
     callbacks,
     custom_task,
     device,
+    early_stopping,
     fast_dropout,
     fit_config,
     metrics,
@@ -89,6 +90,7 @@ class BertPyTorch(pytorch.PyTorchTrial):
         self.train_loss = context.wrap_reducer(
             reducers.TrainingLoss(self._training_at), "loss", for_validation=False
         )
+        self.early_stopping = early_stopping.EarlyStopping(context, hp, self.total_steps)
 
     def _checked_length(self, hp: dict) -> pytorch.Epoch:
         """The run's length, once the batch splits over the slots and the searcher suits."""
@@ -145,6 +147,7 @@ class BertPyTorch(pytorch.PyTorchTrial):
 
     def build_callbacks(self) -> dict[str, pytorch.PyTorchCallback]:
         return {
+            "early_stopping": self.early_stopping,
             "portable_checkpoints": callbacks.PortableCheckpoints(),
             "searcher_stop": searcher_stop.SearcherStop(self.context),
             "task_labels": callbacks.TaskLabels(self.task),

@@ -204,6 +204,8 @@ BAD_LEVERS = {
     "dataloader_workers": (-1, "-1 is not auto or a count >= 0"),
     "attn_implementation": (3, "3 is not auto or an attention name"),
     "model_type": ("bart", "unknown model type 'bart'; choose one of auto, bert"),
+    "early_stopping_patience": (0, "0 is not an integer >= 1 (validations without improvement) or"),
+    "early_stopping_min_delta": ("0.01", "'0.01' is not a number >= 0"),
 }
 DEVICE_LEVERS = {  # values that only this device (a CPU) refuses
     "precision": ("fp16", "fp16 needs a GPU; use bf16 or fp32"),

@@ -223,6 +223,36 @@ def test_a_searcher_stop_ends_the_trial_at_its_rung(
     assert output.count("the searcher stopped the trial: exiting") == slots  # the same boundary
 
 
+@pytest.mark.parametrize(
+    ("command", "slots"), [(SINGLE, 1), (DISTRIBUTED, 2)], ids=["1-process", "2-processes"]
+)
+def test_a_plateau_ends_the_trial_cleanly(command, slots, tiny_model_dir, glue_dir, tmp_path):
+    """Early stopping with patience 1 and a min_delta of 1, which acc_and_f1 (0 to 1) can never
+    beat: the trial ends right after its second validation, every rank there, exit code 0, with
+    the checkpoints that checkpoint_policy best took and none after the stop."""
+    config = expanded_config(tiny_model_dir, glue_dir, tmp_path / "storage", epochs=200)
+    config["hyperparameters"].update(early_stopping_patience=1, early_stopping_min_delta=1.0)
+    config["resources"]["slots_per_trial"] = slots
+    config["entrypoint"] = " ".join(command)
+    master = FakeMaster(smaller_is_better=False, metric=SEARCHER_METRIC)
+    with master.serving() as url:
+        run = run_trial(master, url, tmp_path / "container", config, command, slots)
+    output = run.stdout + run.stderr
+    assert run.returncode == 0, "\n".join(line for line in output.splitlines() if "Error" in line)
+    assert master.unknown == []
+    validations = master.metrics("validation")
+    assert [m["stepsCompleted"] for m in validations] == [6, 12]
+    assert master.last_reported_batch() == 12  # no batch trained after the stop
+    first, second = (m["metrics"]["avgMetrics"][SEARCHER_METRIC] for m in validations)
+    best = [6, 12] if second > first else [6]
+    assert [c["metadata"]["steps_completed"] for c in master.checkpoints()] == best
+    reason = (
+        f"stopped early: {SEARCHER_METRIC} did not improve by more than 1 in 1 validation "
+        f"(best {first:.4g} at batch 6)"
+    )
+    assert output.count(f"{reason}: exiting without training further") == slots
+
+
 def test_a_lost_answer_is_caught_at_the_next_validation(tiny_model_dir, glue_dir, tmp_path):
     """The master is unavailable when the chief asks after the first validation (its second
     GetTrial: the harness reads the trial once as it starts). The chief asks again after the

@@ -141,6 +141,13 @@ def test_best_validation_follows_the_searcher(smaller_is_better, best_batch):
     assert progress.best_validation(validations, "f1", smaller_is_better) is None
 
 
+def test_the_summary_reads_an_unset_smaller_is_better_as_determined_does():
+    recorder = progress.RunRecorder(io.StringIO(), interactive=False)
+    recorder.validations = [(6, {"validation_loss": 0.5}), (12, {"validation_loss": 0.7})]
+    shown = progress.summary(recorder, {"metric": "validation_loss"}, None, ["python"])
+    assert "best after batch 6 (smallest validation_loss)" in shown
+
+
 def test_timer_sums_its_intervals(monkeypatch):
     clock = iter([10.0, 12.5, 20.0, 21.0, 30.0])
     monkeypatch.setattr(progress.time, "perf_counter", lambda: next(clock))

@@ -90,7 +90,7 @@ def test_poller_waits_an_interval_before_its_first_question():
 class FakeDistributed:
     """A rank of a 2-process trial whose chief's broadcast gave `chief_says`."""
 
-    def __init__(self, rank: int, chief_says: bool | None = None) -> None:
+    def __init__(self, rank: int, chief_says: str | None = None) -> None:
         self.rank, self.chief_says, self.broadcasts = rank, chief_says, []
 
     def get_rank(self) -> int:
@@ -99,7 +99,7 @@ class FakeDistributed:
     def get_size(self) -> int:
         return 2
 
-    def broadcast(self, value: bool) -> bool:
+    def broadcast(self, value: str | None) -> str | None:
         self.broadcasts.append(value)
         return value if self.rank == 0 else self.chief_says
 
@@ -136,7 +136,7 @@ def on_cluster(monkeypatch) -> list[str]:
     return answers
 
 
-def callback_on(rank: int, chief_says: bool | None = None) -> searcher_stop.SearcherStop:
+def callback_on(rank: int, chief_says: str | None = None) -> searcher_stop.SearcherStop:
     callback = searcher_stop.SearcherStop(FakeContext(FakeDistributed(rank, chief_says)), 3600)
     callback.on_trial_startup(0, None)
     return callback
@@ -148,7 +148,7 @@ def boundary_end(callback: searcher_stop.SearcherStop) -> bool:
 
 
 def test_the_chief_asks_after_a_validation_and_every_rank_exits_there(on_cluster):
-    chief, worker = callback_on(0), callback_on(1, chief_says=False)
+    chief, worker = callback_on(0), callback_on(1)
     assert chief.poller is not None and worker.poller is None  # only the chief asks the master
     for callback in (chief, worker):
         assert boundary_end(callback) is False  # no validation yet: nothing asked
@@ -158,14 +158,15 @@ def test_the_chief_asks_after_a_validation_and_every_rank_exits_there(on_cluster
         assert boundary_end(callback) is False  # asked once, still running
     assert len(on_cluster) == 2
     on_cluster[-1] = "STATE_STOPPING_COMPLETED"  # the master decided on the next validation
-    worker.context.distributed.chief_says = True
+    stopped = "the searcher stopped the trial"
+    worker.context.distributed.chief_says = stopped
     for callback in (chief, worker):
         callback.on_validation_end({})
         with pytest.raises(pytorch._ShouldExit) as exit_:
             boundary_end(callback)
         assert exit_.value.skip_exit_checkpoint  # a stopped trial is never resumed
-    assert chief.context.distributed.broadcasts == [False, False, True]  # each boundary
-    assert worker.context.distributed.broadcasts == [False, False, False]  # its own is ignored
+    assert chief.context.distributed.broadcasts == [None, None, stopped]  # each boundary
+    assert worker.context.distributed.broadcasts == [None, None, None]  # its own is ignored
     chief.on_trial_shutdown()
 
 

@@ -11,9 +11,9 @@ that was the best has its checkpoint already. A background thread also asks ever
 POLL_INTERVAL_S seconds, in case the answer after a validation was lost; its answer is taken at
 the next boundary (reporting, validation or checkpoint).
 
-The point where every rank takes the answer is PreemptContext.should_preempt(), which the
-Trainer calls on all ranks after each boundary; SearcherStop wraps it. This goes once the master
-signals a searcher's stop as a preemption (0.38.1 does not). Off the cluster it does nothing.
+Every rank takes the answer at the end of each boundary, where the Trainer asks whether to
+preempt (boundary_stop.py, which early stopping shares). This goes once the master signals a
+searcher's stop as a preemption (0.38.1 does not). Off the cluster it does nothing.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ from collections.abc import Callable
 import determined as det
 from determined import pytorch
 from determined.common.api import authentication, bindings, certs
+
+from bert_glue.determined_0_38 import boundary_stop
 
 logger = logging.getLogger(__name__)
 
@@ -123,25 +125,19 @@ class SearcherStop(pytorch.PyTorchCallback):
             self.reader = StateReader(trial_state_fetcher(info))
             self.poller = TrialStatePoller(self.reader, self.interval_s)
             self.poller.start()
-        preempt = self.context._core.preempt
-        should_preempt = preempt.should_preempt
-        preempt.should_preempt = lambda: should_preempt() or self._stop_now()
+        boundary_stop.stop_at_boundaries(self.context, self._reason_to_stop)
 
     def on_validation_end(self, metrics: dict) -> None:
         self.validated = True  # reported to the master right after this, before the boundary ends
 
-    def _stop_now(self) -> bool:
-        """At the end of a boundary, on every rank: exit now if the master stopped the trial."""
+    def _reason_to_stop(self) -> str | None:
+        """At the end of a boundary, on every rank (the chief's answer is taken): whether the
+        master has stopped the trial."""
         stop = False
         if self.reader is not None:
             stop = self.reader.ask() if self.validated else self.reader.stop_seen.is_set()
         self.validated = False
-        if self.context.distributed.get_size() > 1:
-            stop = self.context.distributed.broadcast(stop)  # the chief's answer is the one
-        if stop:
-            logger.info("the searcher stopped the trial: exiting without training further")
-            raise pytorch._ShouldExit(skip_exit_checkpoint=True)
-        return False
+        return "the searcher stopped the trial" if stop else None
 
     def on_trial_shutdown(self) -> None:
         if self.poller is not None:

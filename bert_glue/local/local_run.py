@@ -93,8 +93,10 @@ def run_local(
     TensorBoard event files go into the folder `tensorboard`, none when it is None.
 
     The trial must set `max_length` (a pytorch.TrainUnit), `total_steps` (optimizer steps in
-    all), `dev_set` and `data_seconds` (time spent downloading and featurizing). Checkpoints copy
-    context_dir (Determined's context directory), by default the trial module's folder.
+    all), `dev_set`, `data_seconds` (time spent downloading and featurizing) and `early_stopping`
+    (the callback of bert_glue/trial/early_stopping.py, whose reason the summary gives).
+    Checkpoints copy context_dir (Determined's context directory), by default the trial module's
+    folder.
     """
     recorder = recorder or progress.RunRecorder(io.StringIO(), interactive=False)  # quiet
     config.setdefault("reproducibility", {}).setdefault("experiment_seed", 42)
@@ -128,6 +130,7 @@ def run_local(
                 latest_checkpoint=str(checkpoint) if checkpoint else None,
                 **fit_config.fit_options(config, context.get_global_batch_size(), local=True),
             )
+        recorder.stop_reason = trial.early_stopping.reason
     return [metrics for _, metrics in recorder.validations]
 
 

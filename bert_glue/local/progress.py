@@ -21,6 +21,8 @@ import psutil
 import tqdm
 from determined import pytorch
 
+from bert_glue.trial import metrics
+
 
 @dataclasses.dataclass
 class Timer:
@@ -61,6 +63,7 @@ class RunRecorder(pytorch.PyTorchCallback):
         self.losses: list[tuple[int, float]] = []  # (batches trained, mean training loss)
         self.validations: list[tuple[int, dict]] = []  # (batches trained, metrics)
         self.checkpoints: list[str] = []  # uuids, oldest first
+        self.stop_reason: str | None = None  # why the run ended before its length, if it did
         self.training, self.validation, self.checkpointing = Timer(), Timer(), Timer()
         self.startup_seconds = self.data_seconds = 0.0
         self.chief, self.test_files = True, False
@@ -203,7 +206,7 @@ def summary(
     lines = ["", "Run summary"]
     if recorder.validations:
         final_batch, final = recorder.validations[-1]
-        metric, smaller = searcher["metric"], searcher.get("smaller_is_better", False)
+        metric, smaller = searcher["metric"], metrics.smaller_is_better(searcher)
         best_batch, best = best_validation(recorder.validations, metric, smaller) or (
             final_batch,
             final,
@@ -217,6 +220,8 @@ def summary(
             f"  final after batch {final_batch}, best after batch {best_batch} "
             f"({'smallest' if smaller else 'largest'} {metric})"
         )
+        if recorder.stop_reason:
+            lines.append(f"  {recorder.stop_reason}")
     total = time.perf_counter() - recorder.started
     startup = recorder.startup_seconds - recorder.data_seconds
     lines.append(

@@ -116,6 +116,11 @@ def reported_metrics(task: GlueTask) -> tuple[str, ...]:
     return tuple(compute_split_metrics(task, splits, logits, labels))
 
 
+def smaller_is_better(searcher: dict) -> bool:
+    """searcher.smaller_is_better, unset meaning true as in Determined."""
+    return searcher.get("smaller_is_better", True)
+
+
 def check_searcher(task: GlueTask, searcher: dict) -> None:
     """searcher.metric must be one the trial reports, and smaller_is_better must suit it."""
     names = reported_metrics(task)
@@ -126,10 +131,10 @@ def check_searcher(task: GlueTask, searcher: dict) -> None:
             f"choose one of {', '.join(names)}"
         )
     is_loss = metric.startswith(LOSS)
-    smaller_is_better = searcher.get("smaller_is_better", True)  # Determined's default
-    if smaller_is_better != is_loss:
+    smaller = smaller_is_better(searcher)
+    if smaller != is_loss:
         kind = "a loss, smaller is better" if is_loss else "a score, larger is better"
         raise ConfigError(
-            f"searcher.smaller_is_better: {str(smaller_is_better).lower()} does not suit "
+            f"searcher.smaller_is_better: {str(smaller).lower()} does not suit "
             f"searcher.metric {metric!r}, {kind}; set smaller_is_better: {str(is_loss).lower()}"
         )

@@ -37,13 +37,23 @@ OPTIONAL_HPARAMS = {
     "torch_compile": False,  # compile the model: slow first steps, faster ones after (GPUs)
     "packing": "auto",  # padding-free batches (packing.py); auto: on GPUs, off on CPUs (no gain)
     "cuda_graphs": "auto",  # replay each bucketed shape's step as a CUDA graph; auto: on GPUs
+    # Early stopping (early_stopping.py): end the trial once searcher.metric stops improving.
+    "early_stopping_patience": None,  # validations in a row without improvement; None: off
+    "early_stopping_min_delta": 0.0,  # what an improvement must exceed
     # For searches over tasks and seeds (glue.yaml):
     "task": None,  # a GLUE task, in place of data.task, so that a searcher can vary it
     "seed": None,  # seeds all of the trial's randomness; None: Determined's trial seed
     "per_task": None,  # task -> the hyperparameters that differ for it, e.g. {MRPC: {...}}
 }
 COUNT_HPARAMS = ("global_batch_size", "num_train_epochs", "max_seq_length", "pad_to_multiple_of")
-NUMBER_HPARAMS = ("learning_rate", "adam_epsilon", "weight_decay", "warmup_ratio", "max_grad_norm")
+NUMBER_HPARAMS = (
+    "learning_rate",
+    "adam_epsilon",
+    "weight_decay",
+    "warmup_ratio",
+    "max_grad_norm",
+    "early_stopping_min_delta",
+)
 # The levers: each one's documented values; `levers()` resolves "auto" for the device.
 # attn_implementation takes "auto" or any name transformers knows; dataloader_workers "auto" or
 # a count >= 0.
@@ -126,8 +136,14 @@ def check_numbers(section: str, values: dict) -> None:
     """A count must be an integer >= 1 and a rate a number >= 0: "2e-5" in quotes is neither."""
     for key, value in values.items():
         wrong = isinstance(value, bool) or not isinstance(value, int | float)
-        if key in COUNT_HPARAMS and (wrong or not isinstance(value, int) or value < 1):
+        count = not wrong and isinstance(value, int) and value >= 1
+        if key in COUNT_HPARAMS and not count:
             raise ConfigError(f"{section}.{key}: {value!r} is not an integer >= 1")
+        if key == "early_stopping_patience" and value is not None and not count:
+            raise ConfigError(
+                f"{section}.{key}: {value!r} is not an integer >= 1 (validations without "
+                "improvement) or null (no early stopping)"
+            )
         if key in NUMBER_HPARAMS and (wrong or value < 0):
             raise ConfigError(f"{section}.{key}: {value!r} is not a number >= 0")
         if key == "warmup_ratio" and value > 1:

@@ -42,6 +42,7 @@ from bert_glue.trial import (
     early_stopping,
     fast_dropout,
     fit_config,
+    init_from,
     metrics,
     optimization,
     packing,
@@ -64,6 +65,7 @@ class BertPyTorch(pytorch.PyTorchTrial):
         # before the model's weights load, so that a data mistake ends the run at once.
         with device.node_first(context.distributed):
             model_config = self._model_config(hp, cfg)
+            self.init_source = init_from.find(cfg["init_from"])  # a cluster's uuid: downloaded
             packable = packing.serves(model_config)
             self.levers = trial_config.levers(hp, device.device_of(context), packable)
             self.tokenizer = self._tokenizer(hp, cfg)
@@ -115,6 +117,8 @@ class BertPyTorch(pytorch.PyTorchTrial):
             config=model_config,
             attn_implementation=self.levers.attn_implementation,
         )
+        if self.init_source is not None:  # its weights replace the pre-trained ones
+            return init_from.load_into(model, self.init_source, self.task)
         head = f"a new {self.task.name} head, {model_config.num_labels} output(s)"
         logger.info(f"{cfg['model_name_or_path']}: {head}")
         return model

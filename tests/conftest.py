@@ -99,9 +99,14 @@ def glue_dir(tmp_path_factory) -> pathlib.Path:
 
 @pytest.fixture
 def local_config(tiny_model_dir, glue_dir, tmp_path, monkeypatch) -> dict:
-    """const.yaml pointed at the tiny model and synthetic data, sized for a few CPU batches."""
+    """tiny_config, its local checkpoints and caches in the test's own folder."""
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))  # local checkpoints
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))  # feature cache
+    return tiny_config(tiny_model_dir, glue_dir)
+
+
+def tiny_config(tiny_model_dir: pathlib.Path, glue_dir: pathlib.Path) -> dict:
+    """const.yaml pointed at the tiny model and synthetic data, sized for a few CPU batches."""
     config = yaml.safe_load((REPO / "const.yaml").read_text())
     config["data"].update(
         model_name_or_path=str(tiny_model_dir), data_dir=str(glue_dir), download_data=False

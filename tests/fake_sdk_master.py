@@ -5,7 +5,8 @@ glue_results.experiment_results make (paths and shapes as common/api/bindings.py
 log in (POST /api/v1/auth/login, GET /api/v1/me for a cached token), the experiment, its
 trials (paginated), each trial's metrics of a group (streamed, one JSON object a line, with
 validations stored under "validation_metrics" as the master keeps them) and its checkpoints,
-and a checkpoint as a tar.gz (GET /checkpoints/<uuid>, the SDK's download through the master).
+a checkpoint by its uuid (what client.get_checkpoint asks), and a checkpoint as a tar.gz
+(GET /checkpoints/<uuid>, the SDK's download through the master).
 Lists come in the order the test gives (the master sorts checkpoints as asked; nothing here
 depends on that order).
 Every request lands in `requests`; one it does not know gets a 404 and lands in `unknown`.
@@ -170,6 +171,13 @@ class SdkMaster:
             },
         }
 
+    def get_checkpoint(self, match: re.Match, body: None) -> tuple[int, object]:
+        for trial in self.trials:
+            for checkpoint in trial.checkpoints:
+                if checkpoint.uuid == match["uuid"]:
+                    return 200, {"checkpoint": self.checkpoint_json(trial, checkpoint)}
+        return error(404, f"checkpoint {match['uuid']} not found")
+
     def checkpoint_tar(self, match: re.Match, body: None) -> tuple[int, object]:
         folder = self.agent_storage / match["uuid"]
         if not folder.is_dir():
@@ -190,6 +198,7 @@ class SdkMaster:
             ("GET", experiment + "/trials", self.experiment_trials, True),
             ("GET", r"/api/v1/trials/metrics/trial_metrics", self.trial_metrics, True),
             ("GET", r"/api/v1/trials/(?P<trial>\d+)/checkpoints", self.trial_checkpoints, True),
+            ("GET", r"/api/v1/checkpoints/(?P<uuid>[0-9a-f-]+)", self.get_checkpoint, False),
             ("GET", r"/checkpoints/(?P<uuid>[0-9a-f-]+)", self.checkpoint_tar, False),
         ]
 

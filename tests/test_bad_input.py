@@ -11,7 +11,12 @@ import sys
 import pytest
 import yaml
 from conftest import REPO
-from transformers import BertForSequenceClassification
+from transformers import (
+    BertConfig,
+    BertForSequenceClassification,
+    RobertaConfig,
+    RobertaForSequenceClassification,
+)
 
 import constants
 import model_def
@@ -35,6 +40,12 @@ def classifier_folder(tiny_model_dir: pathlib.Path, tmp_path: pathlib.Path) -> s
     return folder
 
 
+def empty_folder(tmp_path: pathlib.Path) -> str:
+    (tmp_path / "empty").mkdir()
+    return str(tmp_path / "empty")
+
+
+UNKNOWN_UUID = "0b5e3c2a-1f4d-4e6b-9a8c-7d2e1f0a9b8c"
 MODEL_CASES = {
     "no-weights": (
         lambda m, t: {"data.model_name_or_path": model_folder(m, t, "model.safetensors")},
@@ -55,6 +66,20 @@ MODEL_CASES = {
     "head-with-other-label-count": (
         lambda m, t: {"data.model_name_or_path": classifier_folder(m, t)},
         r"is a classifier with 3 labels \(config.json id2label\) but MRPC has 2",
+    ),
+    "init-from-no-folder": (
+        lambda m, t: {"data.init_from": str(t / "mnli-model")},
+        r"^data.init_from: no folder .*/mnli-model$",
+    ),
+    "init-from-unknown-uuid": (
+        lambda m, t: {"data.init_from": UNKNOWN_UUID},
+        rf"^data.init_from: {UNKNOWN_UUID}: no such checkpoint folder, nor uuid in .*determined "
+        r"\(a cluster's checkpoint: download it with `det checkpoint download UUID`",
+    ),
+    "init-from-neither-model-nor-checkpoint": (
+        lambda m, t: {"data.init_from": empty_folder(t)},
+        r"^data.init_from: .*/empty is neither a Hugging Face model folder \(config.json\) nor "
+        r"a checkpoint of this trial \(state_dict.pth\)$",
     ),
     "max-seq-length-past-positions": (
         lambda m, t: {"hyperparameters.max_seq_length": 65},
@@ -108,8 +133,9 @@ def write_config(config: dict, tmp_path: pathlib.Path) -> str:
         ({"hyperparameters.learnig_rate": 1}, "error: hyperparameters: unknown key(s) learnig"),
         ({"data.data_dir": "EMPTY"}, "error: GLUE MRPC data not found in"),
         ({"data.data_dir": "BAD_TSV"}, "error: BAD_TSV/MRPC/dev.tsv:22: expected 5 tab-separated"),
+        ({"data.init_from": 5}, "error: data.init_from: 5 names no model or checkpoint; give"),
     ],
-    ids=["task", "data-key", "hparam-key", "no-data", "bad-tsv"],
+    ids=["task", "data-key", "hparam-key", "no-data", "bad-tsv", "init-from-value"],
 )
 def test_cli_reports_user_errors_in_one_line(edit, message, local_config, glue_dir, tmp_path):
     bad = tmp_path / "bad_glue"
@@ -241,3 +267,38 @@ def test_a_data_mistake_ends_the_run_before_the_model_loads(local_config, tmp_pa
     monkeypatch.setattr(model_def.BertPyTorch, "_pretrained", loaded)
     local_config["data"]["data_dir"] = str(tmp_path / "empty")
     assert cli_error(local_config, tmp_path).startswith("error: GLUE MRPC data not found in")
+
+
+def other_classifiers(tmp_path: pathlib.Path) -> dict[str, str]:
+    """Sequence classifiers that the tiny BERT cannot start from: another architecture, and a
+    BERT of another width."""
+    shape = {"num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
+    models = {
+        "roberta": RobertaForSequenceClassification(
+            RobertaConfig(vocab_size=50, hidden_size=32, max_position_embeddings=66, **shape)
+        ),
+        "wider-bert": BertForSequenceClassification(
+            BertConfig(vocab_size=50, hidden_size=48, max_position_embeddings=64, **shape)
+        ),
+    }
+    for name, model in models.items():
+        model.save_pretrained(tmp_path / name)
+    return {name: str(tmp_path / name) for name in models}
+
+
+@pytest.mark.parametrize(
+    ("source", "differs"),
+    [
+        ("roberta", "it lacks 39 of the 39 weights needed, bert.embeddings.word_embeddings.weight"),
+        ("wider-bert", "in shape, bert.embeddings.word_embeddings.weight first: 50x48 there"),
+    ],
+)
+def test_init_from_a_model_that_does_not_fit_is_one_line(
+    source, differs, local_config, tiny_model_dir, tmp_path
+):
+    folder = other_classifiers(tmp_path)[source]
+    local_config["data"]["init_from"] = folder
+    error = cli_error(local_config, tmp_path)
+    assert error.startswith(f"error: data.init_from: {folder} (a ") and "\n" not in error
+    assert differs in error
+    assert f"does not fit the 'bert' model of data.model_name_or_path {tiny_model_dir}" in error

@@ -1,4 +1,5 @@
-"""Local checkpoints: where they are, which one --resume means, and its batch count.
+"""Local checkpoints: where they are, which one --resume (or data.init_from) means, and its
+batch count.
 
 A Determined PyTorchTrial checkpoint (state_dict.pth, trial_state.pkl, load_data.json, and
 metadata.json, which Determined writes last) holds the weights, optimizer, LR scheduler, RNG
@@ -32,21 +33,9 @@ def storage_dir() -> pathlib.Path:
 
 def find_checkpoint(name: str, task: constants.GlueTask) -> pathlib.Path:
     """--resume's argument, a checkpoint folder or the uuid of a local one, checked for `task`."""
-    storage = storage_dir()
     # Determined's restore_path insists on this folder, even for a checkpoint outside it.
-    storage.mkdir(parents=True, exist_ok=True)
-    path = pathlib.Path(name).expanduser()
-    if not path.is_dir():
-        path = storage / name
-    if not path.is_dir():
-        raise ConfigError(f"--resume {name}: no such checkpoint folder, nor uuid in {storage}")
-    if not (path / "state_dict.pth").is_file():
-        raise ConfigError(f"--resume {name}: {path} is not a PyTorchTrial checkpoint")
-    if not (path / "metadata.json").is_file():
-        raise ConfigError(
-            f"--resume {name}: {path} is incomplete (Determined writes metadata.json last; the run "
-            "stopped while saving it). Resume from the checkpoint before it."
-        )
+    storage_dir().mkdir(parents=True, exist_ok=True)
+    path = complete_checkpoint(name, f"--resume {name}")
     try:
         saved = json.loads((path / "load_data.json").read_text())
         _, saved_data = trial_config.settings(saved["hparams"], saved["experiment_config"]["data"])
@@ -63,6 +52,28 @@ def find_checkpoint(name: str, task: constants.GlueTask) -> pathlib.Path:
             f"{task.name} needs {task.num_labels}; resume with data.task={saved_task.name}"
         )
     return path.resolve()
+
+
+def complete_checkpoint(name: str, setting: str) -> pathlib.Path:
+    """A checkpoint folder, or the uuid of one in local storage, that Determined finished saving.
+    `setting` begins each error: what named it (--resume NAME, data.init_from: NAME)."""
+    storage = storage_dir()
+    path = pathlib.Path(name).expanduser()
+    if not path.is_dir():
+        path = storage / name
+    if not path.is_dir():
+        raise ConfigError(
+            f"{setting}: no such checkpoint folder, nor uuid in {storage} (a cluster's checkpoint: "
+            "download it with `det checkpoint download UUID` and give its folder)"
+        )
+    if not (path / "state_dict.pth").is_file():
+        raise ConfigError(f"{setting}: {path} is not a PyTorchTrial checkpoint")
+    if not (path / "metadata.json").is_file():
+        raise ConfigError(
+            f"{setting}: {path} is incomplete (Determined writes metadata.json last; the run "
+            "stopped while saving it). Use the checkpoint before it."
+        )
+    return path
 
 
 def batches_trained(checkpoint: pathlib.Path) -> int:

@@ -9,7 +9,8 @@ $XDG_DATA_HOME/determined (~/.local/share/determined/<uuid>); from a cluster, do
 
 The model is rebuilt from the same task table and model config the trial used, so
 predict.py and export.py need only this directory (and the pre-trained model's config and
-tokenizer, read from data.model_name_or_path as in training).
+tokenizer, read from data.model_name_or_path as in training). read() gives what the checkpoint
+holds without building the model: the weights that data.init_from starts a run from.
 """
 
 from __future__ import annotations
@@ -28,6 +29,16 @@ from bert_glue.trial import custom_task, pretrained, trial_config
 
 
 @dataclasses.dataclass
+class Saved:
+    """What a checkpoint holds of the trial: its settings, its task and the model's weights."""
+
+    task: constants.GlueTask
+    hparams: dict  # with the trial's defaults filled in
+    data_config: dict
+    weights: dict[str, torch.Tensor]  # the model's state_dict, on the CPU
+
+
+@dataclasses.dataclass
 class FineTuned:
     task: constants.GlueTask
     hparams: dict  # with the trial's defaults filled in
@@ -36,7 +47,7 @@ class FineTuned:
     tokenizer: object
 
 
-def load(path: str | os.PathLike) -> FineTuned:
+def read(path: str | os.PathLike) -> Saved:
     path = pathlib.Path(path)
     files = [path / "load_data.json", path / "state_dict.pth"]
     if not all(f.is_file() for f in files):
@@ -52,18 +63,22 @@ def load(path: str | os.PathLike) -> FineTuned:
     # refuses: load only checkpoints you trust, as with any pickle.
     with workarounds.loadable_rng_state():
         state = torch.load(files[1], map_location="cpu")
-    task = task_of(data_config, state)
-    name = data_config["model_name_or_path"]
-    model_type = hparams["model_type"]
-    _, model_class, tokenizer_class = constants.get_model_classes(model_type)
-    # Built from the config alone: every weight comes from the checkpoint.
-    config = pretrained.task_model_config(task, model_type, name)
-    model = model_class.from_config(config) if model_type == "auto" else model_class(config)
     weights = state["models_state_dict"][0]
     torch.nn.modules.utils.consume_prefix_in_state_dict_if_present(weights, "module.")  # DDP
-    model.load_state_dict(weights)
+    return Saved(task_of(data_config, state), hparams, data_config, weights)
+
+
+def load(path: str | os.PathLike) -> FineTuned:
+    saved = read(path)
+    name = saved.data_config["model_name_or_path"]
+    model_type = saved.hparams["model_type"]
+    _, model_class, tokenizer_class = constants.get_model_classes(model_type)
+    # Built from the config alone: every weight comes from the checkpoint.
+    config = pretrained.task_model_config(saved.task, model_type, name)
+    model = model_class.from_config(config) if model_type == "auto" else model_class(config)
+    model.load_state_dict(saved.weights)
     tokenizer = tokenizer_class.from_pretrained(name)
-    return FineTuned(task, hparams, data_config, model.eval(), tokenizer)
+    return FineTuned(saved.task, saved.hparams, saved.data_config, model.eval(), tokenizer)
 
 
 def task_of(data_config: dict, state: dict) -> constants.GlueTask:

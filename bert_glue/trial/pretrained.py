@@ -42,15 +42,7 @@ def check_pretrained(name: str, model_type: str, task: GlueTask, max_seq_length:
         )
     elif name.startswith(("/", ".", "~")):
         raise ConfigError(f"{KEY}: no folder {folder}")
-    try:
-        raw, _ = PretrainedConfig.get_config_dict(name)
-    except OSError as e:  # not on disk, and the Hub is unreachable or has no such model
-        raise ConfigError(
-            f"{KEY}: {name!r} is not a local folder, and the Hugging Face Hub could not provide "
-            f"it ({str(e).splitlines()[0]}). A Hub name needs the network the first time (it is "
-            "cached in HF_HOME after); without one, save the model with save_pretrained() on a "
-            f"machine that has it and set {KEY} to that folder."
-        ) from None
+    raw = config_dict(name, KEY)
     if model_type != "auto" and raw.get("model_type") not in (None, model_type):  # None: old
         raise ConfigError(
             f"hyperparameters.model_type: {name} is a {raw.get('model_type')!r} model, not "
@@ -59,6 +51,20 @@ def check_pretrained(name: str, model_type: str, task: GlueTask, max_seq_length:
     config = auto_config(raw, name) if model_type == "auto" else config_class.from_dict(raw)
     check_positions(config, max_seq_length, name)
     check_head(config, task, name)
+
+
+def config_dict(name: str, key: str) -> dict:
+    """config.json of a model folder or Hub name; one that cannot be had is an error naming key."""
+    try:
+        raw, _ = PretrainedConfig.get_config_dict(name)
+    except OSError as e:  # not on disk, and the Hub is unreachable or has no such model
+        raise ConfigError(
+            f"{key}: {name!r} is not a local folder, and the Hugging Face Hub could not provide "
+            f"it ({str(e).splitlines()[0]}). A Hub name needs the network the first time (it is "
+            "cached in HF_HOME after); without one, save the model with save_pretrained() on a "
+            f"machine that has it and set {key} to that folder."
+        ) from None
+    return raw
 
 
 def auto_config(raw: dict, name: str) -> PretrainedConfig:
@@ -124,25 +130,37 @@ def check_positions(config, max_seq_length: int, name: str) -> None:
         )
 
 
+def is_classifier(config: PretrainedConfig) -> bool:
+    """Whether config.json says its weights are those of a fine-tuned sequence classifier."""
+    return any(a.endswith("ForSequenceClassification") for a in config.architectures or [])
+
+
 def check_head(config, task: GlueTask, name: str) -> None:
-    """A folder fine-tuned for classification must have as many labels as the task."""
-    heads = [a for a in config.architectures or [] if a.endswith("ForSequenceClassification")]
-    if heads and config.num_labels != task.num_labels:
+    """A folder fine-tuned for classification must have as many labels as the task: its head
+    loads with the model. data.init_from takes a classifier of any other task instead."""
+    if is_classifier(config) and config.num_labels != task.num_labels:
         raise ConfigError(
             f"{KEY}: {name} is a classifier with {config.num_labels} labels (config.json "
             f"id2label) but {task.name} has {task.num_labels}; start from a model without a "
-            f"classification head, or one fine-tuned for a task with {task.num_labels} labels"
+            f"classification head, or one fine-tuned for a task with {task.num_labels} labels, "
+            f"or set data.init_from to it and {KEY} to the model it was fine-tuned from"
         )
+
+
+def label_names(task: GlueTask) -> tuple[str, ...]:
+    """The names of the classifier's outputs, as config.json's id2label (and export.py) gives
+    them: the task's labels, or STS-B's one regression output."""
+    return task.labels or ("score",)
 
 
 def task_model_config(task: GlueTask, model_type: str, model_name_or_path: str):
     """The pre-trained model's config with the task's head: its label names, or regression."""
     config_class = constants.get_model_classes(model_type)[0]
-    label_names = task.labels or ("score",)  # STS-B: one regression output
+    names = label_names(task)
     return config_class.from_pretrained(
         model_name_or_path,
         finetuning_task=task.name.lower(),
-        id2label=dict(enumerate(label_names)),
-        label2id={label: i for i, label in enumerate(label_names)},
+        id2label=dict(enumerate(names)),
+        label2id={label: i for i, label in enumerate(names)},
         problem_type="regression" if task.is_regression else "single_label_classification",
     )

@@ -78,6 +78,9 @@ OPTIONAL_DATA = {
     "cache_dir": None,  # tokenized-feature cache; None: ~/.cache/bert_glue_features
     "custom": None,  # with task: custom, your own files (custom_task.py)
     "max_train_samples": None,  # train on this many examples (a fixed random subset), not all
+    # Where the starting weights come from, when not model_name_or_path: a fine-tuned model or
+    # a checkpoint of this trial (trial/init_from.py).
+    "init_from": None,
 }
 # The sections and keys a local run's overrides may change.
 OVERRIDABLE = {
@@ -107,7 +110,14 @@ def hyperparameters(values: dict) -> dict:
 
 
 def data_config(values: dict) -> dict:
-    return with_defaults("data", values, REQUIRED_DATA, OPTIONAL_DATA)
+    cfg = with_defaults("data", values, REQUIRED_DATA, OPTIONAL_DATA)
+    source = cfg["init_from"]
+    if source is not None and not (isinstance(source, str) and source.strip()):
+        raise ConfigError(
+            f"data.init_from: {source!r} names no model or checkpoint; give a Hub name, a folder "
+            "or a checkpoint uuid, or leave it unset"
+        )
+    return cfg
 
 
 def settings(hparams: dict, data: dict) -> tuple[dict, dict]:

@@ -9,12 +9,13 @@ import statistics
 import zipfile
 
 import pytest
-from conftest import run_glue
+import yaml
+from conftest import REPO, run_glue
 
 import constants
 import glue_report
 import predict
-from bert_glue.results import glue_results, glue_table
+from bert_glue.results import checkpointing, glue_results, glue_table
 
 
 def test_nothing_to_report_names_the_trials() -> None:
@@ -99,3 +100,45 @@ def test_missing_test_files_are_listed_with_the_reason(glue_config, glue_dir, tm
     assert "- WNLI.tsv missing: test file(s) WNLI/test.tsv not found" in table
     assert "- MNLI-m.tsv missing: no completed MNLI trial" in table
     assert not (out / "submission" / "submission.zip").exists()
+
+
+@pytest.fixture
+def transfer_config(glue_config, tmp_path) -> pathlib.Path:
+    """glue_transfer.yaml on the tiny model and synthetic data, as glue_config is glue.yaml."""
+    tiny = yaml.safe_load(glue_config.read_text())
+    config = yaml.safe_load((REPO / "glue_transfer.yaml").read_text())
+    assert config["data"]["init_from"] is None  # set on the command line
+    config["data"].update(tiny["data"])
+    config["hyperparameters"].update(
+        {key: tiny["hyperparameters"][key] for key in ("global_batch_size", "learning_rate")},
+        num_train_epochs=1,
+        max_seq_length=32,
+    )
+    path = tmp_path / "glue_transfer.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def test_the_transfer_recipe_reports_rows_from_mnli_beside_the_pre_trained_ones(
+    glue_config, transfer_config, tmp_path, capsys
+) -> None:
+    """glue.yaml, then glue_transfer.yaml from its best MNLI checkpoint, then one report."""
+    glue, transfer = tmp_path / "glue", tmp_path / "transfer"
+    tasks = ("hyperparameters.task=[MNLI,RTE,STS-B]", "hyperparameters.seed=[1]")
+    assert run_glue(glue_config, glue, *tasks) == 0
+    capsys.readouterr()
+    assert glue_report.main([str(glue), "--best-checkpoint", "MNLI"]) == 0
+    mnli = capsys.readouterr().out.strip()
+    assert (pathlib.Path(mnli) / "state_dict.pth").is_file()
+    assert pathlib.Path(mnli).parent == checkpointing.storage_dir()
+
+    tasks = ("hyperparameters.task=[RTE,STS-B]", "hyperparameters.seed=[1]")
+    assert run_glue(transfer_config, transfer, *tasks, f"data.init_from={mnli}") == 0
+    out = tmp_path / "report"
+    sources = [str(glue), str(transfer), "--output-dir", str(out), "--no-submission"]
+    assert glue_report.main(sources) == 0
+    table = (out / "results.md").read_text()
+    rows = [line.split(" | ")[0] for line in table.splitlines() if line.startswith("| ")]
+    assert rows[1:6] == ["| STS-B", "| STS-B from MNLI", "| MNLI", "| RTE", "| RTE from MNLI"]
+    assert "| **GLUE average** (3 of 9 tasks) |" in table
+    assert "| **GLUE average**, STS-B from MNLI, RTE from MNLI (3 of 9 tasks) |" in table

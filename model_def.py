@@ -59,16 +59,18 @@ class BertPyTorch(pytorch.PyTorchTrial):
         self.context = context
         hp, cfg = trial_config.settings(context.get_hparams(), context.get_data_config())
         self.task = custom_task.task_from_config(cfg)
-        self.max_length = self._checked_length(hp)
+        searcher = context.get_experiment_config()["searcher"]
+        slots = context.distributed.get_size()
+        self.max_length = fit_config.checked_length(hp, searcher, self.task, slots)
         self.seed = self._seed(hp["seed"])
         # Downloads (the model, the data) and feature caches: once per node. The data is read
         # before the model's weights load, so that a data mistake ends the run at once.
         with device.node_first(context.distributed):
-            model_config = self._model_config(hp, cfg)
+            model_config = pretrained.checked_model_config(self.task, hp, cfg["model_name_or_path"])
             self.init_source = init_from.find(cfg["init_from"])  # a cluster's uuid: downloaded
             packable = packing.serves(model_config)
             self.levers = trial_config.levers(hp, device.device_of(context), packable)
-            self.tokenizer = self._tokenizer(hp, cfg)
+            self.tokenizer = pretrained.tokenizer(hp["model_type"], cfg["model_name_or_path"])
             started = time.perf_counter()
             self.train_set, self.dev_set = data.load_datasets(
                 self.task, cfg, self.tokenizer, hp["max_seq_length"]
@@ -93,22 +95,6 @@ class BertPyTorch(pytorch.PyTorchTrial):
             reducers.TrainingLoss(self._training_at), "loss", for_validation=False
         )
         self.early_stopping = early_stopping.EarlyStopping(context, hp, self.total_steps)
-
-    def _checked_length(self, hp: dict) -> pytorch.Epoch:
-        """The run's length, once the batch splits over the slots and the searcher suits."""
-        trial_config.check_batch_split(hp["global_batch_size"], self.context.distributed.get_size())
-        searcher = self.context.get_experiment_config()["searcher"]
-        metrics.check_searcher(self.task, searcher)
-        return fit_config.train_length(hp, searcher)
-
-    def _model_config(self, hp: dict, cfg: dict):
-        name = cfg["model_name_or_path"]
-        pretrained.check_pretrained(name, hp["model_type"], self.task, hp["max_seq_length"])
-        return pretrained.task_model_config(self.task, hp["model_type"], name)
-
-    def _tokenizer(self, hp: dict, cfg: dict):
-        tokenizer_class = constants.get_model_classes(hp["model_type"])[2]
-        return tokenizer_class.from_pretrained(cfg["model_name_or_path"])
 
     def _pretrained(self, hp: dict, cfg: dict, model_config) -> torch.nn.Module:
         model_class = constants.get_model_classes(hp["model_type"])[1]
@@ -142,8 +128,9 @@ class BertPyTorch(pytorch.PyTorchTrial):
 
     @property
     def total_steps(self) -> int:
-        """Optimizer steps in all (local_run's progress counts them)."""
-        return self.max_length.value * self._steps_per_epoch()
+        """Optimizer steps in all, as Determined counts them: batches per slot, sharded."""
+        per_slot_batches = -(-len(self.train_set) // self.context.get_per_slot_batch_size())
+        return self.max_length.value * -(-per_slot_batches // self.context.distributed.get_size())
 
     def _training_at(self, batch_idx: int) -> str:
         lr = self.schedule.base_lrs[0] * self.schedule.lr_lambdas[0](batch_idx)
@@ -172,11 +159,6 @@ class BertPyTorch(pytorch.PyTorchTrial):
             return self.context.get_trial_seed()
         except det.errors.InternalException:  # local mode has no trial seed
             return self.context.get_experiment_config()["reproducibility"]["experiment_seed"]
-
-    def _steps_per_epoch(self) -> int:
-        """Optimizer steps per epoch, as Determined counts them: batches per slot, sharded."""
-        per_slot_batches = -(-len(self.train_set) // self.context.get_per_slot_batch_size())
-        return -(-per_slot_batches // self.context.distributed.get_size())
 
     def build_training_data_loader(self) -> pytorch.DataLoader:
         batch_size = self.context.get_per_slot_batch_size()

@@ -5,7 +5,15 @@ from __future__ import annotations
 
 from determined import pytorch
 
-from constants import ConfigError
+from bert_glue.trial import metrics, trial_config
+from constants import ConfigError, GlueTask
+
+
+def checked_length(hparams: dict, searcher: dict, task: GlueTask, slots: int) -> pytorch.Epoch:
+    """The run's length, once the batch splits over the slots and the searcher suits the task."""
+    trial_config.check_batch_split(hparams["global_batch_size"], slots)
+    metrics.check_searcher(task, searcher)
+    return train_length(hparams, searcher)
 
 
 def train_length(hparams: dict, searcher: dict) -> pytorch.Epoch:

@@ -153,6 +153,16 @@ def label_names(task: GlueTask) -> tuple[str, ...]:
     return task.labels or ("score",)
 
 
+def checked_model_config(task: GlueTask, hp: dict, model_name_or_path: str):
+    """The task's model config, once check_pretrained has found nothing wrong."""
+    check_pretrained(model_name_or_path, hp["model_type"], task, hp["max_seq_length"])
+    return task_model_config(task, hp["model_type"], model_name_or_path)
+
+
+def tokenizer(model_type: str, model_name_or_path: str):
+    return constants.get_model_classes(model_type)[2].from_pretrained(model_name_or_path)
+
+
 def task_model_config(task: GlueTask, model_type: str, model_name_or_path: str):
     """The pre-trained model's config with the task's head: its label names, or regression."""
     config_class = constants.get_model_classes(model_type)[0]

@@ -7,32 +7,10 @@ import random
 
 import pytest
 import torch
-from conftest import SHARED_GLUE
 from transformers import AutoTokenizer, XLMTokenizer
 
 import constants
 import data
-
-needs_shared = pytest.mark.skipif(not SHARED_GLUE.is_dir(), reason="needs ../shared/glue_data")
-
-# (task, split key, file, examples) straight from the GLUE split sizes (shared/SOURCES.md).
-REAL_COUNTS = [
-    ("SST-2", "train", 67349),
-    ("SST-2", "dev", 872),
-    ("SST-2", "SST-2", 1821),
-    ("MRPC", "train", 3668),
-    ("MRPC", "dev", 408),
-    ("MRPC", "MRPC", 1725),
-    ("RTE", "train", 2490),
-    ("RTE", "dev", 277),
-    ("RTE", "RTE", 3000),
-    ("WNLI", "train", 635),
-    ("WNLI", "dev", 71),
-    ("WNLI", "WNLI", 146),
-    ("QNLI", "dev", 5463),
-    ("QNLI", "QNLI", 5463),
-    ("MNLI", "AX", 1104),
-]
 
 
 @pytest.fixture

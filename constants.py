@@ -65,7 +65,7 @@ FORMATS = ("csv", "tsv", "tsv_noquote", "jsonl")
 @dataclasses.dataclass(frozen=True)
 class GlueTask:
     name: str  # the folder under data_dir, as the GLUE download lays it out
-    labels: tuple[str, ...]  # empty for regression
+    labels: tuple[str, ...]  # as the files spell them; empty for regression
     metrics: tuple[str, ...]  # names of the validation metrics, see metrics.py
     train: Split
     dev: dict[str, Split]  # metric suffix -> dev split; "" is the main one
@@ -78,6 +78,9 @@ class GlueTask:
     # Below GLUE's download server: the zip of the task's folder (download_glue_data.py). MRPC
     # has none: it is built from SentEval's copies of the Microsoft files.
     download: str = ""
+    # What a model's outputs are called (config.json's id2label, so what a pipeline says) where
+    # the files' labels are codes: the names of the GLUE dataset card, in the same order.
+    label_names: tuple[str, ...] = ()
 
     @property
     def is_regression(self) -> bool:
@@ -122,12 +125,33 @@ TASKS = {
             ("mcc", "acc"),
             score=("mcc",),
             download="glue/data/CoLA.zip",
+            label_names=("unacceptable", "acceptable"),
             train=Split("CoLA/train.tsv", 3, None, 1, header=False),
             dev={"": Split("CoLA/dev.tsv", 3, None, 1, header=False)},
             test={"CoLA": Split("CoLA/test.tsv", 1, None, None, index=0)},
         ),
-        _task("SST-2", BINARY, ACC, 0, None, 1, test_a=1, score=ACC),
-        _task("MRPC", BINARY, ACC_F1, 3, 4, 0, score=F1_ACC, download=""),
+        _task(
+            "SST-2",
+            BINARY,
+            ACC,
+            0,
+            None,
+            1,
+            test_a=1,
+            score=ACC,
+            label_names=("negative", "positive"),
+        ),
+        _task(
+            "MRPC",
+            BINARY,
+            ACC_F1,
+            3,
+            4,
+            0,
+            score=F1_ACC,
+            download="",
+            label_names=("not_equivalent", "equivalent"),
+        ),
         _task(
             "STS-B",
             (),
@@ -150,6 +174,7 @@ TASKS = {
             skip_malformed_rows=True,
             score=F1_ACC,
             download="glue/data/QQP-clean.zip",
+            label_names=("not_duplicate", "duplicate"),
         ),
         GlueTask(
             "MNLI",
@@ -173,7 +198,9 @@ TASKS = {
         ),
         _task("QNLI", ENTAILMENT, ACC, 1, 2, -1, score=ACC, download="glue/data/QNLIv2.zip"),
         _task("RTE", ENTAILMENT, ACC, 1, 2, -1, score=ACC),
-        _task("WNLI", BINARY, ACC, 1, 2, -1, score=ACC),
+        _task(
+            "WNLI", BINARY, ACC, 1, 2, -1, score=ACC, label_names=("not_entailment", "entailment")
+        ),
     )
 }
 

@@ -14,7 +14,7 @@ import model_def
 from bert_glue.local import local_run
 
 
-@pytest.mark.parametrize("task_name", ["RTE", "STS-B"])
+@pytest.mark.parametrize("task_name", ["RTE", "STS-B", "MRPC"])
 def test_export_round_trip(task_name, local_config, glue_dir, tmp_path, monkeypatch):
     trials = []
     original_init = model_def.BertPyTorch.__init__
@@ -34,9 +34,11 @@ def test_export_round_trip(task_name, local_config, glue_dir, tmp_path, monkeypa
     model = AutoModelForSequenceClassification.from_pretrained(out).eval()
     tokenizer = AutoTokenizer.from_pretrained(out)
 
-    names = task.labels or ("score",)
+    names = task.label_names or task.labels or ("score",)
     assert model.config.id2label == dict(enumerate(names))
     assert model.config.label2id == {name: i for i, name in enumerate(names)}
+    if task_name == "MRPC":  # the GLUE dataset card's names, not the files' "0" and "1"
+        assert model.config.id2label == {0: "not_equivalent", 1: "equivalent"}
     examples = data.read_examples(task, task.dev[""], glue_dir)
     text_a, text_b = examples.text_a[:6], examples.text_b[:6]
     inputs = tokenizer(text_a, text_b, padding=True, return_tensors="pt")
@@ -52,5 +54,5 @@ def test_export_round_trip(task_name, local_config, glue_dir, tmp_path, monkeypa
         assert result["score"] == pytest.approx(exported[0, 0].item(), abs=1e-5)
     else:
         probabilities = exported[0].softmax(-1)
-        assert result["label"] == task.labels[probabilities.argmax()]
+        assert result["label"] == names[probabilities.argmax()]
         assert result["score"] == pytest.approx(probabilities.max().item(), abs=1e-5)

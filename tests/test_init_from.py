@@ -189,7 +189,7 @@ def test_a_regression_folder_starts_regressions_and_classifiers(
     new = assert_started_from(local_config, scorer, weights, False, caplog)
     assert new == [
         f"data.init_from: {scorer}: a new MRPC head: its labels (a regression score) are not "
-        "MRPC's (0, 1)"
+        "MRPC's (not_equivalent, equivalent)"
     ]
 
 

@@ -149,8 +149,8 @@ def check_head(config, task: GlueTask, name: str) -> None:
 
 def label_names(task: GlueTask) -> tuple[str, ...]:
     """The names of the classifier's outputs, as config.json's id2label (and export.py) gives
-    them: the task's labels, or STS-B's one regression output."""
-    return task.labels or ("score",)
+    them: the task's label names, or STS-B's one regression output."""
+    return task.label_names or task.labels or ("score",)
 
 
 def checked_model_config(task: GlueTask, hp: dict, model_name_or_path: str):

@@ -150,3 +150,17 @@ def test_fp16_and_cuda_graphs_on_a_cpu_name_the_key(auto_hp):
         trial_config.levers({**auto_hp, "precision": "fp16"}, cpu, packable=True)
     with pytest.raises(constants.ConfigError, match=r"^hyperparameters.cuda_graphs: CUDA graphs"):
         trial_config.levers({**auto_hp, "cuda_graphs": True}, cpu, packable=True)
+
+
+def test_glue_tasks_with_coded_labels_name_them_as_the_dataset_card_does():
+    named = {name: task.label_names for name, task in constants.TASKS.items() if task.label_names}
+    assert named == {
+        "CoLA": ("unacceptable", "acceptable"),
+        "SST-2": ("negative", "positive"),
+        "MRPC": ("not_equivalent", "equivalent"),
+        "QQP": ("not_duplicate", "duplicate"),
+        "WNLI": ("not_entailment", "entailment"),
+    }
+    for task in constants.TASKS.values():  # one name per label, where the files use codes
+        assert len(task.label_names) in (0, len(task.labels))
+        assert not task.label_names or set(task.labels) == {"0", "1"}

@@ -123,15 +123,16 @@ def shown(value) -> str:
 
 
 def setting_labels(results: list[TrialResult]) -> list[str]:
-    """Each trial's values of what differs between its task's trials besides the seed (a grid
-    over learning rates too: "learning_rate=3e-05"); "" where only the seed does."""
+    """Each trial's values of what differs between its task's trials from the same start besides
+    the seed (a grid over learning rates too: "learning_rate=3e-05"); "" where only the seed
+    does."""
 
     def value(trial: TrialResult, key: str) -> str:
         return shown(trial.settings.get(key))
 
     labels = {}
-    for task in dict.fromkeys(r.task for r in results):
-        trials = [r for r in results if r.task == task]
+    for task, start in dict.fromkeys((r.task, r.start) for r in results):
+        trials = [r for r in results if (r.task, r.start) == (task, start)]
         keys = dict.fromkeys(
             key for r in trials for key in r.settings if key not in (*SEED_KEYS, START_KEY)
         )

@@ -14,7 +14,7 @@ import model_def
 from bert_glue.local import local_run
 
 
-@pytest.mark.parametrize("task_name", ["RTE", "STS-B", "MRPC"])
+@pytest.mark.parametrize("task_name", ["MRPC", "STS-B"])  # named labels, a regression
 def test_export_round_trip(task_name, local_config, glue_dir, tmp_path, monkeypatch):
     trials = []
     original_init = model_def.BertPyTorch.__init__

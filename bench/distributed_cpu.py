@@ -33,6 +33,7 @@ import constants
 import data
 import model_def
 from bert_glue.determined_0_38 import workarounds
+from bert_glue.trial import pretrained
 
 
 def mrpc_subset(data_dir: pathlib.Path, out: pathlib.Path, train_rows: int) -> None:
@@ -47,8 +48,7 @@ def mrpc_subset(data_dir: pathlib.Path, out: pathlib.Path, train_rows: int) -> N
 def warm_feature_cache(config: dict) -> None:
     """Tokenize before timing, so that neither run pays for it."""
     cfg, hp = config["data"], config["hyperparameters"]
-    tokenizer_class = constants.get_model_classes(hp["model_type"])[2]
-    tokenizer = tokenizer_class.from_pretrained(cfg["model_name_or_path"])
+    tokenizer = pretrained.tokenizer(hp["model_type"], cfg["model_name_or_path"])
     task = constants.get_task(cfg["task"])
     for split in (task.train, *task.dev.values()):
         data.load_features(

@@ -72,12 +72,12 @@ def load(path: str | os.PathLike) -> FineTuned:
     saved = read(path)
     name = saved.data_config["model_name_or_path"]
     model_type = saved.hparams["model_type"]
-    _, model_class, tokenizer_class = constants.get_model_classes(model_type)
+    model_class = constants.get_model_classes(model_type)[1]
     # Built from the config alone: every weight comes from the checkpoint.
     config = pretrained.task_model_config(saved.task, model_type, name)
     model = model_class.from_config(config) if model_type == "auto" else model_class(config)
     model.load_state_dict(saved.weights)
-    tokenizer = tokenizer_class.from_pretrained(name)
+    tokenizer = pretrained.tokenizer(model_type, name)
     return FineTuned(saved.task, saved.hparams, saved.data_config, model.eval(), tokenizer)
 
 

@@ -238,15 +238,16 @@ def markdown_table(tasks: list[TaskResults], label: str) -> str:
             f"| {' / '.join(percent(t.best_value(m)) for m in t.metrics)} (seed {t.best.seed}) "
             f"| {' / '.join(published)} |"
         )
-    averages = [one_per_task(tasks), one_per_task(tasks, transferred=True)]
-    for counted in averages[: 1 + (averages[1] != averages[0])]:
+    with_transfer = one_per_task(tasks, transferred=True) != one_per_task(tasks)
+    for transferred in (False, True)[: 1 + with_transfer]:
+        counted = one_per_task(tasks, transferred)
         started = ", ".join(t.row for t in counted if t.start)
         best_average = statistics.fmean(t.best_value("score") for t in counted)
         rows.append(
             f"| **GLUE average**{f', {started}' if started else ''} "
             f"({len(counted)} of {len(constants.TASKS)} tasks) | "
             f"{'| ' if searched else ''}score | "
-            f"| **{percent(statistics.fmean(t.mean_score for t in counted))}** "
+            f"| **{percent(glue_average(tasks, transferred))}** "
             f"| {percent(best_average)} | {reference_average(tasks):.1f} |"
         )
     return "\n".join(rows) + "\n"

@@ -17,16 +17,10 @@ STS-B models are regressions (problem_type "regression"): the pipeline returns t
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
+import constants
 from bert_glue.results import finetuned
-
-
-def export(checkpoint_dir: str | os.PathLike, output_dir: str | os.PathLike) -> None:
-    trained = finetuned.load(checkpoint_dir)
-    trained.model.save_pretrained(output_dir)
-    trained.tokenizer.save_pretrained(output_dir)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,7 +28,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("checkpoint", help="a checkpoint directory (see finetuned.py)")
     parser.add_argument("output_dir", help="the Hugging Face model folder to write")
     args = parser.parse_args(argv)
-    export(args.checkpoint, args.output_dir)
+    try:
+        finetuned.export(args.checkpoint, args.output_dir)
+    except (constants.ConfigError, FileNotFoundError) as e:
+        sys.exit(f"error: {e}")
     print(f"exported {args.checkpoint} to {args.output_dir}")
     return 0
 

@@ -18,112 +18,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-import pathlib
 import sys
-import zipfile
-
-import numpy as np
-import torch
 
 import constants
 import data
-from bert_glue.results import finetuned
-from bert_glue.trial import custom_task, metrics
-
-logger = logging.getLogger(__name__)
-
-# Every file of a complete GLUE submission, named as the leaderboard expects them -> its task.
-SUBMISSION_FILES = {
-    f"{name}.tsv": task.name for task in constants.TASKS.values() for name in task.test
-}
-
-
-def prediction_strings(task: constants.GlueTask, logits: np.ndarray) -> list[str]:
-    """What the leaderboard expects in the prediction column: label names or 0..5 scores."""
-    predictions = metrics.predictions(task, logits)
-    if task.is_regression:
-        low, high = task.score_range or (-np.inf, np.inf)
-        return [f"{score:.3f}" for score in np.clip(predictions, low, high)]
-    return [task.labels[i] for i in predictions]
-
-
-@torch.inference_mode()
-def predict_logits(trained: finetuned.FineTuned, features: data.Features, batch_size: int):
-    """The model's outputs for every example, in the order of `features`.
-
-    Batches are formed from examples of similar length (less padding), then put back in order.
-    """
-    model, tokenizer = trained.model, trained.tokenizer
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model.to(device)
-    with_token_types = constants.feeds_token_types(trained.hparams["model_type"], tokenizer, model)
-    order = torch.argsort(features.lengths, stable=True)
-    loader = torch.utils.data.DataLoader(
-        torch.utils.data.Subset(data.GlueDataset(features), order.tolist()),
-        batch_size=batch_size,
-        collate_fn=data.Collator(tokenizer, with_token_types),
-    )
-    outputs = []
-    for batch in loader:
-        inputs = {k: v.to(device) for k, v in batch.items() if k not in ("labels", "split")}
-        outputs.append(model(**inputs).logits.float().cpu())
-    logits = torch.empty((len(order), model.config.num_labels))
-    logits[order] = torch.cat(outputs)
-    return logits.numpy()
-
-
-def write_predictions(
-    trained: finetuned.FineTuned,
-    data_dir: str | os.PathLike,
-    output_dir: str | os.PathLike,
-    batch_size: int,
-) -> list[pathlib.Path]:
-    """Write one submission file per test split of the checkpoint's task; return their paths."""
-    task, data_dir = trained.task, pathlib.Path(data_dir)
-    if not task.test:
-        raise constants.ConfigError(f"{custom_task.KEY}.test: the checkpoint's task names no file")
-    missing = [split.path for split in task.test.values() if not (data_dir / split.path).is_file()]
-    if missing and task.custom:
-        raise FileNotFoundError(f"{custom_task.KEY}.test: {missing[0]} not found in {data_dir}")
-    if missing:
-        folders = ",".join(sorted({path.split("/")[0] for path in missing}))
-        raise FileNotFoundError(
-            f"test file(s) {', '.join(missing)} not found in {data_dir}; get them with "
-            f"`python download_glue_data.py --data-dir {data_dir} --tasks {folders}` "
-            "or pass --data-dir"
-        )
-    output_dir = pathlib.Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    max_seq_length = trained.hparams["max_seq_length"]
-    for name, split in task.test.items():
-        examples = data.read_examples(task, split, data_dir)
-        features = data.featurize(examples, trained.tokenizer, max_seq_length)
-        predictions = prediction_strings(task, predict_logits(trained, features, batch_size))
-        path = output_dir / f"{name}.tsv"
-        rows = [f"{i}\t{p}" for i, p in zip(examples.index, predictions, strict=True)]
-        rows.insert(0, "index\tprediction")
-        path.write_text("\n".join(rows) + "\n", encoding="utf-8")
-        logger.info(f"wrote {len(predictions)} predictions to {path}")
-        written.append(path)
-    return written
-
-
-def zip_submission(output_dir: str | os.PathLike) -> pathlib.Path:
-    """Pack the submission files in output_dir into submission.zip, warning about missing ones."""
-    output_dir = pathlib.Path(output_dir)
-    present = [name for name in SUBMISSION_FILES if (output_dir / name).is_file()]
-    if not present:
-        raise FileNotFoundError(f"{output_dir}: none of the files {', '.join(SUBMISSION_FILES)}")
-    missing = sorted(set(SUBMISSION_FILES) - set(present))
-    if missing:
-        logger.warning(f"the leaderboard wants all 11 files; missing: {', '.join(missing)}")
-    archive = output_dir / "submission.zip"
-    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as z:
-        for name in present:
-            z.write(output_dir / name, arcname=name)
-    return archive
+from bert_glue.results import predictions
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,13 +44,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
-        trained = finetuned.load(args.checkpoint)
-        data_dir = args.data_dir or trained.data_config["data_dir"]
-        write_predictions(trained, data_dir, args.output_dir, args.batch_size)
+        predictions.predict(args.checkpoint, args.output_dir, args.data_dir, args.batch_size)
+        if args.zip:
+            logging.info(f"wrote {predictions.zip_submission(args.output_dir)}")
     except (constants.ConfigError, data.DataError, FileNotFoundError) as e:
         sys.exit(f"error: {e}")
-    if args.zip:
-        logger.info(f"wrote {zip_submission(args.output_dir)}")
     return 0
 
 

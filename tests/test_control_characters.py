@@ -18,9 +18,8 @@ import constants
 import data
 import export
 import model_def
-import predict
 from bert_glue.local import local_run
-from bert_glue.results import finetuned
+from bert_glue.results import finetuned, predictions
 
 COLA_ROWS = [
     "sks13\t0\t*\tThis girl in the red coat will put \x08a picture of Bill it on your desk "
@@ -71,7 +70,9 @@ def test_rows_with_control_bytes_train_predict_and_export(
     checkpoint = last_checkpoint(tmp_path / "xdg-data")
 
     trained = finetuned.load(checkpoint)
-    (written,) = predict.write_predictions(trained, glue_with_control_bytes, tmp_path / "out", 4)
+    (written,) = predictions.write_predictions(
+        trained, glue_with_control_bytes, tmp_path / "out", 4
+    )
     rows = written.read_text().splitlines()[1:]
     test_rows = len(TEST_ROWS[task_name])
     assert len(rows) == 12 + test_rows

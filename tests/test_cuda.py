@@ -22,7 +22,6 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, Bert
 
 import constants
 import data
-import export
 import model_def
 from bert_glue.local import local_run
 from bert_glue.results import finetuned
@@ -216,7 +215,7 @@ def test_checkpoint_resumes_and_loads_on_the_cpu(no_dropout_config, device, tmp_
     cpu_loss = metrics.loss(task, logits.numpy(), examples.labels)
     assert cpu_loss == pytest.approx(whole[-1]["validation_loss"], rel=1e-4)
 
-    export.export(last, tmp_path / "hf_model")
+    finetuned.export(last, tmp_path / "hf_model")
     exported = AutoModelForSequenceClassification.from_pretrained(tmp_path / "hf_model").eval()
     with torch.no_grad():
         torch.testing.assert_close(exported(**inputs).logits, logits)

@@ -38,9 +38,8 @@ from transformers import (
 import constants
 import export
 import model_def
-import predict
 from bert_glue.local import local_run
-from bert_glue.results import finetuned
+from bert_glue.results import finetuned, predictions
 from bert_glue.trial import custom_task, trial_config
 
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -203,7 +202,9 @@ def test_custom_task_trains_validates_and_predicts(case, custom_config, tmp_path
 
     trained = finetuned.load(last_checkpoint(tmp_path / "xdg-data"))
     assert trained.task.labels == LABELS.get(case, ())
-    (path,) = predict.write_predictions(trained, config["data"]["data_dir"], tmp_path / "out", 8)
+    (path,) = predictions.write_predictions(
+        trained, config["data"]["data_dir"], tmp_path / "out", 8
+    )
     table = read_tsv(path)
     assert path.name == "predictions.tsv" and table[0] == ["index", "prediction"]
     first = 1 if suffix == ".jsonl" else 2  # the line each row is on, after a header
@@ -347,7 +348,9 @@ def test_any_encoder_trains_predicts_and_exports(model, custom_config, tmp_path,
     assert all(("token_type_ids" in b) == MODELS[model][1] for b in batches)
 
     checkpoint = last_checkpoint(tmp_path / "xdg-data")
-    (path,) = predict.write_predictions(finetuned.load(checkpoint), tmp_path / "own", tmp_path, 4)
+    (path,) = predictions.write_predictions(
+        finetuned.load(checkpoint), tmp_path / "own", tmp_path, 4
+    )
     assert {row[1] for row in read_tsv(path)[1:]} <= set(NAMES[3])
     export.main([str(checkpoint), str(tmp_path / "hf")])
     exported = AutoModelForSequenceClassification.from_pretrained(tmp_path / "hf")

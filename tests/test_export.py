@@ -11,6 +11,7 @@ import constants
 import data
 import export
 import model_def
+import predict
 from bert_glue.local import local_run
 
 
@@ -56,3 +57,17 @@ def test_export_round_trip(task_name, local_config, glue_dir, tmp_path, monkeypa
         probabilities = exported[0].softmax(-1)
         assert result["label"] == names[probabilities.argmax()]
         assert result["score"] == pytest.approx(probabilities.max().item(), abs=1e-5)
+
+
+@pytest.mark.parametrize(
+    "main, flags", [(export.main, []), (predict.main, ["--output-dir"])], ids=["export", "predict"]
+)
+def test_a_folder_that_is_no_checkpoint_is_one_error_line(main, flags, tmp_path):
+    (tmp_path / "model").mkdir()
+    with pytest.raises(SystemExit) as stop:
+        main([str(tmp_path / "model"), *flags, str(tmp_path / "out")])
+    assert str(stop.value) == (
+        f"error: {tmp_path / 'model'}: not a checkpoint of this trial (expected load_data.json "
+        "and state_dict.pth); download a cluster checkpoint with `det checkpoint download UUID`"
+    )
+    assert not (tmp_path / "out").exists()

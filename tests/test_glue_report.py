@@ -14,14 +14,13 @@ from conftest import REPO, run_glue
 
 import constants
 import glue_report
-import predict
-from bert_glue.results import checkpointing, glue_results, glue_table
+from bert_glue.results import checkpointing, glue_results, glue_table, predictions, report
 
 
 def test_nothing_to_report_names_the_trials() -> None:
     failed = glue_table.TrialResult("RTE seed 1", "RTE", 1, "ERROR", None, None)
     with pytest.raises(ValueError, match=r"nothing to report\n  RTE seed 1: ERROR"):
-        glue_report.report([failed], pathlib.Path("out"), "x")
+        report.write([failed], pathlib.Path("out"), "x")
 
 
 def test_a_local_glue_run_of_every_task_gives_table_plot_and_submission(
@@ -44,17 +43,17 @@ def test_a_local_glue_run_of_every_task_gives_table_plot_and_submission(
     assert {r["task"] for r in rows} == {*constants.TASKS, "GLUE average"}
 
     with zipfile.ZipFile(out / "submission" / "submission.zip") as archive:
-        assert sorted(archive.namelist()) == sorted(predict.SUBMISSION_FILES)
+        assert sorted(archive.namelist()) == sorted(predictions.SUBMISSION_FILES)
         for name in archive.namelist():
-            task = constants.TASKS[predict.SUBMISSION_FILES[name]]
+            task = constants.TASKS[predictions.SUBMISSION_FILES[name]]
             lines = archive.read(name).decode().splitlines()
             assert lines[0] == "index\tprediction"
             assert [line.split("\t")[0] for line in lines[1:]] == [str(i) for i in range(12)]
-            predictions = [line.split("\t")[1] for line in lines[1:]]
+            predicted = [line.split("\t")[1] for line in lines[1:]]
             if task.is_regression:
-                assert all(0.0 <= float(p) <= 5.0 for p in predictions)
+                assert all(0.0 <= float(p) <= 5.0 for p in predicted)
             else:
-                assert set(predictions) <= set(task.labels)
+                assert set(predicted) <= set(task.labels)
 
 
 def test_a_local_grid_over_learning_rates_reports_the_better_one(

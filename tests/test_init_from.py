@@ -31,7 +31,6 @@ from test_resume import (
 from transformers import BertForSequenceClassification
 
 import constants
-import export
 import model_def
 from bert_glue.local import local_run
 from bert_glue.results import finetuned
@@ -67,7 +66,7 @@ def mnli_weights(mnli_checkpoint) -> dict[str, torch.Tensor]:
 def exported(mnli_checkpoint, tmp_path_factory) -> pathlib.Path:
     """The MNLI checkpoint as export.py writes it: a Hugging Face folder."""
     folder = tmp_path_factory.mktemp("exported") / "hf_model"
-    export.export(mnli_checkpoint, folder)
+    finetuned.export(mnli_checkpoint, folder)
     return folder
 
 

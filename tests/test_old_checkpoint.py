@@ -21,9 +21,8 @@ from transformers import AutoModelForSequenceClassification
 import constants
 import export
 import model_def
-import predict
 from bert_glue.local import local_run
-from bert_glue.results import finetuned
+from bert_glue.results import finetuned, predictions
 
 FIXTURE = pathlib.Path(__file__).parent / "fixtures" / "checkpoint_d1e5d16"
 OLD_FINAL_LOSS = 0.6881065964698792
@@ -70,7 +69,7 @@ def test_an_old_checkpoint_resumes_to_the_old_runs_end(old_checkpoints, glue_dir
 def test_an_old_checkpoint_predicts_and_exports(old_checkpoints, glue_dir, tmp_path):
     trained = finetuned.load(old_checkpoints["epoch2"])
     assert trained.task is constants.TASKS["RTE"]
-    (written,) = predict.write_predictions(trained, glue_dir, tmp_path / "out", 4)
+    (written,) = predictions.write_predictions(trained, glue_dir, tmp_path / "out", 4)
     rows = written.read_text().splitlines()
     assert rows[0] == "index\tprediction" and len(rows) == 1 + 12
     assert {row.split("\t")[1] for row in rows[1:]} <= set(constants.ENTAILMENT)

@@ -17,7 +17,7 @@ import data
 import model_def
 import predict
 from bert_glue.local import local_run
-from bert_glue.results import finetuned
+from bert_glue.results import finetuned, predictions
 
 
 def last_checkpoint(data_home: pathlib.Path) -> pathlib.Path:
@@ -44,7 +44,7 @@ def read_tsv(path: pathlib.Path) -> list[list[str]]:
 
 
 def test_submission_file_names_are_the_leaderboards():
-    assert sorted(predict.SUBMISSION_FILES) == sorted(
+    assert sorted(predictions.SUBMISSION_FILES) == sorted(
         f"{name}.tsv"
         for name in (
             *("CoLA", "SST-2", "MRPC", "STS-B", "QQP", "MNLI-m", "MNLI-mm"),
@@ -59,7 +59,7 @@ def test_every_task_writes_its_submission_files(task_name, train, glue_dir, tmp_
     trained = finetuned.load(train(task_name))
     assert trained.task is task
 
-    written = predict.write_predictions(trained, glue_dir, tmp_path / "out", batch_size=5)
+    written = predictions.write_predictions(trained, glue_dir, tmp_path / "out", batch_size=5)
 
     expected = {"MNLI": ["MNLI-m", "MNLI-mm", "AX"]}.get(task_name, [task_name])
     assert [p.name for p in written] == [f"{name}.tsv" for name in expected]
@@ -81,7 +81,7 @@ def test_predictions_are_the_trained_labels_in_file_order(train, glue_dir, tmp_p
     """A model that learned the cue words labels the test rows by them: names and order right."""
     task = constants.TASKS["RTE"]
     trained = finetuned.load(train("RTE", epochs=10))
-    (path,) = predict.write_predictions(trained, glue_dir, tmp_path, batch_size=4)
+    (path,) = predictions.write_predictions(trained, glue_dir, tmp_path, batch_size=4)
     examples = data.read_examples(task, task.test["RTE"], glue_dir)
     cue_label = {word: task.labels[i] for i, word in CUE.items() if i < task.num_labels}
     expected = [cue_label[text.split()[0]] for text in examples.text_a]
@@ -93,26 +93,27 @@ def test_predictions_are_the_trained_labels_in_file_order(train, glue_dir, tmp_p
 def test_prediction_strings_clip_scores_and_name_labels():
     sts_b, mnli = constants.TASKS["STS-B"], constants.TASKS["MNLI"]
     scores = np.array([[-0.7], [2.3456], [6.1]], dtype=np.float32)
-    assert predict.prediction_strings(sts_b, scores) == ["0.000", "2.346", "5.000"]
+    assert predictions.prediction_strings(sts_b, scores) == ["0.000", "2.346", "5.000"]
     logits = np.array([[0.1, 0.9, 0.0], [0.0, 0.1, 2.0], [3.0, 0.0, 0.0]])
-    assert predict.prediction_strings(mnli, logits) == ["entailment", "neutral", "contradiction"]
+    expected = ["entailment", "neutral", "contradiction"]
+    assert predictions.prediction_strings(mnli, logits) == expected
 
 
 def test_missing_test_file_says_how_to_get_it(tmp_path):
     trained = finetuned.FineTuned(constants.TASKS["MNLI"], {}, {}, model=None, tokenizer=None)
     with pytest.raises(FileNotFoundError, match="diagnostic/diagnostic.tsv.*--tasks MNLI,diagn"):
-        predict.write_predictions(trained, tmp_path, tmp_path / "out", batch_size=8)
+        predictions.write_predictions(trained, tmp_path, tmp_path / "out", batch_size=8)
 
 
 def test_zip_packs_every_submission_file_in_the_folder(tmp_path):
     for name in ("RTE.tsv", "AX.tsv", "notes.txt"):
         (tmp_path / name).write_text("index\tprediction\n0\tentailment\n")
-    archive = predict.zip_submission(tmp_path)
+    archive = predictions.zip_submission(tmp_path)
     with zipfile.ZipFile(archive) as z:
         assert sorted(z.namelist()) == ["AX.tsv", "RTE.tsv"]
         assert z.read("RTE.tsv") == (tmp_path / "RTE.tsv").read_bytes()
     with pytest.raises(FileNotFoundError, match="none of the files CoLA.tsv"):
-        predict.zip_submission(tmp_path / "empty")
+        predictions.zip_submission(tmp_path / "empty")
 
 
 def test_command_line_writes_and_zips(train, glue_dir, tmp_path):

@@ -1,1 +1,2 @@
-"""Checkpoints found, resumed and loaded back; a GLUE experiment's trials collected."""
+"""Checkpoints found, resumed and loaded back; their predictions; a GLUE experiment's trials
+collected and reported."""

@@ -81,6 +81,13 @@ def load(path: str | os.PathLike) -> FineTuned:
     return FineTuned(saved.task, saved.hparams, saved.data_config, model.eval(), tokenizer)
 
 
+def export(checkpoint_dir: str | os.PathLike, output_dir: str | os.PathLike) -> None:
+    """The checkpoint as a Hugging Face model folder: the model and its tokenizer."""
+    trained = load(checkpoint_dir)
+    trained.model.save_pretrained(output_dir)
+    trained.tokenizer.save_pretrained(output_dir)
+
+
 def task_of(data_config: dict, state: dict) -> constants.GlueTask:
     """The checkpoint's task; a custom one with the label names it was trained with, which need
     no training file (trial/callbacks.py's TaskLabels records them)."""

@@ -19,15 +19,16 @@ from __future__ import annotations
 import argparse
 import sys
 
-import constants
-from bert_glue.results import finetuned
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint", help="a checkpoint directory (see finetuned.py)")
     parser.add_argument("output_dir", help="the Hugging Face model folder to write")
     args = parser.parse_args(argv)
+    # Imported once the arguments parse: --help answers before torch loads.
+    import constants
+    from bert_glue.results import finetuned
+
     try:
         finetuned.export(args.checkpoint, args.output_dir)
     except (constants.ConfigError, FileNotFoundError) as e:

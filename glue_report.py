@@ -25,8 +25,6 @@ import logging
 import pathlib
 import sys
 
-from bert_glue.results import report
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
@@ -53,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    # Imported once the arguments parse: --help answers before torch loads.
+    from bert_glue.results import report
+
     try:
         results = report.load_results(args.sources)
         if args.best_checkpoint:

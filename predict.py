@@ -20,10 +20,6 @@ import argparse
 import logging
 import sys
 
-import constants
-import data
-from bert_glue.results import predictions
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -43,6 +39,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--zip", action="store_true", help="then zip output_dir's submission")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    # Imported once the arguments parse: --help answers before torch loads.
+    import constants
+    import data
+    from bert_glue.results import predictions
+
     try:
         predictions.predict(args.checkpoint, args.output_dir, args.data_dir, args.batch_size)
         if args.zip:

@@ -193,19 +193,6 @@ def test_the_relaunch_forwards_the_command_line_less_nproc():
     ]
 
 
-def test_help_answers_before_torch_loads():
-    probe = (
-        "import runpy, sys; sys.argv = ['model_def.py', '--help']\n"
-        "try:\n    runpy.run_path('model_def.py', run_name='__main__')\n"
-        "except SystemExit as e:\n    print('exit', e.code, 'torch' in sys.modules)\n"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=60
-    )
-    assert "usage: model_def.py" in done.stdout and "--nproc" in done.stdout
-    assert done.stdout.strip().endswith("exit 0 False")
-
-
 def test_third_party_noise_is_one_line(cli_run):
     stderr = cli_run["stderr"]
     assert "LOAD REPORT" not in stderr and "Loading weights" not in stderr

@@ -4,6 +4,8 @@ bert_glue/. Read as source, nothing imported."""
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 
 import pytest
 from conftest import REPO
@@ -31,3 +33,17 @@ def test_a_command_line_is_its_arguments_and_one_call(name: str):
 def test_the_trial_reads_as_the_recipe():
     lines = (REPO / "model_def.py").read_text(encoding="utf-8").splitlines()
     assert len(lines) <= MODEL_DEF_MAX_LINES, f"model_def.py has {len(lines)} lines"
+
+
+@pytest.mark.parametrize("name", sorted(CLIS | {"model_def.py", "download_glue_data.py"}))
+def test_help_answers_before_torch_loads(name: str):
+    probe = (
+        f"import runpy, sys; sys.argv = [{name!r}, '--help']\n"
+        f"try:\n    runpy.run_path({name!r}, run_name='__main__')\n"
+        "except SystemExit as e:\n    print('exit', e.code, 'torch' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert f"usage: {name}" in done.stdout, done.stderr[-2000:]
+    assert done.stdout.strip().endswith("exit 0 False")

@@ -13,11 +13,13 @@ import pathlib
 
 import pytest
 import yaml
+from conftest import run_glue
 from determined import pytorch
 from test_searcher_stop import FakeContext, FakeDistributed
 
 import model_def
 from bert_glue.determined_0_38 import boundary_stop
+from bert_glue.results import glue_results
 from bert_glue.trial import early_stopping
 
 NAN = math.nan
@@ -199,6 +201,29 @@ def test_a_plateau_stops_a_local_run_after_patience_validations(local_config, tm
         f"\n  stopped early: acc did not improve by more than 0 in 2 validations "
         f"(best {best:.4g} at batch 6)\n" in summary
     )
+
+
+def test_a_local_grid_reports_a_stopped_trial_at_its_best_validation(glue_config, tmp_path):
+    config = yaml.safe_load(glue_config.read_text())
+    config["hyperparameters"].update(learning_rate=0.0, early_stopping_patience=2)
+    config["hyperparameters"]["per_task"]["MRPC"] = {"num_train_epochs": 4}
+    glue_config.write_text(yaml.safe_dump(config, sort_keys=False))
+    results = tmp_path / "results"
+    assert (
+        run_glue(glue_config, results, "hyperparameters.task=[MRPC]", "hyperparameters.seed=[1]")
+        == 0
+    )
+    folder = results / "task=MRPC_seed=1"
+    progress = json.loads((folder / "progress.json").read_text())
+    result = json.loads((folder / "result.json").read_text())
+    assert len(result["validations"]) == 3  # of 4 epochs, each as good as the first
+    assert result["reported"] == 0  # the first of equals: the best, not the last
+    kept = pathlib.Path(result["checkpoint"])
+    first_epoch = progress["validations"][0][0]
+    assert json.loads((kept / "metadata.json").read_text())["steps_completed"] == first_epoch
+    assert progress["checkpoints"] == [kept.name]  # the second epoch's is deleted
+    (trial,) = glue_results.local_results(results)
+    assert trial.metrics == result["validations"][0] and trial.checkpoint_ref == str(kept)
 
 
 @pytest.mark.parametrize(

@@ -122,6 +122,25 @@ def test_checkpoint_is_the_one_saved_at_the_last_validation(results, tmp_path):
     assert not any(r.path.startswith("/checkpoints/") for r in master.requests)
 
 
+def test_a_trial_that_stopped_early_is_reported_at_its_best_validation(tmp_path, monkeypatch):
+    def scored(score: float) -> dict:
+        return {**mrpc(score, score), "glue_score": score}  # the fake master's searcher.metric
+
+    trial = FakeTrial(
+        21,
+        {"task": "MRPC", "seed": 1, "early_stopping_patience": 2},
+        "STATE_COMPLETED",
+        validations=[(6, scored(0.6)), (12, scored(0.8)), (18, scored(0.7)), (24, scored(0.75))],
+        # checkpoint_policy best: at each new best; none at the stop
+        checkpoints=[FakeCheckpoint("c21-6", 6), FakeCheckpoint("c21-12", 12)],
+    )
+    with stand_in(tmp_path, [trial]).serving() as url:
+        monkeypatch.setenv("DET_MASTER", url)
+        (result,) = glue_results.experiment_results(EXPERIMENT)
+    assert result.metrics == scored(0.8)
+    assert result.checkpoint_ref == "c21-12"
+
+
 def test_checkpoint_downloads_through_the_master_where_storage_is_not_mounted(
     tmp_path, monkeypatch
 ):

@@ -134,13 +134,6 @@ def test_metrics_file_and_its_plot(local_config, tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
-@pytest.mark.parametrize(("smaller_is_better", "best_batch"), [(False, 20), (True, 10)])
-def test_best_validation_follows_the_searcher(smaller_is_better, best_batch):
-    validations = [(10, {"acc": 0.5}), (20, {"acc": 0.7}), (30, {"acc": 0.7}), (40, {"x": 1})]
-    assert progress.best_validation(validations, "acc", smaller_is_better)[0] == best_batch
-    assert progress.best_validation(validations, "f1", smaller_is_better) is None
-
-
 def test_the_summary_reads_an_unset_smaller_is_better_as_determined_does():
     recorder = progress.RunRecorder(io.StringIO(), interactive=False)
     recorder.validations = [(6, {"validation_loss": 0.5}), (12, {"validation_loss": 0.7})]

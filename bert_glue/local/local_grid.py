@@ -22,7 +22,7 @@ import shutil
 
 from bert_glue.local import progress
 from bert_glue.results import checkpointing
-from bert_glue.trial import custom_task, trial_config
+from bert_glue.trial import custom_task, metrics, trial_config
 from constants import ConfigError
 
 RESULT, PROGRESS = "result.json", "progress.json"
@@ -99,6 +99,12 @@ def write_json(path: pathlib.Path, value) -> None:
     write_text(path, json.dumps(value, indent=1))
 
 
+def reported_metrics(result: dict) -> dict:
+    """A finished trial's metrics, as result.json records them; the last validation's in a
+    result.json written before `reported` was."""
+    return result["validations"][result.get("reported", -1)]
+
+
 class TrialFolder:
     """A trial's folder: what it has done so far, and its result once finished."""
 
@@ -141,20 +147,29 @@ class TrialFolder:
         write_json(self.progress_file, {**record, "checkpoints": checkpoints})
 
     def finish(self) -> dict:
-        """Write result.json from the progress, keeping the last checkpoint only."""
+        """Write result.json from the progress, keeping only the checkpoint of the validation
+        the trial is reported at (metrics.reported_validation), else the last."""
         done = self.progress()
-        *older, last = done["checkpoints"]
         storage = checkpointing.storage_dir()
-        for uuid in older:
-            shutil.rmtree(storage / uuid, ignore_errors=True)
-        write_json(self.progress_file, {**done, "checkpoints": [last]})
+        at = {checkpointing.batches_trained(storage / uuid): uuid for uuid in done["checkpoints"]}
+        validations = [tuple(v) for v in done["validations"]]
+        config = self.trial.config
+        reported = metrics.reported_validation(
+            validations, set(at), config["hyperparameters"], config["searcher"]
+        )
+        kept = at.get(reported[0]) or done["checkpoints"][-1]
+        for uuid in done["checkpoints"]:
+            if uuid != kept:
+                shutil.rmtree(storage / uuid, ignore_errors=True)
+        write_json(self.progress_file, {**done, "checkpoints": [kept]})
         task, seed = trial_label(self.trial)
         result = {
             "identity": self.trial.identity,
             "task": task,
             "seed": seed,
-            "validations": [metrics for _, metrics in done["validations"]],
-            "checkpoint": str(storage / last),
+            "validations": [values for _, values in validations],
+            "reported": validations.index(reported),
+            "checkpoint": str(storage / kept),
         }
         write_json(self.result_file, result)
         return result

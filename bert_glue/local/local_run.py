@@ -228,7 +228,8 @@ def run_grid(trial_class: type[pytorch.PyTorchTrial], config: dict, args) -> int
             result = run_grid_trial(trial_class, folder, label, not args.no_tensorboard)
         else:
             print(f"{label}: finished before, skipped", file=sys.stderr)
-        print(f"{label}: {metric} {result['validations'][-1][metric]:.4f}", file=sys.stderr)
+        value = local_grid.reported_metrics(result)[metric]
+        print(f"{label}: {metric} {value:.4f}", file=sys.stderr)
     print(
         f"results: {results_dir}; the table: python glue_report.py {results_dir}", file=sys.stderr
     )

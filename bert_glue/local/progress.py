@@ -183,17 +183,6 @@ def metric_names(validations: list[tuple[int, dict]]) -> list[str]:
     return sorted({name for _, m in validations for name in m} - {"batches", "epochs"})
 
 
-def best_validation(
-    validations: list[tuple[int, dict]], metric: str, smaller_is_better: bool
-) -> tuple[int, dict] | None:
-    """The validation the searcher would call best (the first of equals), or None."""
-    scored = [v for v in validations if not math.isnan(v[1].get(metric, math.nan))]
-    if not scored:
-        return None
-    pick = min if smaller_is_better else max
-    return pick(scored, key=lambda v: v[1][metric])
-
-
 def summary(
     recorder: RunRecorder,
     searcher: dict,
@@ -207,7 +196,7 @@ def summary(
     if recorder.validations:
         final_batch, final = recorder.validations[-1]
         metric, smaller = searcher["metric"], metrics.smaller_is_better(searcher)
-        best_batch, best = best_validation(recorder.validations, metric, smaller) or (
+        best_batch, best = metrics.best_validation(recorder.validations, metric, smaller) or (
             final_batch,
             final,
         )

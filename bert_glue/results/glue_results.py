@@ -20,6 +20,7 @@ import constants
 from bert_glue.local import local_grid
 from bert_glue.results import checkpointing
 from bert_glue.results.glue_table import COMPLETED, TrialResult
+from bert_glue.trial import metrics
 
 
 def trial_name(task: str, seed: int | None) -> str:
@@ -39,7 +40,7 @@ def local_results(folder: str | pathlib.Path) -> list[TrialResult]:
                 task=record["task"],
                 seed=record["seed"],
                 state=COMPLETED,
-                metrics=record["validations"][-1],
+                metrics=local_grid.reported_metrics(record),
                 checkpoint=lambda _, checkpoint=checkpoint: checkpoint,
                 checkpoint_ref=str(checkpoint),
                 model=data.get("model_name_or_path"),
@@ -63,10 +64,11 @@ def experiment_results(experiment_id: int) -> list[TrialResult]:
     password on the terminal if that token has expired); else as "determined" with an empty
     password. A new token is cached for the next call.
 
-    Each trial's `metrics` is its validation with the most steps completed (as the trial
-    reported it: PyTorchTrial adds `batches` and `epochs`); its `checkpoint` is the COMPLETED
-    checkpoint saved at that step count (PyTorchTrial validates and checkpoints at the end of
-    training, so every COMPLETED trial has one), None when there is none. checkpoint(folder)
+    Each trial's `metrics` is the validation metrics.reported_validation picks (as the trial
+    reported it: PyTorchTrial adds `batches` and `epochs`): its last, or with early stopping on
+    its best, among those with a COMPLETED checkpoint saved at their step count (PyTorchTrial
+    validates and checkpoints at the end of training, checkpoint_policy best at each new best);
+    its `checkpoint` is that checkpoint, None when there is none. checkpoint(folder)
     puts it into folder with Checkpoint.download: copied from shared_fs or directory storage
     when this machine sees that path, else through the master; a folder that already holds a
     metadata.json is taken as already downloaded.
@@ -82,8 +84,9 @@ def experiment_results(experiment_id: int) -> list[TrialResult]:
         start = start_label(
             data.get("init_from"), functools.partial(cluster_source_task, determined)
         )
+        searcher = (experiment.config or {}).get("searcher", {})
         return [
-            trial_result(experiment_id, trial, data.get("model_name_or_path"), start)
+            trial_result(experiment_id, trial, searcher, data.get("model_name_or_path"), start)
             for trial in experiment.list_trials()
         ]
 
@@ -126,7 +129,7 @@ def find_experiment(
 
 
 def trial_result(
-    experiment_id: int, trial: client.Trial, model: str | None, start: str = ""
+    experiment_id: int, trial: client.Trial, searcher: dict, model: str | None, start: str = ""
 ) -> TrialResult:
     hparams = trial.hparams
     if "task" not in hparams:
@@ -135,32 +138,28 @@ def trial_result(
             "experiment is not a GLUE grid (glue.yaml searches over task and seed)"
         )
     task, seed = hparams["task"], hparams.get("seed")
-    validations = list(trial.iter_metrics("validation"))
-    last = max(validations, key=lambda v: v.steps_completed, default=None)
-    checkpoint = None if last is None else checkpoint_at(trial, last.steps_completed)
+    validations = sorted(
+        (v.steps_completed, dict(v.metrics)) for v in trial.iter_metrics("validation")
+    )
+    checkpoints = {
+        c.metadata.get("steps_completed"): c
+        for c in trial.list_checkpoints()
+        if c.state == client.CheckpointState.COMPLETED
+    }
+    reported = metrics.reported_validation(validations, set(checkpoints), hparams, searcher)
+    checkpoint = reported and checkpoints.get(reported[0])
     return TrialResult(
         name=trial_name(task, seed),
         task=task,
         seed=seed,
         state=trial.state.name,
-        metrics=None if last is None else dict(last.metrics),
+        metrics=reported and reported[1],
         checkpoint=checkpoint and functools.partial(download, checkpoint),
         checkpoint_ref=checkpoint and checkpoint.uuid,
         model=model,
         settings=dict(hparams),
         start=start,
     )
-
-
-def checkpoint_at(trial: client.Trial, steps_completed: int) -> client.Checkpoint | None:
-    """The trial's COMPLETED checkpoint saved after `steps_completed` steps."""
-    for checkpoint in trial.list_checkpoints():
-        if (
-            checkpoint.state == client.CheckpointState.COMPLETED
-            and checkpoint.metadata.get("steps_completed") == steps_completed
-        ):
-            return checkpoint
-    return None
 
 
 def download(checkpoint: client.Checkpoint, folder: pathlib.Path) -> pathlib.Path:

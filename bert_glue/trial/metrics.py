@@ -121,6 +121,34 @@ def smaller_is_better(searcher: dict) -> bool:
     return searcher.get("smaller_is_better", True)
 
 
+Validation = tuple[int, dict]  # batches trained, and the metrics at that point
+
+
+def best_validation(
+    validations: list[Validation], metric: str, smaller_is_better: bool
+) -> Validation | None:
+    """The validation the searcher would call best (the first of equals), or None."""
+    scored = [v for v in validations if isfinite(v[1].get(metric, float("nan")))]
+    if not scored:
+        return None
+    pick = min if smaller_is_better else max
+    return pick(scored, key=lambda v: v[1][metric])
+
+
+def reported_validation(
+    validations: list[Validation], checkpointed: set[int], hparams: dict, searcher: dict
+) -> Validation | None:
+    """The validation a finished trial is reported at, among those whose checkpoint it kept
+    (`checkpointed`: their batch counts), if any: its last or, with early stopping on, its best,
+    as a trial that stopped early trained `patience` validations past its best."""
+    candidates = [v for v in validations if v[0] in checkpointed] or validations
+    if hparams.get("early_stopping_patience") is not None:
+        best = best_validation(candidates, searcher["metric"], smaller_is_better(searcher))
+        if best is not None:
+            return best
+    return candidates[-1] if candidates else None
+
+
 def check_searcher(task: GlueTask, searcher: dict) -> None:
     """searcher.metric must be one the trial reports, and smaller_is_better must suit it."""
     names = reported_metrics(task)

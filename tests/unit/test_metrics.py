@@ -153,3 +153,36 @@ def test_validation_metrics_that_are_not_numbers_are_refused():
     labels = np.linspace(0, 5, 20, dtype=np.float32)
     with pytest.raises(metrics.Diverged, match=r"^validation: validation_loss nan, pearson nan"):
         metrics.check_finite(metrics.compute_metrics(task, logits, labels))
+
+
+@pytest.mark.parametrize(("smaller_is_better", "best_batch"), [(False, 20), (True, 10)])
+def test_best_validation_follows_the_searcher(smaller_is_better, best_batch):
+    validations = [(10, {"acc": 0.5}), (20, {"acc": 0.7}), (30, {"acc": 0.7}), (40, {"x": 1})]
+    assert metrics.best_validation(validations, "acc", smaller_is_better)[0] == best_batch
+    assert metrics.best_validation(validations, "f1", smaller_is_better) is None
+
+
+VALIDATIONS = [(6, {"acc": 0.6}), (12, {"acc": 0.8}), (18, {"acc": 0.7}), (24, {"acc": 0.65})]
+SEARCHER = {"metric": "acc", "smaller_is_better": False}
+
+
+@pytest.mark.parametrize(
+    ("patience", "checkpointed", "batch"),
+    [
+        (None, {6, 12, 18, 24}, 24),  # the trial ran its course: its last
+        (2, {6, 12, 24}, 12),  # stopped early: its best, patience validations back
+        (2, {6, 24}, 24),  # its best has no checkpoint: the best of those with one
+        (2, set(), 12),  # none kept: the best all the same, with no checkpoint
+        (None, {6, 12}, 12),  # the last validation's checkpoint failed: the last with one
+    ],
+)
+def test_a_trial_is_reported_at_a_validation_whose_checkpoint_it_kept(
+    patience, checkpointed, batch
+):
+    hparams = {"early_stopping_patience": patience}
+    chosen = metrics.reported_validation(VALIDATIONS, checkpointed, hparams, SEARCHER)
+    assert chosen == next(v for v in VALIDATIONS if v[0] == batch)
+
+
+def test_a_trial_without_validations_is_reported_at_none():
+    assert metrics.reported_validation([], {6}, {"early_stopping_patience": 2}, SEARCHER) is None

@@ -205,8 +205,11 @@ def test_a_plateau_stops_a_local_run_after_patience_validations(local_config, tm
 
 def test_a_local_grid_reports_a_stopped_trial_at_its_best_validation(glue_config, tmp_path):
     config = yaml.safe_load(glue_config.read_text())
-    config["hyperparameters"].update(learning_rate=0.0, early_stopping_patience=2)
-    config["hyperparameters"]["per_task"]["MRPC"] = {"num_train_epochs": 4}
+    config["hyperparameters"]["learning_rate"] = 0.0
+    config["hyperparameters"]["per_task"]["MRPC"] = {
+        "num_train_epochs": 4,
+        "early_stopping_patience": 2,
+    }
     glue_config.write_text(yaml.safe_dump(config, sort_keys=False))
     results = tmp_path / "results"
     assert (

@@ -153,16 +153,15 @@ class TrialFolder:
         storage = checkpointing.storage_dir()
         at = {checkpointing.batches_trained(storage / uuid): uuid for uuid in done["checkpoints"]}
         validations = [tuple(v) for v in done["validations"]]
-        config = self.trial.config
-        reported = metrics.reported_validation(
-            validations, set(at), config["hyperparameters"], config["searcher"]
-        )
+        task, seed = trial_label(self.trial)
+        stops_early = trial_config.early_stopping(self.trial.config["hyperparameters"], task)
+        searcher = self.trial.config["searcher"]
+        reported = metrics.reported_validation(validations, set(at), stops_early, searcher)
         kept = at.get(reported[0]) or done["checkpoints"][-1]
         for uuid in done["checkpoints"]:
             if uuid != kept:
                 shutil.rmtree(storage / uuid, ignore_errors=True)
         write_json(self.progress_file, {**done, "checkpoints": [kept]})
-        task, seed = trial_label(self.trial)
         result = {
             "identity": self.trial.identity,
             "task": task,

@@ -20,7 +20,7 @@ import constants
 from bert_glue.local import local_grid
 from bert_glue.results import checkpointing
 from bert_glue.results.glue_table import COMPLETED, TrialResult
-from bert_glue.trial import metrics
+from bert_glue.trial import metrics, trial_config
 
 
 def trial_name(task: str, seed: int | None) -> str:
@@ -146,7 +146,8 @@ def trial_result(
         for c in trial.list_checkpoints()
         if c.state == client.CheckpointState.COMPLETED
     }
-    reported = metrics.reported_validation(validations, set(checkpoints), hparams, searcher)
+    stops_early = trial_config.early_stopping(hparams, task)
+    reported = metrics.reported_validation(validations, set(checkpoints), stops_early, searcher)
     checkpoint = reported and checkpoints.get(reported[0])
     return TrialResult(
         name=trial_name(task, seed),

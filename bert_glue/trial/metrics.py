@@ -136,13 +136,13 @@ def best_validation(
 
 
 def reported_validation(
-    validations: list[Validation], checkpointed: set[int], hparams: dict, searcher: dict
+    validations: list[Validation], checkpointed: set[int], early_stopping: bool, searcher: dict
 ) -> Validation | None:
     """The validation a finished trial is reported at, among those whose checkpoint it kept
     (`checkpointed`: their batch counts), if any: its last or, with early stopping on, its best,
     as a trial that stopped early trained `patience` validations past its best."""
     candidates = [v for v in validations if v[0] in checkpointed] or validations
-    if hparams.get("early_stopping_patience") is not None:
+    if early_stopping:
         best = best_validation(candidates, searcher["metric"], smaller_is_better(searcher))
         if best is not None:
             return best

@@ -245,6 +245,12 @@ def _resolved(choice, default):
     return default if choice == AUTO else choice
 
 
+def early_stopping(hparams: dict, task: str) -> bool:
+    """Whether the task's trial stops early: early_stopping_patience, per_task's if it sets one."""
+    values = {**hparams, **task_hyperparameters(hparams.get("per_task") or {}, task)}
+    return values.get("early_stopping_patience") is not None
+
+
 def task_hyperparameters(per_task: dict, task: str) -> dict:
     """hyperparameters.per_task's entry for the task (data.task's spelling in any case)."""
     unknown = sorted(str(name) for name in per_task if name not in TASKS)

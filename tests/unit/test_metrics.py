@@ -179,10 +179,10 @@ SEARCHER = {"metric": "acc", "smaller_is_better": False}
 def test_a_trial_is_reported_at_a_validation_whose_checkpoint_it_kept(
     patience, checkpointed, batch
 ):
-    hparams = {"early_stopping_patience": patience}
-    chosen = metrics.reported_validation(VALIDATIONS, checkpointed, hparams, SEARCHER)
+    stops_early = patience is not None
+    chosen = metrics.reported_validation(VALIDATIONS, checkpointed, stops_early, SEARCHER)
     assert chosen == next(v for v in VALIDATIONS if v[0] == batch)
 
 
 def test_a_trial_without_validations_is_reported_at_none():
-    assert metrics.reported_validation([], {6}, {"early_stopping_patience": 2}, SEARCHER) is None
+    assert metrics.reported_validation([], {6}, True, SEARCHER) is None

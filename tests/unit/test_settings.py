@@ -164,3 +164,20 @@ def test_glue_tasks_with_coded_labels_name_them_as_the_dataset_card_does():
     for task in constants.TASKS.values():  # one name per label, where the files use codes
         assert len(task.label_names) in (0, len(task.labels))
         assert not task.label_names or set(task.labels) == {"0", "1"}
+
+
+@pytest.mark.parametrize(
+    ("hparams", "stops_early"),
+    [
+        ({"early_stopping_patience": 2}, True),
+        ({"early_stopping_patience": None}, False),
+        ({"per_task": {"MRPC": {"early_stopping_patience": 2}}}, True),
+        ({"per_task": {"RTE": {"early_stopping_patience": 2}}}, False),
+        (
+            {"early_stopping_patience": 2, "per_task": {"MRPC": {"early_stopping_patience": None}}},
+            False,
+        ),
+    ],
+)
+def test_early_stopping_is_the_tasks_own_setting(hparams, stops_early):
+    assert trial_config.early_stopping(hparams, "mrpc") is stops_early  # data.task's any case

@@ -107,7 +107,10 @@ def zip_submission(output_dir: str | os.PathLike) -> pathlib.Path:
         raise FileNotFoundError(f"{output_dir}: none of the files {', '.join(SUBMISSION_FILES)}")
     missing = sorted(set(SUBMISSION_FILES) - set(present))
     if missing:
-        logger.warning(f"the leaderboard wants all 11 files; missing: {', '.join(missing)}")
+        logger.warning(
+            f"the leaderboard wants all {len(SUBMISSION_FILES)} files; "
+            f"missing: {', '.join(missing)}"
+        )
     archive = output_dir / "submission.zip"
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as z:
         for name in present:

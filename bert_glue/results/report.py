@@ -9,7 +9,7 @@ import tempfile
 import constants
 import data
 from bert_glue.local import local_grid
-from bert_glue.results import finetuned, glue_results, glue_table, predictions
+from bert_glue.results import glue_results, glue_table, predictions
 
 
 def submission_lines(reasons: dict[str, str]) -> list[str]:
@@ -46,9 +46,8 @@ def write_submission(
             if best.checkpoint is None:
                 raise FileNotFoundError(f"{best.name} saved no checkpoint")
             with tempfile.TemporaryDirectory() as download:
-                trained = finetuned.load(best.checkpoint(pathlib.Path(download)))
-                test_dir = data_dir or trained.data_config["data_dir"]
-                predictions.write_predictions(trained, test_dir, folder, batch_size)
+                checkpoint = best.checkpoint(pathlib.Path(download))
+                predictions.predict(checkpoint, folder, data_dir, batch_size)
         except (constants.ConfigError, data.DataError, FileNotFoundError) as e:
             reasons.update(dict.fromkeys(files, str(e)))
     if len(reasons) < len(predictions.SUBMISSION_FILES):

@@ -9,12 +9,15 @@ checked) with only their hard-coded paths moved under a folder of the test (repl
 are asserted), against tests/fake_master.py on loopback, the tiny model and synthetic MRPC.
 
 The stand-in image is a Python "installation" of its own (this interpreter's standard library,
-its own site-packages; not a venv, in which pip refuses --user): NVIDIA's pins
-(image/ngc-25.12.txt, with its labelled worst case) preinstalled and written to a constraint
-file that PIP_CONSTRAINT names, as in the image. Differences from the image, each unavoidable:
-  - Python is this machine's (3.11 here), the image has 3.12; the pins have wheels for both.
-  - torch is PyPI's CPU build, torch==2.13.0 (this machine's local wheel), for NVIDIA's
-    2.10.0a0+b4e4ee81d3, which is not on PyPI; no nvidia-* CUDA libraries.
+its own site-packages; not a venv, in which pip refuses --user) holding what the configs' image
+ships, as image/pytorch-2.7.1-cuda12.6.yaml gives it: Python 3.11 (this machine's), numpy and
+requests at the facts' versions. It has no pin file; each test also runs it with every package
+it ships pinned, as NVIDIA's images pin theirs, wired through PIP_CONSTRAINT, through a pip.conf
+(the installation's own, where the image has /etc/pip.conf), through both, or with an empty pin
+file. Differences from the image, each unavoidable:
+  - torch is PyPI's CPU build, torch==2.13.0 (this machine's local wheel), for the image's
+    2.7.1+cu126 with its nvidia-* CUDA libraries (5 GB); PyPI's torchvision 0.22.1 and triton
+    3.3.1 need that torch, so the stand-in has neither.
   - the master's wheel is PyPI's determined 0.38.1 (what a 0.38.1 master serves).
   - Determined's Python harness hard-codes /run/determined too: tests/container_start/
     sitecustomize.py compiles it with that path (and /tmp/tensorboard) moved, like the scripts.
@@ -43,23 +46,29 @@ import sys
 import sysconfig
 import tarfile
 
+import image_facts
 import pytest
 import yaml
 from conftest import REPO
 from determined.common import detignore
 from fake_master import TOKEN, FakeMaster
 from test_cluster import free_ports
-from test_image import image_facts
 
 pytestmark = pytest.mark.network
 
 SCRIPTS = REPO / "tests" / "determined_v0.38.1"
 SITECUSTOMIZE = REPO / "tests" / "container_start"
-IMAGE_PINS = REPO / "image" / "ngc-25.12.txt"
+CONFIG = yaml.safe_load((REPO / "const.yaml").read_text())
+FACTS = image_facts.for_image(CONFIG["environment"]["image"])
 STAND_IN_TORCH = "torch==2.13.0"  # this machine's local CPU wheel (README: Tests)
+STAND_IN_LEFT_OUT = ("torchvision", "triton")  # they need the image's torch 2.7.1
 DETERMINED_WHEEL = "determined==0.38.1"
 START_TIMEOUT_S = 900
 NEVER_CHANGED = ("torch", "numpy")
+# How the image's pins reach pip: as the chosen image ships (no pins), or with everything it ships
+# pinned as NVIDIA pins its images' packages: through PIP_CONSTRAINT, a pip.conf, both, or an
+# empty pin file.
+WIRINGS = ("none", "env", "pip.conf", "both", "empty")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,41 +120,62 @@ def checked(done: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
 @dataclasses.dataclass(frozen=True)
 class Image:
     prefix: Prefix
-    constraints: pathlib.Path  # its /etc/pip/constraint.txt
-    pins: dict[str, str]  # canonical name -> pinned version
+    constraints: pathlib.Path  # its /etc/pip/constraint.txt, absent where wiring is "none"
+    pins: dict[str, str]  # canonical name -> the version the image ships
+    wiring: str = "none"
 
     def env(self) -> dict[str, str]:
-        """The image's own environment: NVIDIA sets PIP_CONSTRAINT."""
-        return self.prefix.env(PIP_CONSTRAINT=str(self.constraints))
+        """The image's own environment: PIP_CONSTRAINT where the wiring sets it."""
+        wired = self.wiring in ("env", "both", "empty")
+        return self.prefix.env(**({"PIP_CONSTRAINT": str(self.constraints)} if wired else {}))
 
 
 def canonical(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def image(tmp_path_factory) -> Image:
-    """The stand-in for nvcr.io/nvidia/pytorch:25.12-py3, built once for the module."""
+    """The stand-in for the configs' image (FACTS), built once for the session."""
     root = tmp_path_factory.mktemp("image")
-    _, constraints = image_facts(IMAGE_PINS)
-    lines = [STAND_IN_TORCH if line.startswith("torch==") else line for line in constraints]
-    constraint_file = root / "etc" / "pip" / "constraint.txt"
-    constraint_file.parent.mkdir(parents=True)
-    constraint_file.write_text("".join(f"{line}\n" for line in lines))
+    installed = FACTS["installed"]
+    shipped = [f"{name}=={version}" for name, version in installed.items()]
+    shipped = [line for line in shipped if not line.startswith(STAND_IN_LEFT_OUT)]
     prefix = new_prefix(root / "usr")
     env = prefix.env()
     checked(prefix.run(["-m", "ensurepip"], env))
-    env["PIP_CONSTRAINT"] = str(constraint_file)
     checked(prefix.run(["-m", "pip", "install", "--quiet", "--upgrade", "pip"], env))
-    checked(prefix.run(["-m", "pip", "install", "--quiet", *lines], env, timeout=900))
-    pins = {canonical(line.split("==")[0]): line.split("==")[1] for line in lines}
-    return Image(prefix, constraint_file, pins)
+    install = ["-m", "pip", "install", "--quiet", STAND_IN_TORCH, *shipped]
+    checked(prefix.run(install, env, timeout=900))
+    freeze = checked(prefix.run(["-m", "pip", "freeze", "--all"], env)).stdout.split()
+    pins = {canonical(line.split("==")[0]): line.split("==")[1] for line in freeze}
+    assert {name: pins[name] for name in installed if name not in STAND_IN_LEFT_OUT} == {
+        name: version for name, version in installed.items() if name not in STAND_IN_LEFT_OUT
+    }
+    assert FACTS["pip_constraints"] == [], "the image pins packages: write them to its pin file"
+    return Image(prefix, root / "etc" / "pip" / "constraint.txt", pins)
+
+
+def wired(image: Image, wiring: str, path: pathlib.Path) -> Image:
+    """A container's copy of the image, its pins wired as named."""
+    layer = container_layer(image, path)
+    layer.constraints.parent.mkdir(parents=True, exist_ok=True)
+    lines = [] if wiring == "empty" else [f"{n}=={v}" for n, v in sorted(image.pins.items())]
+    if wiring != "none":
+        layer.constraints.write_text("".join(f"{line}\n" for line in lines))
+    if wiring in ("pip.conf", "both"):
+        # pip reads the installation's pip.conf as it reads /etc/pip.conf in the image.
+        (layer.prefix.path / "pip.conf").write_text(f"[global]\nconstraint = {layer.constraints}\n")
+    return dataclasses.replace(layer, wiring=wiring)
 
 
 def container_layer(image: Image, path: pathlib.Path) -> Image:
-    """A container's copy of the image: hard links, so pip's changes stay in the copy."""
-    shutil.copytree(image.prefix.path, path, symlinks=True, copy_function=os.link)
-    return dataclasses.replace(image, prefix=Prefix(path))
+    """A container's copy of the image: hard links, so pip's changes stay in the copy; its
+    etc/ beside it (the pin file's folder)."""
+    shutil.copytree(image.prefix.path, path / "usr", symlinks=True, copy_function=os.link)
+    return dataclasses.replace(
+        image, prefix=Prefix(path / "usr"), constraints=path / "etc" / "pip" / "constraint.txt"
+    )
 
 
 def never_changed(image: Image, layer: Image, env: dict[str, str]) -> None:
@@ -287,11 +317,11 @@ class Start:
 
 
 def start_container(
-    image: Image, root: pathlib.Path, wheel: pathlib.Path, config: dict, variables: dict[str, str]
+    layer: Image, root: pathlib.Path, wheel: pathlib.Path, config: dict, variables: dict[str, str]
 ) -> Start:
-    """One trial container from the image's start to the trial's end; variables: the config's
-    environment_variables (applied over the image's environment, as Docker does)."""
-    layer = container_layer(image, root / "usr")
+    """One trial container from the image's start to the trial's end, in a layer made under root
+    (wired()); variables: the config's environment_variables (applied over the image's
+    environment, as Docker does)."""
     entrypoint = lay_out_container(root, wheel)
     master = FakeMaster(smaller_is_better=True, metric="validation_loss", context_tgz=context_tgz())
     with master.serving() as url:
@@ -299,7 +329,7 @@ def start_container(
         env.update(
             FAKE_RUN_ROOT=str(root),
             PYTHONPATH=str(SITECUSTOMIZE),
-            IMAGE_PIP_CONSTRAINT=str(image.constraints),
+            IMAGE_PIP_CONSTRAINT=str(layer.constraints),
             NO_PROXY="127.0.0.1,localhost",
             HF_HUB_OFFLINE="1",
             XDG_CACHE_HOME=str(root / "cache"),
@@ -323,14 +353,10 @@ def test_the_copies_of_determineds_scripts_are_verbatim():
         assert git_blob_sha((SCRIPTS / name).read_bytes()) == sha, f"{name} was edited"
 
 
-def test_without_the_configs_variables_the_container_dies_before_the_hook(
-    image, master_wheel, local_config, tmp_path
-):
+def died_before_the_hook(start: Start) -> None:
     """The cluster's failure: under the image's pins the task setup cannot install the master's
     determined (requests < 2.32 against the image's 2.32.x); task-setup.sh is sourced before
     entrypoint.sh sets -e, so the container dies at prep_container, before startup-hook.sh."""
-    config = trial_config(local_config, tmp_path / "storage")
-    start = start_container(image, tmp_path, master_wheel, config, variables={})
     assert start.run.returncode != 0
     conflict = "Cannot install determined==0.38.1 because these package versions have conflicting"
     assert conflict in start.output
@@ -340,19 +366,39 @@ def test_without_the_configs_variables_the_container_dies_before_the_hook(
     assert start.master.requests == []
 
 
-def test_with_the_configs_variables_the_trial_starts_and_validates(
+def test_without_the_configs_variables_a_pinned_image_dies_before_the_hook(
     image, master_wheel, local_config, tmp_path
 ):
     config = trial_config(local_config, tmp_path / "storage")
-    variables = config_variables(yaml.safe_load((REPO / "const.yaml").read_text()))
-    assert variables == {"PIP_CONSTRAINT": ""}
-    start = start_container(image, tmp_path, master_wheel, config, variables)
+    layer = wired(image, "env", tmp_path)
+    died_before_the_hook(start_container(layer, tmp_path, master_wheel, config, variables={}))
+
+
+def test_an_empty_pip_constraint_leaves_a_pip_conf_pin_in_force(
+    image, master_wheel, local_config, tmp_path
+):
+    """pip drops an empty PIP_CONSTRAINT, so the pin file that a pip.conf names still applies."""
+    config = trial_config(local_config, tmp_path / "storage")
+    layer = wired(image, "pip.conf", tmp_path)
+    variables = {"PIP_CONSTRAINT": ""}
+    died_before_the_hook(start_container(layer, tmp_path, master_wheel, config, variables))
+
+
+@pytest.mark.parametrize("wiring", WIRINGS)
+def test_with_the_configs_variables_the_trial_starts_and_validates(
+    wiring, image, master_wheel, local_config, tmp_path
+):
+    config = trial_config(local_config, tmp_path / "storage")
+    variables = config_variables(CONFIG)
+    assert variables == {"PIP_CONSTRAINT": "/dev/null"}
+    layer = wired(image, wiring, tmp_path)
+    start = start_container(layer, tmp_path, master_wheel, config, variables)
     assert start.run.returncode == 0, start.output[-5000:]
     assert start.master.unknown == []
     assert [m["stepsCompleted"] for m in start.master.metrics("validation")] == [6]
     relaxed = set(re.findall(r"image_pins: relaxing the image's ([\w.-]+)==", start.output))
-    assert {"requests", "huggingface-hub", "tokenizers", "safetensors", "transformers"} <= relaxed
-    assert relaxed.isdisjoint(NEVER_CHANGED)
+    # The task setup put requests 2.31 in the user site: the image's pin on it must go.
+    assert relaxed == ({"requests"} if wiring in ("env", "pip.conf", "both") else set())
     user_site = list((tmp_path / "run" / "determined" / "pythonuserbase").glob("lib/*/site-*"))
     assert (user_site[0] / "determined").is_dir()  # the task setup's --user install
     assert (tmp_path / "run" / "determined" / "info" / "rendezvous.json").is_file()
@@ -380,13 +426,14 @@ def dockerfile_steps(dockerfile: str, root: pathlib.Path) -> list[str]:
     return commands
 
 
-def test_the_dockerfiles_install_works_under_the_images_pins(image, tmp_path):
-    """The Dockerfile's RUN steps in a copy of the image, under its PIP_CONSTRAINT; image_pins.py
-    reads the pins from $IMAGE_PIP_CONSTRAINT here (/etc/pip/constraint.txt in the build)."""
+@pytest.mark.parametrize("wiring", ["none", "both"])
+def test_the_dockerfiles_install_works_in_the_image(wiring, image, tmp_path):
+    """The Dockerfile's RUN steps in a copy of the image; image_pins.py reads the pins from
+    $IMAGE_PIP_CONSTRAINT here (/etc/pip/constraint.txt in the build)."""
     commands = dockerfile_steps((REPO / "Dockerfile").read_text(), tmp_path / "build")
     assert any("image_pins.py" in c for c in commands)
-    layer = container_layer(image, tmp_path / "usr")
-    env = {**layer.env(), "IMAGE_PIP_CONSTRAINT": str(image.constraints)}
+    layer = wired(image, wiring, tmp_path)
+    env = {**layer.env(), "IMAGE_PIP_CONSTRAINT": str(layer.constraints)}
     for command in commands:
         run = subprocess.run(
             ["bash", "-c", command], env=env, capture_output=True, text=True, timeout=900
@@ -397,6 +444,30 @@ def test_the_dockerfiles_install_works_under_the_images_pins(image, tmp_path):
     checked(layer.prefix.run([versions], env))
     checked(layer.prefix.run([versions, "--unmet", str(REPO / "requirements-image.txt")], env))
     never_changed(image, layer, env)
+
+
+def test_an_install_that_would_move_numpy_stops_and_changes_nothing(tmp_path):
+    """With no pin on numpy (an empty pin file), pip would upgrade an image's numpy 1.26.0 for
+    scipy 1.17.1; image_pins.py says so in one line instead, before anything is installed."""
+    prefix = new_prefix(tmp_path / "usr")
+    env = prefix.env()
+    checked(prefix.run(["-m", "ensurepip"], env))
+    checked(prefix.run(["-m", "pip", "install", "--quiet", "numpy==1.26.0"], env, timeout=300))
+    empty = tmp_path / "constraint.txt"
+    empty.write_text("")
+    command = ["-m", "bert_glue.container.image_pins", "--image-constraints", str(empty)]
+    env = {**env, "PYTHONPATH": str(REPO), "PIP_CONSTRAINT": str(empty)}
+    run = prefix.run([*command, "scipy==1.17.1"], env, timeout=300)
+    assert run.returncode == 1
+    (line,) = run.stderr.strip().splitlines()
+    assert re.fullmatch(
+        r"error: installing scipy==1\.17\.1 would change the image's numpy "
+        r"1\.26\.0 -> [\d.]+; nothing was installed: .*",
+        line,
+    ), run.stderr
+    listed = checked(prefix.run(["-m", "pip", "list", "--format=freeze"], env)).stdout.split()
+    assert "numpy==1.26.0" in listed
+    assert not any(line.startswith("scipy==") for line in listed)
 
 
 def test_the_uploaded_context_holds_the_hook_and_its_helper():

@@ -3,10 +3,10 @@
 What a trial container installs, in two pip runs as the cluster does them: the master's
 determined wheel (Determined's task setup, before the startup hook, under the PIP_CONSTRAINT the
 configs set), then requirements-image.txt with the installed determined (startup-hook.sh through
-image_pins.py, or the Dockerfile). pip resolves them for the image's Python and platform under
-the image's pins (image/ngc-*.txt, which stand in for /etc/pip/constraint.txt), reading the
-packages' metadata from PyPI. Which pins image_pins.py relaxes depends on what is installed, which
-a dry run for another platform cannot show: tests/test_container_start.py installs.
+image_pins.py, or the Dockerfile). pip resolves them for the image's Python and platform beside
+what the image ships (image/*.yaml), reading the packages' metadata from PyPI. Which pins
+image_pins.py relaxes depends on what is installed, which a dry run for another platform cannot
+show: tests/test_container_start.py installs.
 
 These tests need PyPI (CI reaches it). Without it they fail and say so; offline, deselect them
 with -m "not network".
@@ -23,6 +23,7 @@ import sys
 import urllib.error
 import urllib.request
 
+import image_facts
 import pytest
 import yaml
 from conftest import REPO
@@ -33,8 +34,10 @@ from bert_glue.container import image_pins
 pytestmark = pytest.mark.network
 
 HOOK_REQUIREMENTS = REPO / "requirements-image.txt"
-CHOSEN_IMAGE = REPO / "image" / "ngc-25.12.txt"
-DETERMINED_DEFAULT_IMAGE = REPO / "image" / "ngc-24.03.txt"  # under determinedai/pytorch-ngc:0.38.1
+CONFIG = yaml.safe_load((REPO / "const.yaml").read_text())
+CHOSEN_IMAGE = image_facts.for_image(CONFIG["environment"]["image"])
+DETERMINED_DEFAULT_IMAGE = image_facts.for_image("determinedai/pytorch-ngc:0.38.1")
+HOOK_IMAGES = [f for f in image_facts.all_images() if f.image != DETERMINED_DEFAULT_IMAGE.image]
 # Ubuntu 22.04 and 24.04 have glibc 2.35 and 2.39: wheels for any manylinux up to 2.35 run on both.
 PLATFORMS = ["manylinux2014_x86_64"] + [f"manylinux_2_{minor}_x86_64" for minor in range(17, 36)]
 
@@ -47,13 +50,10 @@ def pypi() -> None:
         pytest.fail(f"PyPI is unreachable ({e}): tests/test_image.py resolves against it")
 
 
-def image_facts(path: pathlib.Path) -> tuple[str, list[str]]:
-    """The image's Python version and its pip constraints, from an image/ngc-*.txt file."""
-    lines = [line.strip() for line in path.read_text().splitlines()]
-    lines = [line for line in lines if line and not line.startswith("#")]
-    python = [line for line in lines if line.startswith("python==")]
-    assert len(python) == 1, f"{path}: needs exactly one python==X.Y line"
-    return python[0].removeprefix("python=="), [line for line in lines if line != python[0]]
+def shipped(facts: image_facts.ImageFacts) -> list[str]:
+    """What the image ships, as a pin file that listed all of it would pin it."""
+    versions = {"torch": facts["torch"], **facts["installed"]}
+    return [f"{name}=={version}" for name, version in versions.items()] + facts["pip_constraints"]
 
 
 def task_setup_requirements() -> list[str]:
@@ -90,56 +90,50 @@ def installed(report: dict) -> dict[str, str]:
     return {i["metadata"]["name"].lower(): i["metadata"]["version"] for i in report["install"]}
 
 
-def never_relaxed(constraints: list[str]) -> list[str]:
-    """The image's pins that image_pins.py keeps whatever conflicts: torch, numpy, nvidia-*."""
-    return [line for line in constraints if image_pins.is_protected(re.split("[=<>!~ ]", line)[0])]
-
-
-def test_the_task_setups_install_fails_under_all_the_images_pins(tmp_path):
-    """The master's determined needs requests < 2.32; the image pins 2.32.x."""
-    python, constraints = image_facts(CHOSEN_IMAGE)
-    code, output, _ = resolve(python, constraints, task_setup_requirements(), tmp_path)
+def test_the_task_setups_install_fails_where_the_image_pins_what_it_ships(tmp_path):
+    """The master's determined needs requests < 2.32; the image ships 2.32.x. Pinned, as NVIDIA
+    pins its images' packages, the install fails: the configs set PIP_CONSTRAINT=/dev/null."""
+    constraints = shipped(CHOSEN_IMAGE)
+    code, output, _ = resolve(
+        CHOSEN_IMAGE["python"], constraints, task_setup_requirements(), tmp_path
+    )
     assert code != 0
     assert "ResolutionImpossible" in output, output[-3000:]
 
 
 def test_the_configs_pip_constraint_lets_the_task_setup_install_determined(tmp_path):
-    config = yaml.safe_load((REPO / "const.yaml").read_text())
-    assert "PIP_CONSTRAINT=" in config["environment"]["environment_variables"]  # empty: no pins
-    python, _ = image_facts(CHOSEN_IMAGE)
+    assert "PIP_CONSTRAINT=/dev/null" in CONFIG["environment"]["environment_variables"]
+    python = CHOSEN_IMAGE["python"]
     code, output, report = resolve(python, [], task_setup_requirements(), tmp_path)
     assert code == 0, output[-3000:]
     assert installed(report)["determined"] == "0.38.1"
 
 
-def test_the_hook_cannot_install_under_all_the_images_pins(tmp_path):
-    # transformers 5.24 needs tokenizers >= 0.23.1 and huggingface-hub >= 1.31, the image's worst
-    # case pins older ones: image_pins.py relaxes them.
-    python, constraints = image_facts(CHOSEN_IMAGE)
-    code, output, _ = resolve(python, constraints, ["-r", str(HOOK_REQUIREMENTS)], tmp_path)
-    assert code != 0
-    assert "ResolutionImpossible" in output, output[-3000:]
-
-
-def test_the_hook_installs_under_the_pins_it_never_relaxes(tmp_path):
-    python, constraints = image_facts(CHOSEN_IMAGE)
-    kept = never_relaxed(constraints)
-    assert {line.split("==")[0] for line in kept} == {"torch", "numpy"}
-    code, output, report = resolve(python, kept, hook_requirements(), tmp_path)
+@pytest.mark.parametrize("facts", HOOK_IMAGES, ids=lambda facts: facts.path.stem)
+def test_the_hook_installs_beside_what_the_image_ships(facts, tmp_path):
+    """Under the versions image_pins.py never changes: the image's torch, numpy, triton,
+    torchvision (and the pins of its pin file, if it has one)."""
+    kept = [
+        line for line in shipped(facts) if image_pins.is_protected(re.split("[=<>!~ ]", line)[0])
+    ]
+    code, output, report = resolve(facts["python"], kept, hook_requirements(), tmp_path)
     assert code == 0, output[-3000:]
     versions = installed(report)
     for package, spec in pins(HOOK_REQUIREMENTS.read_text()).items():
         if spec.startswith("=="):
             assert versions[package] == spec[2:], package
     assert versions["determined"] == "0.38.1"
-    assert "torch" not in versions  # nothing may replace NVIDIA's torch build with PyPI's
-    assert f"numpy=={versions['numpy']}" in kept  # --ignore-installed lists numpy: the image's
+    assert "torch" not in versions  # nothing may replace the image's torch build with PyPI's
+    if "numpy" in facts["installed"]:  # --ignore-installed lists numpy: the image's
+        assert versions["numpy"] == facts["installed"]["numpy"]
 
 
 def test_the_hook_cannot_install_in_determineds_default_image(tmp_path):
-    python, constraints = image_facts(DETERMINED_DEFAULT_IMAGE)
+    python = DETERMINED_DEFAULT_IMAGE["python"]
     assert python == "3.10"
-    code, output, _ = resolve(python, constraints, hook_requirements(), tmp_path)
+    code, output, _ = resolve(
+        python, shipped(DETERMINED_DEFAULT_IMAGE), hook_requirements(), tmp_path
+    )
     assert code != 0
     assert "require a different python version" in output, output[-3000:]
     assert "No matching distribution found for transformers==5.24.0" in output

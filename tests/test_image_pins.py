@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.metadata
+import json
+import pathlib
+import subprocess
+
+import pytest
+
 from bert_glue.container import image_pins
 
 PINS = {
@@ -45,5 +52,44 @@ def test_a_pin_conflicts_where_another_version_is_installed_already():
 def test_torch_numpy_and_cuda_libraries_are_never_relaxed():
     planned = {"torch": "2.13.0", "numpy": "2.4.6", "nvidia-cublas": "13.2.0"}
     assert image_pins.conflicting(PINS, planned, installed={"numpy": "1.26.4"}) == {}
-    assert image_pins.is_protected("nvidia_nccl_cu13")
-    assert not image_pins.is_protected("torchvision")
+    for name in ("nvidia_nccl_cu13", "torchvision", "triton", "NumPy"):
+        assert image_pins.is_protected(name), name
+    assert not image_pins.is_protected("torchaudio")
+
+
+def test_a_planned_change_of_a_protected_package_is_named_with_both_versions():
+    protected = {"numpy": "1.26.0", "torch": "2.7.1+cu126", "triton": "3.3.1"}
+    planned = {"numpy": "2.4.6", "scipy": "1.17.1", "triton": "3.3.1"}
+    assert image_pins.moved_protected(planned, protected) == {"numpy": "1.26.0 -> 2.4.6"}
+    assert image_pins.moved_protected({"torchvision": "0.22.1"}, protected) == {}  # not installed
+
+
+def test_the_installed_protected_versions_are_read_from_the_distributions():
+    found = image_pins.installed_protected()
+    assert found["torch"] == importlib.metadata.version("torch")
+    assert found["numpy"] == importlib.metadata.version("numpy")
+    assert all(image_pins.is_protected(name) for name in found)
+
+
+def test_an_install_that_would_move_a_protected_package_exits_before_installing(
+    monkeypatch, tmp_path
+):
+    calls = []
+
+    def pip(args, constraints):
+        calls.append(args)
+        report = pathlib.Path(args[args.index("--report") + 1])
+        installs = [{"metadata": {"name": "numpy", "version": "9.9.9"}}]
+        report.write_text(json.dumps({"install": installs}))
+        return subprocess.CompletedProcess(args, 0)
+
+    monkeypatch.setattr(image_pins, "pip", pip)
+    empty = tmp_path / "constraint.txt"
+    empty.write_text("")
+    with pytest.raises(SystemExit) as exit:
+        image_pins.install(["scipy==1.17.1"], empty)
+    numpy = importlib.metadata.version("numpy")
+    assert str(exit.value.code).startswith(
+        f"error: installing scipy==1.17.1 would change the image's numpy {numpy} -> 9.9.9; "
+    )
+    assert len(calls) == 1 and "--dry-run" in calls[0]  # the install itself never ran

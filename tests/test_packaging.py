@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import re
 
+import image_facts
 import pathspec
 import pytest
 import yaml
 from conftest import REPO
+
+from bert_glue.container import versions
 
 IMAGE_REQUIREMENTS = REPO / "requirements-image.txt"
 CONFIGS = sorted(REPO.glob("*.yaml"))
@@ -49,8 +52,9 @@ def test_dockerfile_installs_the_image_requirements_and_the_masters_determined()
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_configs_lift_the_images_pip_pins_for_the_task_setup(path):
     # Determined's task setup installs the master's determined (requests < 2.32) before the hook.
+    # An empty value would leave a pip.conf's pin file in force (tests/test_container_start.py).
     variables = yaml.safe_load(path.read_text())["environment"]["environment_variables"]
-    assert "PIP_CONSTRAINT=" in variables
+    assert "PIP_CONSTRAINT=/dev/null" in variables
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
@@ -58,10 +62,27 @@ def test_configs_run_in_the_dockerfiles_base_image(path):
     assert yaml.safe_load(path.read_text())["environment"]["image"] == dockerfile_base()
 
 
-def test_the_base_image_has_its_package_list():
-    tag = dockerfile_base().removeprefix("nvcr.io/nvidia/pytorch:").removesuffix("-py3")
-    facts = (REPO / "image" / f"ngc-{tag}.txt").read_text()
-    assert dockerfile_base() in facts and "python==3." in facts
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_each_configs_image_runs_the_trial_from_v100_to_h200(path):
+    """The facts kept for the image (image/*.yaml): code for Volta (7.0) and Hopper (9.0), a
+    driver branch clusters have, Python >= 3.11 and a torch transformers 5 accepts."""
+    facts = image_facts.for_image(yaml.safe_load(path.read_text())["environment"]["image"])
+    assert {"sm_70", "sm_75", "sm_80", "sm_90"} <= set(facts["gpu_architectures"])
+    assert facts["driver_minimum"] <= 535  # NVIDIA's R535 datacenter branch and newer
+    assert tuple(map(int, facts["python"].split("."))) >= (3, 11)
+    assert versions.at_least(facts["torch"], versions.MIN_TORCH)
+    for name in ("python", "torch", "gpu_architectures", "driver_minimum"):
+        assert facts.facts[name].source and not facts.facts[name].assumed, name
+
+
+def test_every_image_fact_names_its_source_or_why_it_is_assumed():
+    images = image_facts.all_images()
+    assert {facts.image for facts in images} >= {
+        dockerfile_base(),
+        "nvcr.io/nvidia/pytorch:25.12-py3",
+    }
+    blackwell = [facts.image for facts in images if "sm_100" in facts["gpu_architectures"]]
+    assert blackwell == ["nvcr.io/nvidia/pytorch:25.12-py3"]  # docs/cluster.md's other image
 
 
 def test_detignore_keeps_tests_caches_and_environments_out():

@@ -1,16 +1,22 @@
-"""Install requirements under the image's pip pins, relaxed only where they conflict.
+"""Install requirements in the image without moving what the image's GPU stack is built from.
 
-Since 25.03 NVIDIA's PyTorch images pin every preinstalled package in /etc/pip/constraint.txt
-and set PIP_CONSTRAINT to it. What the trial needs collides with some of those pins (the master's
-determined wheel needs requests < 2.32; transformers 5.24 needs a newer huggingface-hub, tokenizers
-and safetensors), so pip cannot install it under all of them. This script keeps every pin except
-those that conflict: a pinned package that pip would have to change, or that is already at another
-version (the task setup installed the master's determined and its requests with --user). torch,
-the nvidia-* CUDA libraries and numpy are never relaxed: where they conflict, pip fails.
+Whatever the image ships of torch, torchvision, triton, numpy and the nvidia-* CUDA libraries stays
+at its installed version: those versions are read from the installed distributions, never from a
+pin file, and an install that would change one stops before pip changes anything, with one line
+naming the package and both versions.
+
+Some images also pin every preinstalled package for pip (NVIDIA's PyTorch images since 25.03:
+/etc/pip/constraint.txt, wired through PIP_CONSTRAINT, a pip.conf or both). What the trial needs
+collides with some of those pins (the master's determined wheel needs requests < 2.32;
+transformers 5.24 needs a newer huggingface-hub and tokenizers), so every pin is kept except those
+that conflict: a pinned package that pip would have to change, or that is installed at another
+version already (the task setup installed the master's determined and its requests with --user).
+Each relaxed pin is printed on one line. pip runs with PIP_CONSTRAINT naming the file it must
+apply, which overrides a pip.conf's constraint as well: an empty PIP_CONSTRAINT would not.
 
     python3 -m bert_glue.container.image_pins -r requirements-image.txt --keep determined [req ...]
 
-startup-hook.sh and the Dockerfile run it; each relaxed pin is printed on one line.
+startup-hook.sh and the Dockerfile run it.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import sys
 import tempfile
 
 DEFAULT_IMAGE_CONSTRAINTS = "/etc/pip/constraint.txt"
-PROTECTED = re.compile(r"torch|numpy|nvidia-.*")
+PROTECTED = re.compile(r"torch|torchvision|triton|numpy|nvidia-.*")
 
 
 def canonical(name: str) -> str:
@@ -61,11 +67,30 @@ def installed_version(name: str) -> str | None:
         return None
 
 
+def installed_protected() -> dict[str, str]:
+    """The protected distributions installed here: canonical name -> installed version."""
+    found = {}
+    for dist in importlib.metadata.distributions():
+        name = canonical(dist.metadata["Name"] or "")
+        if is_protected(name):
+            found.setdefault(name, dist.version)  # the first on sys.path is the one imported
+    return found
+
+
+def moved_protected(planned: dict[str, str], protected: dict[str, str]) -> dict[str, str]:
+    """What the planned install would change of the protected packages: name -> "old -> new"."""
+    return {
+        name: f"{protected[name]} -> {version}"
+        for name, version in planned.items()
+        if name in protected and protected[name] != version
+    }
+
+
 def conflicting(
     pins: dict[str, str], planned: dict[str, str], installed: dict[str, str | None]
 ) -> dict[str, str]:
     """The pins to relax, each with why: the version pip plans for it, or the one installed,
-    differs from the pin. Protected pins are never in it."""
+    differs from the pin. Protected pins are never in it: the installed versions replace them."""
     relax = {}
     for name, line in pins.items():
         version = pinned_version(line)
@@ -85,7 +110,7 @@ def write_constraints(lines: list[str], folder: pathlib.Path, name: str) -> path
 
 
 def pip(args: list[str], constraints: pathlib.Path) -> subprocess.CompletedProcess:
-    """pip install under exactly these constraints (PIP_CONSTRAINT, as NVIDIA sets it)."""
+    """pip install under exactly these constraints, whatever the image's pip settings say."""
     env = {**os.environ, "PIP_CONSTRAINT": str(constraints)}
     command = [sys.executable, "-m", "pip", "install", "--quiet", *args]
     return subprocess.run(command, env=env, check=False)
@@ -97,22 +122,29 @@ def planned_installs(requirements: list[str], constraints: pathlib.Path) -> dict
         report = pathlib.Path(tmp, "report.json")
         done = pip(["--dry-run", "--report", str(report), *requirements], constraints)
         if done.returncode != 0:
-            sys.exit(f"error: pip cannot install {' '.join(requirements)} under {constraints}")
+            sys.exit(f"error: pip cannot install {' '.join(requirements)} in this image")
         installs = json.loads(report.read_text())["install"]
     return {canonical(i["metadata"]["name"]): i["metadata"]["version"] for i in installs}
 
 
 def install(requirements: list[str], image_constraints: pathlib.Path) -> int:
     pins = read_pins(image_constraints) if image_constraints.is_file() else {}
+    protected = installed_protected()
     with tempfile.TemporaryDirectory() as tmp:
         folder = pathlib.Path(tmp)
-        protected = [line for name, line in pins.items() if is_protected(name)]
-        planned = planned_installs(requirements, write_constraints(protected, folder, "p.txt"))
-        installed = {name: installed_version(name) for name in pins}
-        relax = conflicting(pins, planned, installed)
+        planned = planned_installs(requirements, write_constraints([], folder, "none.txt"))
+        moved = moved_protected(planned, protected)
+        if moved:
+            changes = ", ".join(f"{name} {change}" for name, change in sorted(moved.items()))
+            sys.exit(
+                f"error: installing {' '.join(requirements)} would change the image's {changes}; "
+                "nothing was installed: use an image whose versions the requirements accept"
+            )
+        relax = conflicting(pins, planned, {name: installed_version(name) for name in pins})
         for name, why in sorted(relax.items()):
             print(f"image_pins: relaxing the image's {pins[name]}: {why}")
-        kept = [line for name, line in pins.items() if name not in relax]
+        kept = [line for name, line in pins.items() if name not in relax and not is_protected(name)]
+        kept += [f"{name}=={version}" for name, version in sorted(protected.items())]
         return pip(requirements, write_constraints(kept, folder, "relaxed.txt")).returncode
 
 

@@ -62,6 +62,10 @@ class BertPyTorch(pytorch.PyTorchTrial):
         searcher = context.get_experiment_config()["searcher"]
         slots = context.distributed.get_size()
         self.max_length = fit_config.checked_length(hp, searcher, self.task, slots)
+        # The task's batch: per_task may set it, which the context's batch sizes (derived from
+        # the top-level global_batch_size) do not know.
+        self.global_batch_size = hp["global_batch_size"]
+        self.per_slot_batch_size = self.global_batch_size // slots
         self.seed = self._seed(hp["seed"])
         # Downloads (the model, the data) and feature caches: once per node. The data is read
         # before the model's weights load, so that a data mistake ends the run at once.
@@ -129,7 +133,7 @@ class BertPyTorch(pytorch.PyTorchTrial):
     @property
     def total_steps(self) -> int:
         """Optimizer steps in all, as Determined counts them: batches per slot, sharded."""
-        per_slot_batches = -(-len(self.train_set) // self.context.get_per_slot_batch_size())
+        per_slot_batches = -(-len(self.train_set) // self.per_slot_batch_size)
         return self.max_length.value * -(-per_slot_batches // self.context.distributed.get_size())
 
     def _training_at(self, batch_idx: int) -> str:
@@ -161,7 +165,7 @@ class BertPyTorch(pytorch.PyTorchTrial):
             return self.context.get_experiment_config()["reproducibility"]["experiment_seed"]
 
     def build_training_data_loader(self) -> pytorch.DataLoader:
-        batch_size = self.context.get_per_slot_batch_size()
+        batch_size = self.per_slot_batch_size
         if self.levers.group_by_length:
             sampler = data.LengthGroupedBatchSampler(
                 self.train_set.lengths, batch_size, seed=self.seed
@@ -175,7 +179,7 @@ class BertPyTorch(pytorch.PyTorchTrial):
         )
 
     def build_validation_data_loader(self) -> pytorch.DataLoader:
-        return self._loader(self.dev_set, batch_size=self.context.get_per_slot_batch_size())
+        return self._loader(self.dev_set, batch_size=self.per_slot_batch_size)
 
     def _loader(self, dataset: torch.utils.data.Dataset, **kwargs) -> pytorch.DataLoader:
         cuda = self.context.device.type == "cuda"
@@ -221,7 +225,7 @@ def run_on_cluster(info: det.ClusterInfo) -> None:
     with pytorch.init(hparams=info.trial.hparams) as context:
         trial = BertPyTorch(context)
         periods = fit_config.fit_options(
-            context.get_experiment_config(), context.get_global_batch_size(), local=False
+            context.get_experiment_config(), trial.global_batch_size, local=False
         )
         reported_as_is = workarounds.reducer_errors_as_raised(metrics.Diverged)
         with workarounds.loadable_rng_state(), reported_as_is:

@@ -228,21 +228,23 @@ def run_on_cluster(info: det.ClusterInfo) -> None:
             context.get_experiment_config(), trial.global_batch_size, local=False
         )
         reported_as_is = workarounds.reducer_errors_as_raised(metrics.Diverged)
-        with workarounds.loadable_rng_state(), reported_as_is:
-            pytorch.Trainer(trial, context).fit(
-                max_length=trial.max_length, latest_checkpoint=info.latest_checkpoint, **periods
-            )
+        try:
+            with workarounds.loadable_rng_state(), reported_as_is:
+                pytorch.Trainer(trial, context).fit(
+                    max_length=trial.max_length, latest_checkpoint=info.latest_checkpoint, **periods
+                )
+        except metrics.Diverged as e:  # one line: a traceback would say nothing more
+            logger.error(f"error: {e}")
+            # A restart would diverge again. Leaving pytorch.init() with InvalidHP reports an
+            # early exit to the master and exits 0, which ends the trial without a restart.
+            raise det.InvalidHP(str(e)) from e
 
 
 def main(argv: list[str] | None = None) -> int:
     info = det.get_cluster_info()
     if info is not None and info.task_type == "TRIAL":
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-        try:
-            run_on_cluster(info)
-        except metrics.Diverged as e:  # one line: a traceback would say nothing more
-            logger.error(f"error: {e}")
-            return 1
+        run_on_cluster(info)
         return 0
     return local_run.main(argv, BertPyTorch, script=__file__)
 

@@ -62,8 +62,7 @@ class BertPyTorch(pytorch.PyTorchTrial):
         searcher = context.get_experiment_config()["searcher"]
         slots = context.distributed.get_size()
         self.max_length = fit_config.checked_length(hp, searcher, self.task, slots)
-        # The task's batch: per_task may set it, which the context's batch sizes (derived from
-        # the top-level global_batch_size) do not know.
+        # The task's batch (per_task's, if set), not the context's from the top-level value.
         self.global_batch_size = hp["global_batch_size"]
         self.per_slot_batch_size = self.global_batch_size // slots
         self.seed = self._seed(hp["seed"])
@@ -235,9 +234,7 @@ def run_on_cluster(info: det.ClusterInfo) -> None:
                 )
         except metrics.Diverged as e:  # one line: a traceback would say nothing more
             logger.error(f"error: {e}")
-            # A restart would diverge again. Leaving pytorch.init() with InvalidHP reports an
-            # early exit to the master and exits 0, which ends the trial without a restart.
-            raise det.InvalidHP(str(e)) from e
+            raise det.InvalidHP(str(e)) from e  # pytorch.init() reports it and exits 0: no restart
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -62,6 +62,9 @@ class BertPyTorch(pytorch.PyTorchTrial):
         searcher = context.get_experiment_config()["searcher"]
         slots = context.distributed.get_size()
         self.max_length = fit_config.checked_length(hp, searcher, self.task, slots)
+        # The task's batch (per_task's, if set), not the context's from the top-level value.
+        self.global_batch_size = hp["global_batch_size"]
+        self.per_slot_batch_size = self.global_batch_size // slots
         self.seed = self._seed(hp["seed"])
         # Downloads (the model, the data) and feature caches: once per node. The data is read
         # before the model's weights load, so that a data mistake ends the run at once.
@@ -129,7 +132,7 @@ class BertPyTorch(pytorch.PyTorchTrial):
     @property
     def total_steps(self) -> int:
         """Optimizer steps in all, as Determined counts them: batches per slot, sharded."""
-        per_slot_batches = -(-len(self.train_set) // self.context.get_per_slot_batch_size())
+        per_slot_batches = -(-len(self.train_set) // self.per_slot_batch_size)
         return self.max_length.value * -(-per_slot_batches // self.context.distributed.get_size())
 
     def _training_at(self, batch_idx: int) -> str:
@@ -161,7 +164,7 @@ class BertPyTorch(pytorch.PyTorchTrial):
             return self.context.get_experiment_config()["reproducibility"]["experiment_seed"]
 
     def build_training_data_loader(self) -> pytorch.DataLoader:
-        batch_size = self.context.get_per_slot_batch_size()
+        batch_size = self.per_slot_batch_size
         if self.levers.group_by_length:
             sampler = data.LengthGroupedBatchSampler(
                 self.train_set.lengths, batch_size, seed=self.seed
@@ -175,7 +178,7 @@ class BertPyTorch(pytorch.PyTorchTrial):
         )
 
     def build_validation_data_loader(self) -> pytorch.DataLoader:
-        return self._loader(self.dev_set, batch_size=self.context.get_per_slot_batch_size())
+        return self._loader(self.dev_set, batch_size=self.per_slot_batch_size)
 
     def _loader(self, dataset: torch.utils.data.Dataset, **kwargs) -> pytorch.DataLoader:
         cuda = self.context.device.type == "cuda"
@@ -221,24 +224,24 @@ def run_on_cluster(info: det.ClusterInfo) -> None:
     with pytorch.init(hparams=info.trial.hparams) as context:
         trial = BertPyTorch(context)
         periods = fit_config.fit_options(
-            context.get_experiment_config(), context.get_global_batch_size(), local=False
+            context.get_experiment_config(), trial.global_batch_size, local=False
         )
         reported_as_is = workarounds.reducer_errors_as_raised(metrics.Diverged)
-        with workarounds.loadable_rng_state(), reported_as_is:
-            pytorch.Trainer(trial, context).fit(
-                max_length=trial.max_length, latest_checkpoint=info.latest_checkpoint, **periods
-            )
+        try:
+            with workarounds.loadable_rng_state(), reported_as_is:
+                pytorch.Trainer(trial, context).fit(
+                    max_length=trial.max_length, latest_checkpoint=info.latest_checkpoint, **periods
+                )
+        except metrics.Diverged as e:  # one line: a traceback would say nothing more
+            logger.error(f"error: {e}")
+            raise det.InvalidHP(str(e)) from e  # pytorch.init() reports it and exits 0: no restart
 
 
 def main(argv: list[str] | None = None) -> int:
     info = det.get_cluster_info()
     if info is not None and info.task_type == "TRIAL":
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-        try:
-            run_on_cluster(info)
-        except metrics.Diverged as e:  # one line: a traceback would say nothing more
-            logger.error(f"error: {e}")
-            return 1
+        run_on_cluster(info)
         return 0
     return local_run.main(argv, BertPyTorch, script=__file__)
 

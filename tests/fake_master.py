@@ -3,7 +3,7 @@
 FakeMaster serves the REST calls that the harness makes during a PyTorchTrial's life
 (determined/core/_context.py, _train.py, _metrics.py, _checkpoint.py, _preempt.py and
 pytorch/_pytorch_trial.py call them; paths as in common/api/bindings.py) for a trial that is
-never preempted and never reports an invalid hyperparameter, records each one,
+never preempted, records each one (an early exit's reason too),
 serves what a container's start asks for (prep_container.py: the uploaded context directory,
 `context_tgz`, and one container's rendezvous),
 and answers GetTrial with the trial's state, which a test (or stop_after_validations) flips
@@ -88,6 +88,10 @@ class FakeMaster:
         """The reported checkpoints (v1Checkpoint), in order."""
         return [r.body for r in self.requests if r.path == "/api/v1/checkpoints"]
 
+    def early_exits(self) -> list[str]:
+        """The reasons of the trial's reported early exits (v1TrialEarlyExit), in order."""
+        return [r.body["reason"] for r in self.requests if r.path.endswith("/early_exit")]
+
     def trial_gets(self) -> list[Request]:
         return [r for r in self.requests if r.path == f"/api/v1/trials/{self.trial_id}"]
 
@@ -156,6 +160,7 @@ class FakeMaster:
             ("POST", trial + "/runner/metadata", self.empty),
             ("POST", trial + "/metrics", self.report_metrics),
             ("POST", trial + "/progress", self.empty),
+            ("POST", trial + "/early_exit", self.empty),
             ("GET", trial, self.get_trial),
             ("POST", r"/api/v1/checkpoints", self.empty),
             (

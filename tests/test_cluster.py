@@ -266,11 +266,13 @@ def test_a_lost_answer_is_caught_at_the_next_validation(tiny_model_dir, glue_dir
     assert output.count("the searcher stopped the trial: exiting") == 1
 
 
-def test_a_diverged_trial_fails_and_reports_nothing_that_is_not_a_number(
+def test_a_diverged_trial_exits_early_once_and_reports_nothing_that_is_not_a_number(
     tiny_model_dir, glue_dir, tmp_path
 ):
     """A NaN searcher metric would fail an adaptive ASHA experiment in the master (getMetric,
-    master/pkg/searcher/asha_stopping.go): the trial ends with one error line instead."""
+    master/pkg/searcher/asha_stopping.go): the trial ends with one error line instead. It would
+    diverge again if restarted: it reports an INVALID_HP early exit and exits 0, which the
+    master (0.38.1, trial.go handleAllocationExit) completes rather than restarts."""
     config = expanded_config(tiny_model_dir, diverging_stsb(glue_dir, tmp_path), tmp_path, 2)
     config["data"]["task"] = "STS-B"
     config["searcher"].update(metric="validation_loss", smaller_is_better=True)
@@ -278,7 +280,9 @@ def test_a_diverged_trial_fails_and_reports_nothing_that_is_not_a_number(
     master = FakeMaster(smaller_is_better=True, metric="validation_loss")
     with master.serving() as url:
         run = run_trial(master, url, tmp_path / "container", config)
-    assert run.returncode == 1
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert master.early_exits() == ["EXITED_REASON_INVALID_HP"]
+    assert master.unknown == []
     errors = [line for line in run.stderr.splitlines() if "error: " in line]
     assert len(errors) == 1 and "error: the training loss is inf at batch 1 (" in errors[0]
     assert "Traceback" not in run.stderr

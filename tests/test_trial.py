@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import io
 import pathlib
 
 import pytest
@@ -10,7 +11,7 @@ import torch
 
 import constants
 import model_def
-from bert_glue.local import local_run
+from bert_glue.local import local_run, progress
 
 
 def checkpoints(config_dir: pathlib.Path) -> list[pathlib.Path]:
@@ -61,6 +62,30 @@ def test_schedule_spans_exactly_the_run(local_config, monkeypatch):
         [peak * k / 3 for k in range(4)] + [peak * k / 9 for k in range(8, 0, -1)]
     )
     assert trials[-1].lr_scheduler.get_last_lr()[0] == 0.0
+
+
+def test_per_task_global_batch_size_sets_the_batches_steps_and_periods(local_config, monkeypatch):
+    """per_task's batch, not the top-level one (8), reaches the loaders, the run's length, the
+    LR schedule and a period counted in records."""
+    sizes, trials = [], []
+    original = model_def.BertPyTorch.train_batch
+
+    def spy(self, batch, epoch_idx, batch_idx):
+        trials.append(self)
+        sizes.append(len(batch["labels"]))
+        return original(self, batch, epoch_idx, batch_idx)
+
+    monkeypatch.setattr(model_def.BertPyTorch, "train_batch", spy)
+    local_config["data"]["task"] = "MRPC"
+    local_config["hyperparameters"]["per_task"] = {"MRPC": {"global_batch_size": 16}}
+    local_config["min_validation_period"] = {"records": 48}
+    recorder = progress.RunRecorder(io.StringIO(), interactive=False)
+    local_run.run_local(model_def.BertPyTorch, local_config, recorder=recorder)
+    # 48 examples / batch 16 = 3 steps per epoch, 6 in all; 48 records = 3 batches.
+    assert sizes == [16] * 6
+    assert trials[-1].total_steps == 6
+    assert trials[-1].lr_scheduler.get_last_lr()[0] == 0.0  # the schedule ends with the run
+    assert [batches for batches, _ in recorder.validations] == [3, 6]
 
 
 def test_no_weight_decay_on_biases_and_layer_norm(local_config):

@@ -93,8 +93,10 @@ def run_local(
     TensorBoard event files go into the folder `tensorboard`, none when it is None.
 
     The trial must set `max_length` (a pytorch.TrainUnit), `total_steps` (optimizer steps in
-    all), `dev_set`, `data_seconds` (time spent downloading and featurizing) and `early_stopping`
-    (the callback of bert_glue/trial/early_stopping.py, whose reason the summary gives).
+    all), `global_batch_size` and `per_slot_batch_size` (its batches, which may not be the
+    context's), `dev_set`, `data_seconds` (time spent downloading and featurizing) and
+    `early_stopping` (the callback of bert_glue/trial/early_stopping.py, whose reason the
+    summary gives).
     Checkpoints copy context_dir (Determined's context directory), by default the trial module's
     folder.
     """
@@ -110,7 +112,7 @@ def run_local(
     with local_context(config, distributed_context(), tensorboard is not None) as context:
         trial = workarounds.with_batch_hooks(trial_class, recorder)(context)
         dist = context.distributed
-        dev_batches = -(-len(trial.dev_set) // context.get_per_slot_batch_size())
+        dev_batches = -(-len(trial.dev_set) // trial.per_slot_batch_size)
         recorder.begin(
             trial.total_steps,
             -(-dev_batches // dist.get_size()),
@@ -128,7 +130,7 @@ def run_local(
             pytorch.Trainer(trial, context).fit(
                 max_length=trial.max_length,
                 latest_checkpoint=str(checkpoint) if checkpoint else None,
-                **fit_config.fit_options(config, context.get_global_batch_size(), local=True),
+                **fit_config.fit_options(config, trial.global_batch_size, local=True),
             )
         recorder.stop_reason = trial.early_stopping.reason
     return [metrics for _, metrics in recorder.validations]
@@ -172,8 +174,10 @@ def main(argv: list[str] | None, trial_class: type[pytorch.PyTorchTrial], script
         config = trial_config.load_config(args.config, args.overrides)
         grid = local_grid.is_grid(config)
         if not grid:
-            hparams, _ = trial_config.settings(trial_config.local_hparams(config), config["data"])
-            trial_config.check_batch_split(hparams["global_batch_size"], args.nproc)
+            hparams, data_config = trial_config.settings(
+                trial_config.local_hparams(config), config["data"]
+            )
+            trial_config.check_batch_split(hparams, str(data_config["task"]), args.nproc)
     except (OSError, ValueError, yaml.YAMLError) as e:  # the message names the file or key
         sys.exit(f"error: {e}")
     if grid:
@@ -213,7 +217,7 @@ def run_grid(trial_class: type[pytorch.PyTorchTrial], config: dict, args) -> int
         hparams, data_config = trial_config.settings(
             trial.config["hyperparameters"], trial.config["data"]
         )
-        trial_config.check_batch_split(hparams["global_batch_size"], 1)
+        trial_config.check_batch_split(hparams, str(data_config["task"]), 1)
         metrics.check_searcher(custom_task.task_from_config(data_config), config["searcher"])
     # Absolute: each trial trains in the trial's folder (checkpoints copy it), not the command's.
     results_dir = pathlib.Path(

@@ -11,7 +11,7 @@ from constants import ConfigError, GlueTask
 
 def checked_length(hparams: dict, searcher: dict, task: GlueTask, slots: int) -> pytorch.Epoch:
     """The run's length, once the batch splits over the slots and the searcher suits the task."""
-    trial_config.check_batch_split(hparams["global_batch_size"], slots)
+    trial_config.check_batch_split(hparams, task.name, slots)
     metrics.check_searcher(task, searcher)
     return train_length(hparams, searcher)
 

@@ -272,13 +272,24 @@ def task_hyperparameters(per_task: dict, task: str) -> dict:
     return values
 
 
-def check_batch_split(global_batch_size: int, slots: int) -> None:
-    """Every slot (process) must get the same number of examples per optimizer step."""
+def check_batch_split(hparams: dict, task: str, slots: int) -> None:
+    """Every slot (process) must get the same number of examples per optimizer step.
+
+    hparams: settings()' for the task, whose global_batch_size may be per_task's.
+    """
+    global_batch_size = hparams["global_batch_size"]
     if global_batch_size % slots:
         raise ConfigError(
-            f"hyperparameters.global_batch_size: {global_batch_size} examples do not split evenly "
-            f"across {slots} slots (processes); use a multiple of {slots}"
+            f"{hparam_key(hparams, task, 'global_batch_size')}: {global_batch_size} examples do "
+            f"not split evenly across {slots} slots (processes); use a multiple of {slots}"
         )
+
+
+def hparam_key(hparams: dict, task: str, name: str) -> str:
+    """Where the task's value of a hyperparameter is set: per_task's entry, or the top level."""
+    per_task = hparams.get("per_task") or {}
+    entry = next((t for t in per_task if t.lower() == task.lower() and name in per_task[t]), None)
+    return f"hyperparameters.per_task.{entry}.{name}" if entry else f"hyperparameters.{name}"
 
 
 class ConfigLoader(yaml.SafeLoader):

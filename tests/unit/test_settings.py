@@ -181,3 +181,40 @@ def test_glue_tasks_with_coded_labels_name_them_as_the_dataset_card_does():
 )
 def test_early_stopping_is_the_tasks_own_setting(hparams, stops_early):
     assert trial_config.early_stopping(hparams, "mrpc") is stops_early  # data.task's any case
+
+
+def mrpc_settings(**hparams) -> dict:
+    """settings() of a trial of MRPC with these hyperparameters."""
+    required = {"global_batch_size": 32, "learning_rate": 2e-5, "num_train_epochs": 3}
+    data = {"task": "mrpc", "model_name_or_path": "m", "data_dir": "d"}
+    hp, _ = trial_config.settings({**required, "model_type": "bert", **hparams}, data)
+    return hp
+
+
+def test_per_task_sets_the_tasks_global_batch_size():
+    assert mrpc_settings(per_task={"MRPC": {"global_batch_size": 16}})["global_batch_size"] == 16
+    assert mrpc_settings(per_task={"RTE": {"global_batch_size": 16}})["global_batch_size"] == 32
+
+
+@pytest.mark.parametrize(
+    ("hparams", "key"),
+    [
+        (
+            {"per_task": {"MRPC": {"global_batch_size": 9}}},
+            "hyperparameters.per_task.MRPC.global_batch_size: 9",
+        ),
+        (
+            {"global_batch_size": 9, "per_task": {"MRPC": {"learning_rate": 1e-5}}},
+            "hyperparameters.global_batch_size: 9",
+        ),
+        (
+            {"global_batch_size": 9, "per_task": {"RTE": {"global_batch_size": 8}}},
+            "hyperparameters.global_batch_size: 9",
+        ),
+    ],
+)
+def test_a_batch_that_does_not_split_names_the_key_that_sets_it(hparams, key):
+    hp = mrpc_settings(**hparams)
+    with pytest.raises(constants.ConfigError, match=f"^{key} examples do not split evenly"):
+        trial_config.check_batch_split(hp, "mrpc", 2)
+    trial_config.check_batch_split(hp, "mrpc", 3)  # 9 per step: 3 per slot

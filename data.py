@@ -41,6 +41,8 @@ TOKENIZE_CHUNK = 8192  # pairs per call to the (batched, Rust) tokenizer
 # as text (BERT's tokenizers drop them); only NUL marks a file as binary.
 CONTROL = re.compile(r"[\x01-\x08\x0b\x0c\x0e-\x1f\x7f]")
 SEPARATED = {"csv": "comma-separated", "tsv": "tab-separated", "tsv_noquote": "tab-separated"}
+# What read_fields' columns are called in data.custom; only custom files name their columns.
+COLUMN_KEYS = ("text_a", "text_b", "label", "index")
 
 
 class DataError(ValueError):
@@ -182,7 +184,7 @@ def _column_indices(path: pathlib.Path, header: list[str], names: list) -> list[
     missing = [name for name in names if name is not None and name not in header]
     if missing:
         raise DataError(
-            f"{path}:1: no column {', '.join(map(repr, missing))} in the header; "
+            f"{path}:1: no column {_named(names, missing)} in the header; "
             f"the columns are {', '.join(map(repr, header))}"
         )
     return [header.index(name) if name is not None else None for name in names]
@@ -201,10 +203,16 @@ def _jsonl_fields(path: pathlib.Path, keys: list) -> Iterator[tuple[int, list[st
         missing = [key for key in keys if key is not None and key not in record]
         if missing:
             raise DataError(
-                f"{path}:{line_number}: no key {', '.join(map(repr, missing))}; "
+                f"{path}:{line_number}: no key {_named(keys, missing)}; "
                 f"the keys are {', '.join(map(repr, record))}"
             )
         yield line_number, [_json_value(record, k, path, line_number) for k in keys]
+
+
+def _named(columns: list, missing: list[str]) -> str:
+    """The missing columns with the data.custom keys that name them: 'q2' (data.custom.text_b)."""
+    keys = dict(zip(columns, COLUMN_KEYS, strict=True))
+    return ", ".join(f"{name!r} (data.custom.{keys[name]})" for name in missing)
 
 
 def _json_value(record: dict, key: str | None, path: pathlib.Path, line: int) -> str | None:

@@ -59,6 +59,8 @@ class BertPyTorch(pytorch.PyTorchTrial):
         self.context = context
         hp, cfg = trial_config.settings(context.get_hparams(), context.get_data_config())
         self.task = custom_task.task_from_config(cfg)
+        if context.distributed.rank == 0:
+            custom_task.warn_of_missing_test(self.task, cfg["data_dir"])
         searcher = context.get_experiment_config()["searcher"]
         slots = context.distributed.get_size()
         self.max_length = fit_config.checked_length(hp, searcher, self.task, slots)

@@ -16,7 +16,7 @@ import re
 import numpy as np
 import pytest
 import torch
-from conftest import CUE, WORDS
+from conftest import CUE, REPO, WORDS
 from test_bad_input import write_config
 from test_predict import last_checkpoint, read_tsv
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
@@ -38,6 +38,7 @@ from transformers import (
 import constants
 import export
 import model_def
+import predict
 from bert_glue.local import local_run
 from bert_glue.results import finetuned, predictions
 from bert_glue.trial import custom_task, trial_config
@@ -194,7 +195,7 @@ def test_custom_task_trains_validates_and_predicts(case, custom_config, tmp_path
     )
     validations = local_run.run_local(model_def.BertPyTorch, config)
     assert len(validations) == 10
-    assert set(validations[-1]) - {"batches", "epochs"} == {"validation_loss", *names}
+    assert set(validations[-1]) - {"batches", "epochs"} == {"validation_loss", "glue_score", *names}
     # The cue word decides the label: the tiny model learns it, well above chance (1/labels).
     # Regression: a Pearson well above 0, which chance gives.
     bar = 1.6 / num_labels if num_labels else 0.5
@@ -222,12 +223,14 @@ BAD_DATA = {  # file (in train.csv's place), its text, the error
     "missing-column": (
         "train.csv",
         "premise,hypo,gold\na,b,pos\n",
-        r"train.csv:1: no column 'hypothesis' in the header; the columns are 'premise', 'hypo'",
+        r"train.csv:1: no column 'hypothesis' \(data.custom.text_b\) in the header; "
+        r"the columns are 'premise', 'hypo'",
     ),
     "jsonl-missing-key": (
         "train.jsonl",
         '{"premise": "a", "hypothesis": "b", "gold": "pos"}\n{"premise": "a", "gold": "neg"}\n',
-        r"train.jsonl:2: no key 'hypothesis'; the keys are 'premise', 'gold'",
+        r"train.jsonl:2: no key 'hypothesis' \(data.custom.text_b\); "
+        r"the keys are 'premise', 'gold'",
     ),
     "undeclared-label": (
         "train.csv",
@@ -307,6 +310,13 @@ def test_custom_settings_are_checked(tmp_path):
 
     assert task(labels=["b", "a"]).labels == ("b", "a")
     assert task(labels="regression", metrics=["pearson"]).metrics == ("pearson",)
+    # Unset, the metrics follow from the labels; the score is the mean of those not derived.
+    classifier, regressor = task(labels=["a", "b"]), task(labels="regression")
+    assert (classifier.metrics, classifier.score) == (("acc", "f1"), ("acc", "f1"))
+    assert regressor.metrics == ("pearson", "spearmanr", "corr")
+    assert regressor.score == ("pearson", "spearmanr")
+    chosen = task(labels=["a", "b"], metrics=["mcc", "acc_and_f1", "acc", "f1"])
+    assert chosen.score == ("mcc", "acc", "f1")
     for custom, message in [
         ({"labels": ["a"]}, "labels: \\['a'\\]; give infer, regression or a list of two"),
         ({"labels": ["a", "a"]}, "names a label twice"),
@@ -378,3 +388,103 @@ def test_the_summary_prints_predict_only_with_test_files(custom_config, tmp_path
     assert not has_test_files(config)  # named, but not there
     config["data"]["custom"]["test"] = None
     assert not has_test_files(config)
+
+
+def own_files(folder: pathlib.Path, columns: dict, num_labels: int, test: bool = True) -> None:
+    """train/dev(/test).csv of rows(); `columns` maps each column written to a field of rows()."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, n, seed in (("train", 48, 1), ("dev", 20, 2), ("test", 12, 3))[: 3 if test else 2]:
+        records = [{c: r[field] for c, field in columns.items()} for r in rows(n, num_labels, seed)]
+        write_rows(folder / f"{name}.csv", records)
+
+
+def from_custom_yaml(local_config: dict, data_dir: pathlib.Path, *overrides: str) -> dict:
+    """custom.yaml as shipped with the user's overrides, on the tiny model and sized for CPUs."""
+    config = trial_config.load_config(str(REPO / "custom.yaml"), list(overrides))
+    config["data"].update(
+        data_dir=str(data_dir), model_name_or_path=local_config["data"]["model_name_or_path"]
+    )
+    config["hyperparameters"].update(
+        global_batch_size=8, num_train_epochs=1, max_seq_length=32, precision="fp32"
+    )
+    return config
+
+
+def run_spying(config: dict, monkeypatch) -> tuple[dict, list[dict]]:
+    """The run's last validation, and the batches it trained on."""
+    batches = []
+    original = model_def.BertPyTorch.train_batch
+
+    def spy(self, batch, epoch_idx, batch_idx):
+        batches.append(batch)
+        return original(self, batch, epoch_idx, batch_idx)
+
+    monkeypatch.setattr(model_def.BertPyTorch, "train_batch", spy)
+    return local_run.run_local(model_def.BertPyTorch, config)[-1], batches
+
+
+def test_single_texts_train_from_custom_yaml(local_config, tmp_path, monkeypatch):
+    own_files(tmp_path / "own", {"sentence": "premise", "label": "gold"}, 2)
+    overrides = ("data.custom.text_a=sentence", "data.custom.labels=[neg, pos]")
+    config = from_custom_yaml(local_config, tmp_path / "own", *overrides)
+    validation, batches = run_spying(config, monkeypatch)
+
+    assert set(validation) - {"batches", "epochs"} == {"validation_loss", "acc", "f1", "glue_score"}
+    assert validation["glue_score"] == pytest.approx((validation["acc"] + validation["f1"]) / 2)
+    # No second segment: custom.yaml's text_b is unset, not a column this file lacks.
+    assert batches and all(not b["token_type_ids"].any() for b in batches)
+
+
+def test_a_regression_pair_trains_from_custom_yaml(local_config, tmp_path, monkeypatch):
+    own_files(tmp_path / "own", {"s1": "premise", "s2": "hypothesis", "score": "gold"}, 0)
+    overrides = [f"data.custom.{key}" for key in ("text_a=s1", "text_b=s2", "label=score")]
+    overrides.append("data.custom.labels=regression")
+    config = from_custom_yaml(local_config, tmp_path / "own", *overrides)
+    validation, batches = run_spying(config, monkeypatch)
+
+    names = {"validation_loss", "pearson", "spearmanr", "corr", "glue_score"}
+    assert set(validation) - {"batches", "epochs"} == names
+    mean = (validation["pearson"] + validation["spearmanr"]) / 2
+    assert validation["glue_score"] == pytest.approx(mean)
+    assert all(b["token_type_ids"].any() for b in batches)  # s2 is each pair's second segment
+
+
+def test_a_named_second_column_the_file_lacks_is_one_error(local_config, tmp_path):
+    own_files(tmp_path / "own", {"sentence": "premise", "label": "gold"}, 2)
+    overrides = (
+        "data.custom.text_a=sentence",
+        "data.custom.text_b=context",
+        "data.custom.labels=[neg, pos]",
+    )
+    config = from_custom_yaml(local_config, tmp_path / "own", *overrides)
+    with pytest.raises(SystemExit) as exit_:
+        model_def.main([write_config(config, tmp_path), "--no-tensorboard"])
+    assert exit_.value.code == (
+        f"error: {tmp_path / 'own' / 'train.csv'}:1: no column 'context' (data.custom.text_b) "
+        "in the header; the columns are 'sentence', 'label'"
+    )
+
+
+def test_an_absent_test_file_is_one_warning_and_predict_says_so(
+    local_config, tmp_path, monkeypatch, caplog
+):
+    own_files(tmp_path / "own", {"sentence": "premise", "label": "gold"}, 2, test=False)
+    overrides = ("data.custom.text_a=sentence", "data.custom.labels=[neg, pos]")
+    config = from_custom_yaml(local_config, tmp_path / "own", *overrides)
+    assert config["data"]["custom"]["test"] == "test.csv"  # as custom.yaml names it
+    local_run.run_local(model_def.BertPyTorch, config)
+
+    warned = [r.getMessage() for r in caplog.records if "data.custom.test" in r.getMessage()]
+    assert warned == [
+        f"data.custom.test: test.csv not found in data.data_dir {tmp_path / 'own'}: this run "
+        "trains and validates, but predict.py will have no test file; put it there or remove "
+        "data.custom.test"
+    ]
+    checkpoint = last_checkpoint(tmp_path / "xdg-data")
+    with pytest.raises(SystemExit) as exit_:
+        predict.main([str(checkpoint), "--output-dir", str(tmp_path / "out")])
+    assert exit_.value.code == (
+        f"error: no test file to predict: data.custom.test test.csv is not in {tmp_path / 'own'}; "
+        "put it there, or pass --data-dir the folder that holds it"
+    )
+    assert not (tmp_path / "out").exists()

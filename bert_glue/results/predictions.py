@@ -71,10 +71,15 @@ def write_predictions(
     """Write one submission file per test split of the checkpoint's task; return their paths."""
     task, data_dir = trained.task, pathlib.Path(data_dir)
     if not task.test:
-        raise constants.ConfigError(f"{custom_task.KEY}.test: the checkpoint's task names no file")
+        raise constants.ConfigError(
+            f"no test file to predict: the checkpoint's config names none ({custom_task.KEY}.test)"
+        )
     missing = [split.path for split in task.test.values() if not (data_dir / split.path).is_file()]
     if missing and task.custom:
-        raise FileNotFoundError(f"{custom_task.KEY}.test: {missing[0]} not found in {data_dir}")
+        raise FileNotFoundError(
+            f"no test file to predict: {custom_task.KEY}.test {missing[0]} is not in {data_dir}; "
+            "put it there, or pass --data-dir the folder that holds it"
+        )
     if missing:
         folders = ",".join(sorted({path.split("/")[0] for path in missing}))
         raise FileNotFoundError(

@@ -11,7 +11,10 @@
         text_b: hypothesis         # optional: single texts without it
         label: gold
         labels: infer              # or [no, yes, maybe]; or regression
-        metrics: [acc, f1]         # acc, f1, acc_and_f1, mcc; regression: pearson, spearmanr, corr
+        metrics: [acc, f1]         # optional: by default [acc, f1]; regression's: STS-B's
+
+The task's score (reported as glue_score, metrics.py) is the mean of its metrics, those computed
+from others (acc_and_f1, corr) aside, as GLUE scores MRPC and STS-B.
 
 Everything downstream (reading, caching, metrics, predictions, export) takes the GlueTask built
 here like a GLUE task's. `task_from_config` is the one place a data config becomes a task.
@@ -19,6 +22,7 @@ here like a GLUE task's. `task_from_config` is the one place a data config becom
 
 from __future__ import annotations
 
+import logging
 import os
 import pathlib
 from collections.abc import Sequence
@@ -27,6 +31,8 @@ import constants
 import data
 from bert_glue.trial import trial_config
 from constants import FORMATS, ConfigError, GlueTask, Split
+
+logger = logging.getLogger(__name__)
 
 NAME = "custom"
 KEY = "data.custom"
@@ -43,7 +49,10 @@ METRICS = {  # a metric -> the metrics it is computed from
     "classification": {"acc": (), "f1": (), "acc_and_f1": ("acc", "f1"), "mcc": ()},
     "regression": {"pearson": (), "spearmanr": (), "corr": ("pearson", "spearmanr")},
 }
-DEFAULT_METRICS = {"classification": ("acc",), "regression": ("pearson", "spearmanr", "corr")}
+DEFAULT_METRICS = {
+    "classification": ("acc", "f1"),
+    "regression": ("pearson", "spearmanr", "corr"),  # STS-B's
+}
 
 
 def task_from_config(cfg: dict, labels: Sequence[str] | None = None) -> GlueTask:
@@ -65,15 +74,30 @@ def task_from_config(cfg: dict, labels: Sequence[str] | None = None) -> GlueTask
     if labels is None:
         labels = _labels(spec, splits["train"], cfg["data_dir"])
     labels = tuple(labels)
+    kind = "regression" if not labels else "classification"
+    metrics = _metrics(spec["metrics"], kind)
     return GlueTask(
         NAME,
         labels,
-        _metrics(spec["metrics"], "regression" if not labels else "classification"),
+        metrics,
         train=splits["train"],
         dev={"": splits["validation"]},
         test={"predictions": splits["test"]} if splits["test"] else {},
         custom=True,
+        score=tuple(name for name in metrics if not METRICS[kind][name]),
     )
+
+
+def warn_of_missing_test(task: GlueTask, data_dir: str | os.PathLike) -> None:
+    """One warning for a data.custom.test file that data_dir lacks: training needs none, and
+    predict.py says there is none to predict."""
+    for split in task.test.values() if task.custom else ():
+        if not (pathlib.Path(data_dir) / split.path).is_file():
+            logger.warning(
+                f"{KEY}.test: {split.path} not found in data.data_dir {data_dir}: this run trains "
+                f"and validates, but predict.py will have no test file; put it there or remove "
+                f"{KEY}.test"
+            )
 
 
 def _split(spec: dict, role: str) -> Split | None:

@@ -23,11 +23,13 @@ logger = logging.getLogger(__name__)
 
 
 def stop_at_boundaries(
-    context: pytorch.PyTorchTrialContext, reason_to_stop: Callable[[], str | None]
+    context: pytorch.PyTorchTrialContext,
+    reason_to_stop: Callable[[], str | None],
+    exit_checkpoint: bool = False,
 ) -> None:
     """From now on, at the end of each boundary, every rank exits there if reason_to_stop()
     gives a reason on the chief. It is called on every rank, in step; the chief's answer is the
-    one taken."""
+    one taken. With exit_checkpoint the Trainer checkpoints where it stops, as on a preemption."""
     preempt = context._core.preempt
     should_preempt = preempt.should_preempt
 
@@ -39,7 +41,7 @@ def stop_at_boundaries(
             reason = context.distributed.broadcast(reason)
         if reason is not None:
             logger.info(f"{reason}: exiting without training further")
-            raise pytorch._ShouldExit(skip_exit_checkpoint=True)
+            raise pytorch._ShouldExit(skip_exit_checkpoint=not exit_checkpoint)
         return False
 
     preempt.should_preempt = should_preempt_or_stop

@@ -53,9 +53,9 @@ def format_duration(seconds: float) -> str:
 class RunRecorder(pytorch.PyTorchCallback):
     """Progress and history of one local run, on the chief process (other ranks stay quiet)."""
 
-    def __init__(self, stream: TextIO = sys.stderr, interactive: bool | None = None) -> None:
-        self.stream = stream
-        self.interactive = stream.isatty() if interactive is None else interactive
+    def __init__(self, stream: TextIO | None = None, interactive: bool | None = None) -> None:
+        self.stream = stream or sys.stderr  # the one of the moment, default: standard error
+        self.interactive = self.stream.isatty() if interactive is None else interactive
         # From the process's start: imports and the model's loading count as start-up too.
         since_start = time.time() - psutil.Process().create_time()
         self.started = time.perf_counter() - since_start

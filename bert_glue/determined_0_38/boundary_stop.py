@@ -3,7 +3,8 @@
 Determined 0.38.1's Trainer calls PreemptContext.should_preempt() on every rank after each
 boundary (reporting, validation, checkpoint). stop_at_boundaries() adds a question to that call:
 once the chief has a reason to stop, every rank logs it and raises the Trainer's _ShouldExit
-there, and fit() returns as it does at max_length. It skips the checkpoint that a preemption or
+there, and fit() returns as it does at max_length. Unless asked for one (a local early stop,
+which --resume then reads), it skips the checkpoint that a preemption or
 context.set_stop_requested() writes on the way out: a trial stopped this way is done, never
 resumed, and its best validation has its checkpoint already (checkpoint_policy best). The process
 exits 0, which the master records as COMPLETED (docs/search.md). searcher_stop.py (adaptive

@@ -11,10 +11,12 @@ import logging
 import math
 import pathlib
 
+import determined as det
 import pytest
 import yaml
 from conftest import run_glue
 from determined import pytorch
+from test_local_run import printed_commands, run_printed, summary_of
 from test_searcher_stop import FakeContext, FakeDistributed
 
 import model_def
@@ -118,10 +120,31 @@ def test_every_rank_exits_at_the_validation_that_runs_out_of_patience():
         validate(callback, 20, 0.7)
         with pytest.raises(pytorch._ShouldExit) as exit_:
             boundary_end(callback)
-        assert exit_.value.skip_exit_checkpoint  # the best validation has its checkpoint
+        # Locally a checkpoint where it stops: --resume from it knows the run is over.
+        assert not exit_.value.skip_exit_checkpoint
     assert chief.reason == reason
     assert chief.context.distributed.broadcasts == [None, reason]
     assert worker.context.distributed.broadcasts == [None, reason]  # its own, ignored
+
+
+def test_on_a_cluster_the_stop_writes_no_checkpoint(monkeypatch):
+    monkeypatch.setattr(det, "get_cluster_info", lambda: "a trial's cluster info")
+    chief = callback_on(0)
+    validate(chief, 10, 0.7)
+    validate(chief, 20, 0.7)
+    with pytest.raises(pytorch._ShouldExit) as exit_:
+        boundary_end(chief)
+    assert exit_.value.skip_exit_checkpoint  # the best validation has its checkpoint
+
+
+def test_a_resumed_run_that_had_run_out_of_patience_trains_no_further():
+    stopped = callback_on(0, patience=2)
+    for batches in (10, 20, 30):
+        validate(stopped, batches, 0.7)
+    state = stopped.state_dict()
+    assert callback_on(0, patience=2).resumed_reason(state, 30) == stopped.reason
+    assert callback_on(0, patience=3).resumed_reason(state, 30) is None  # more patience now
+    assert callback_on(0, patience=None).resumed_reason({}, 30) is None
 
 
 def test_the_workers_own_count_is_not_what_stops_it():
@@ -195,12 +218,29 @@ def test_a_plateau_stops_a_local_run_after_patience_validations(local_config, tm
     )
     assert [v["batches"] for v in validations] == [6, 12, 18]  # of 24
     assert len({v["acc"] for v in validations}) == 1
-    assert checkpoints == [6, 12]  # the best validation's kept; none after the stop
+    # The best validation's checkpoint, and one where it stopped (12's deleted: not kept).
+    assert checkpoints == [6, 18]
     best = validations[0]["acc"]
-    assert (
-        f"\n  stopped early: acc did not improve by more than 0 in 2 validations "
-        f"(best {best:.4g} at batch 6)\n" in summary
+    reason = (
+        f"stopped early: acc did not improve by more than 0 in 2 validations "
+        f"(best {best:.4g} at batch 6)"
     )
+    assert f"\n  {reason}\n" in summary
+    commands = printed_commands(summary)
+    assert commands["predict"][2] == commands["export"][2]  # the best checkpoint's
+    assert (
+        json.loads(pathlib.Path(commands["export"][2], "metadata.json").read_text())[
+            "steps_completed"
+        ]
+        == 6
+    )
+    # Resumed, it trains nothing and says why; what it prints works again.
+    assert run_printed(commands["resume"]) == 0
+    stderr = capsys.readouterr().err
+    assert "saved checkpoint" not in stderr and "validation after" not in stderr
+    assert f"\n  {reason}\n" in summary_of(stderr)
+    assert printed_commands(summary_of(stderr))["resume"] == commands["resume"]
+    assert run_printed(commands["export"]) == 0
 
 
 def test_a_local_grid_reports_a_stopped_trial_at_its_best_validation(glue_config, tmp_path):
@@ -244,5 +284,5 @@ def test_a_run_that_is_not_stopped_trains_its_length(
     )
     every_epoch = [STEPS_PER_EPOCH * epoch for epoch in range(1, epochs + 1)]
     assert [v["batches"] for v in validations] == every_epoch
-    assert checkpoints == every_epoch  # the last one too
+    assert checkpoints == [STEPS_PER_EPOCH, every_epoch[-1]]  # the best (first of equals), last
     assert "stopped early" not in summary

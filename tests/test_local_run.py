@@ -7,6 +7,8 @@ import json
 import os
 import pathlib
 import re
+import shlex
+import socket
 import subprocess
 import sys
 
@@ -15,7 +17,9 @@ import yaml
 from conftest import REPO
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+import export
 import model_def
+import predict
 from bert_glue.local import local_run, progress
 
 STEPS_PER_EPOCH = 6  # 48 training rows in batches of 8 (local_config)
@@ -24,9 +28,9 @@ STEPS_PER_EPOCH = 6  # 48 training rows in batches of 8 (local_config)
 @pytest.fixture
 def cli_run(local_config, tmp_path) -> dict:
     """`python model_def.py CONFIG --plot curves.png` in a subprocess, output not a terminal."""
-    config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump(local_config))
-    command = [sys.executable, str(REPO / "model_def.py"), str(config), "--plot", "curves.png"]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(local_config))
+    command = [sys.executable, str(REPO / "model_def.py"), "config.yaml", "--plot", "curves.png"]
+    command += ["--metrics-out", "metrics.json"]
     run = subprocess.run(
         command, cwd=tmp_path, env=dict(os.environ), capture_output=True, text=True, timeout=300
     )
@@ -56,16 +60,54 @@ def test_determined_per_period_lines_stay_out_of_the_terminal(cli_run):
         assert line not in cli_run["stderr"]
 
 
-def test_summary_names_the_checkpoint_on_disk_and_how_to_resume(cli_run, tmp_path):
-    summary = cli_run["stderr"][cli_run["stderr"].index("Run summary") :]
-    uuid, path = re.search(r"^checkpoint  (\S+)  (\S+)$", summary, re.M).groups()
-    checkpoint = pathlib.Path(path)
-    assert checkpoint.name == uuid and (checkpoint / "metadata.json").is_file()
-    assert checkpoint.parent == tmp_path / "xdg-data" / "determined"
+def summary_of(stderr: str) -> str:
+    return stderr[stderr.rindex("Run summary") :]
+
+
+def printed_commands(summary: str) -> dict[str, list[str]]:
+    """The summary's resume, predict and export commands, as a shell would split them."""
+    lines = re.findall(r"^(resume|predict|export) +(.*)$", summary, re.M)
+    return {name: shlex.split(line) for name, line in lines}
+
+
+def run_printed(command: list[str]) -> int:
+    """A command as the summary prints it, run from here, in this process: `python SCRIPT ...`,
+    SCRIPT one of this project's command lines as a path from the working directory."""
+    python, script, *args = command
+    assert python == "python" and pathlib.Path(script).is_file()
+    scripts = {"model_def.py": model_def, "predict.py": predict, "export.py": export}
+    return scripts[pathlib.Path(script).name].main(args)
+
+
+def saved_checkpoints(stderr: str) -> list[tuple[str, int]]:
+    return [
+        (uuid, int(b))
+        for uuid, b in re.findall(r"^saved checkpoint (\S+) at batch (\d+)$", stderr, re.M)
+    ]
+
+
+def test_summary_names_the_checkpoints_on_disk_and_how_to_resume(cli_run, tmp_path):
+    summary = summary_of(cli_run["stderr"])
+    storage = tmp_path / "xdg-data" / "determined"
+    saved = saved_checkpoints(cli_run["stderr"])
+    assert [batches for _, batches in saved] == [STEPS_PER_EPOCH, 2 * STEPS_PER_EPOCH]
+    listed = re.findall(r"^checkpoint  (\S+)  (.*), batch (\d+)$", summary, re.M)
+    last = pathlib.Path(listed[-1][0])
+    assert listed[-1][1].endswith("last") and (last / "metadata.json").is_file()
+    assert (last.name, int(listed[-1][2])) == saved[-1] and last.parent == storage
+    # The best checkpoint by validation_loss, and the last: here the same one or two.
+    history = [m for m in json.loads((tmp_path / "metrics.json").read_text())]
+    best = min(history, key=lambda m: m["validation_loss"])
+    best_uuid = dict((b, u) for u, b in saved)[best["batches"]]
+    assert sorted(p.name for p in storage.iterdir()) == sorted({best_uuid, last.name})
     assert re.search(
-        rf"^resume      python model_def.py \S+config.yaml --resume {uuid}$", summary, re.M
+        rf"^checkpoint  {storage / best_uuid}  best validation_loss {best['validation_loss']:.4f}",
+        summary,
+        re.M,
     )
-    assert f"python predict.py {checkpoint} --output-dir submission" in summary
+    command = f"python {REPO / 'model_def.py'} config.yaml --resume {last.name}"
+    assert printed_commands(summary)["resume"] == shlex.split(command)
+    assert printed_commands(summary)["predict"][2] == str(storage / best_uuid)
     row = re.search(r"^  validation_loss\s+([\d.]+)\s+([\d.]+)  <- searcher.metric$", summary, re.M)
     assert float(row[2]) <= float(row[1])  # best <= final: local_config's metric is a loss
     assert re.search(r"^  acc\s+[\d.]+\s+[\d.]+$", summary, re.M)
@@ -80,6 +122,67 @@ def test_summary_names_the_checkpoint_on_disk_and_how_to_resume(cli_run, tmp_pat
     assert startup > 1  # from the process's start: imports and the model count
     assert training > 0 and min(data, validation, checkpoints) >= 0
     assert float(re.search(r"^speed       ([\d.]+) samples/s", summary, re.M)[1]) > 0
+
+
+def test_every_command_the_summary_prints_works_on_a_finished_run(cli_run, capsys):
+    commands = printed_commands(summary_of(cli_run["stderr"]))
+    assert run_printed(commands["resume"]) == 0
+    stderr = capsys.readouterr().err
+    assert not saved_checkpoints(stderr) and "validation after" not in stderr  # nothing trained
+    resumed = summary_of(stderr)
+    uuid = commands["resume"][-1]
+    assert f"\n  finished before: {uuid} trained all 12 batches of " in resumed
+    assert printed_commands(resumed)["resume"] == commands["resume"]  # the same answer again
+    assert run_printed(commands["predict"]) == 0
+    assert (pathlib.Path("submission") / "MRPC.tsv").is_file()
+    assert run_printed(commands["export"]) == 0
+    assert (pathlib.Path("hf_model") / "config.json").is_file()
+
+
+def test_a_resumed_run_trains_the_epochs_added_and_its_commands_work(local_config, capsys):
+    local_config["hyperparameters"]["num_train_epochs"] = 1
+    pathlib.Path("config.yaml").write_text(yaml.safe_dump(local_config))
+    assert model_def.main(["config.yaml", "--no-tensorboard"]) == 0
+    (first,) = saved_checkpoints(capsys.readouterr().err)
+    more = "hyperparameters.num_train_epochs=2"
+    assert model_def.main(["config.yaml", more, "--no-tensorboard", "--resume", first[0]]) == 0
+    stderr = capsys.readouterr().err
+    (second,) = saved_checkpoints(stderr)
+    assert second[1] == 2 * STEPS_PER_EPOCH
+    # The checkpoint it resumed from is this run's too; only the new one is kept (a resumed
+    # run knows none of the validations before it, so its best is among its own).
+    storage = local_run.checkpointing.storage_dir()
+    assert [p.name for p in storage.iterdir()] == [second[0]]
+    commands = printed_commands(summary_of(stderr))
+    assert commands["resume"][2:] == ["config.yaml", more, "--resume", second[0]]
+    assert run_printed(commands["resume"]) == 0
+    assert "finished before" in summary_of(capsys.readouterr().err)
+    assert run_printed(commands["predict"]) == 0 and run_printed(commands["export"]) == 0
+
+
+def test_without_the_network_each_failed_hub_request_is_one_line(local_config, tmp_path):
+    """A Hub name with the Hub unreachable: huggingface_hub's retries, one line each, then the
+    error; not each warning twice with a "Retrying in" line between."""
+    with socket.socket() as s:  # a port that nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    local_config["data"]["model_name_or_path"] = "bert-base-uncased"
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(local_config))
+    env = {**os.environ, "HF_ENDPOINT": f"http://127.0.0.1:{port}", "HF_HOME": str(tmp_path)}
+    command = [sys.executable, str(REPO / "model_def.py"), "config.yaml", "--no-tensorboard"]
+    run = subprocess.run(
+        command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert run.returncode == 1
+    *attempts, error = run.stderr.strip().splitlines()
+    assert error.startswith("error: data.model_name_or_path: 'bert-base-uncased' is not a local")
+    assert 1 <= len(attempts) <= 6  # huggingface_hub 2.4 tries 6 times
+    for line in attempts:
+        assert re.fullmatch(
+            r"\S+ \S+ WARNING '.*' thrown while requesting HEAD "
+            rf"http://127.0.0.1:{port}/bert-base-uncased/resolve/main/config.json",
+            line,
+        ), line
 
 
 def test_tensorboard_events_hold_training_and_validation_curves(cli_run):
@@ -137,8 +240,16 @@ def test_metrics_file_and_its_plot(local_config, tmp_path):
 def test_the_summary_reads_an_unset_smaller_is_better_as_determined_does():
     recorder = progress.RunRecorder(io.StringIO(), interactive=False)
     recorder.validations = [(6, {"validation_loss": 0.5}), (12, {"validation_loss": 0.7})]
-    shown = progress.summary(recorder, {"metric": "validation_loss"}, None, ["python"])
+    shown = progress.summary(recorder, {"metric": "validation_loss"}, ["python", "model_def.py"])
     assert "best after batch 6 (smallest validation_loss)" in shown
+
+
+def test_the_summary_names_where_the_starting_weights_came_from():
+    recorder = progress.RunRecorder(io.StringIO(), interactive=False)
+    command = ["python", "model_def.py"]
+    shown = progress.summary(recorder, {"metric": "acc"}, command, init_from="ckpt/abc")
+    assert "\nweights     from data.init_from ckpt/abc\n" in shown
+    assert "data.init_from" not in progress.summary(recorder, {"metric": "acc"}, command)
 
 
 def test_timer_sums_its_intervals(monkeypatch):
@@ -165,6 +276,7 @@ def test_a_local_run_honours_the_configs_periods(local_config, tmp_path):
         min_checkpoint_period={"batches": 5},
         checkpoint_policy="all",  # and a checkpoint after each validation
         scheduling_unit=3,
+        checkpoint_storage={"save_trial_latest": 100},  # keeps them all
     )
     recorder = progress.RunRecorder(io.StringIO(), interactive=False)
     local_run.run_local(model_def.BertPyTorch, local_config, recorder=recorder)

@@ -191,6 +191,14 @@ class GridRecorder(progress.RunRecorder):
         self.folder.save_progress(self.done, self.saved)
 
     def on_checkpoint_upload_end(self, uuid: str) -> None:
-        super().on_checkpoint_upload_end(uuid)
         self.saved = [*self.saved, uuid]
+        super().on_checkpoint_upload_end(uuid)  # which deletes those retention does not keep
+        storage = checkpointing.storage_dir()
+        self.saved = [uuid for uuid in self.saved if (storage / uuid).is_dir()]
         self.folder.save_progress(self.done, self.saved)
+
+    def history(self) -> tuple[list[tuple[int, str]], list]:
+        """The trial's checkpoints and validations since it started, before this run too."""
+        storage = checkpointing.storage_dir()
+        saved = [uuid for uuid in self.saved if (storage / uuid / "metadata.json").is_file()]
+        return [(checkpointing.batches_trained(storage / uuid), uuid) for uuid in saved], self.done

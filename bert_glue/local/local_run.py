@@ -98,9 +98,13 @@ def run_local(
     `early_stopping` (the callback of bert_glue/trial/early_stopping.py, whose reason the
     summary gives).
     Checkpoints copy context_dir (Determined's context directory), by default the trial module's
-    folder.
+    folder. Of the run's checkpoints in local storage, those that the config's
+    checkpoint_storage.save_trial_best and save_trial_latest do not keep are deleted. Resumed
+    from a run that had finished or stopped early, it trains nothing and the recorder's
+    stop_reason says so.
     """
     recorder = recorder or progress.RunRecorder(io.StringIO(), interactive=False)  # quiet
+    recorder.retention = checkpointing.Retention.of(config)
     config.setdefault("reproducibility", {}).setdefault("experiment_seed", 42)
     seed_everything(config["reproducibility"]["experiment_seed"])
     checkpoint, resumed = None, contextlib.nullcontext()
@@ -125,6 +129,13 @@ def run_local(
             logger.info(f"TensorBoard events: tensorboard --logdir {tensorboard.parent}")
         # Checkpoints copy the working directory: the trial's, whatever the command was run from.
         here = checkpointing.in_directory(context_dir or module_dir(trial_class))
+        if checkpoint is not None:
+            batches = checkpointing.batches_trained(checkpoint)
+            if batches and checkpoint.parent == checkpointing.storage_dir().resolve():
+                recorder.checkpoints.append((batches, checkpoint.name))  # this run's, continued
+            recorder.stop_reason = resumed_reason(trial, checkpoint, batches)
+        if recorder.stop_reason is not None:
+            return []
         reported_as_is = workarounds.reducer_errors_as_raised(metrics.Diverged)
         with workarounds.loadable_rng_state(), resumed, here, reported_as_is:
             pytorch.Trainer(trial, context).fit(
@@ -134,6 +145,20 @@ def run_local(
             )
         recorder.stop_reason = trial.early_stopping.reason
     return [metrics for _, metrics in recorder.validations]
+
+
+def resumed_reason(
+    trial: pytorch.PyTorchTrial, checkpoint: pathlib.Path, batches: int
+) -> str | None:
+    """Why a run resumed from checkpoint, after `batches`, trains no further: it had trained all
+    its batches or stopped early. None when it has more to train."""
+    if batches >= trial.total_steps:
+        return (
+            f"finished before: {checkpoint.name} trained all {trial.total_steps} batches of "
+            "hyperparameters.num_train_epochs; more epochs would train further"
+        )
+    state = checkpointing.callback_state(checkpoint, "early_stopping")
+    return trial.early_stopping.resumed_reason(state, batches)
 
 
 def default_tensorboard_folder() -> pathlib.Path:
@@ -166,10 +191,16 @@ def main(argv: list[str] | None, trial_class: type[pytorch.PyTorchTrial], script
     """`python SCRIPT [CONFIG] [section.key=value ...] [options]`: one local run of the config."""
     args = cli.parse_args(argv, description=sys.modules[trial_class.__module__].__doc__)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    # huggingface_hub prints its records itself and also passes them on to the root logger's
+    # handler: each would show twice.
+    hub = logging.getLogger("huggingface_hub")
+    for handler in list(hub.handlers):
+        hub.removeHandler(handler)
     if not args.verbose:  # the recorder and the trial say the same facts in fewer lines
         logging.getLogger("determined").setLevel(logging.WARNING)  # its per-period reports
         hf_logging.set_verbosity_error()  # transformers' load report of the new head
         hf_logging.disable_progress_bar()  # and its bar of weights loaded
+        logging.getLogger("huggingface_hub.utils._http").addFilter(without_retry_notices)
     try:
         config = trial_config.load_config(args.config, args.overrides)
         grid = local_grid.is_grid(config)
@@ -196,10 +227,23 @@ def main(argv: list[str] | None, trial_class: type[pytorch.PyTorchTrial], script
     if os.environ.get("RANK", "0") != "0":
         return 0
     write_outputs(args, recorder, config)
-    command = ["python", os.path.basename(script), args.config, *args.overrides]
-    checkpoint = recorder.checkpoints and checkpointing.storage_dir() / recorder.checkpoints[-1]
-    print(progress.summary(recorder, config["searcher"], checkpoint, command), file=sys.stderr)
+    command = ["python", as_typed(script), args.config, *args.overrides]
+    init_from = config["data"].get("init_from")
+    print(progress.summary(recorder, config["searcher"], command, init_from), file=sys.stderr)
     return 0
+
+
+def as_typed(path: str | os.PathLike) -> str:
+    """path as a command run here can name it: relative where it is below this folder."""
+    path, here = pathlib.Path(path).resolve(), pathlib.Path.cwd()
+    return str(path.relative_to(here) if path.is_relative_to(here) else path)
+
+
+def without_retry_notices(record: logging.LogRecord) -> bool:
+    """Leaves out huggingface_hub's "Retrying in 2s [Retry 2/5]." after each failed request to
+    the Hub, which its line before names ("'<error>' thrown while requesting HEAD <url>"):
+    one line per failed attempt."""
+    return not record.getMessage().startswith("Retrying in ")
 
 
 def run_grid(trial_class: type[pytorch.PyTorchTrial], config: dict, args) -> int:

@@ -21,6 +21,7 @@ import psutil
 import tqdm
 from determined import pytorch
 
+from bert_glue.results import checkpointing
 from bert_glue.trial import metrics
 
 
@@ -52,9 +53,9 @@ def format_duration(seconds: float) -> str:
 class RunRecorder(pytorch.PyTorchCallback):
     """Progress and history of one local run, on the chief process (other ranks stay quiet)."""
 
-    def __init__(self, stream: TextIO = sys.stderr, interactive: bool | None = None) -> None:
-        self.stream = stream
-        self.interactive = stream.isatty() if interactive is None else interactive
+    def __init__(self, stream: TextIO | None = None, interactive: bool | None = None) -> None:
+        self.stream = stream or sys.stderr  # the one of the moment, default: standard error
+        self.interactive = self.stream.isatty() if interactive is None else interactive
         # From the process's start: imports and the model's loading count as start-up too.
         since_start = time.time() - psutil.Process().create_time()
         self.started = time.perf_counter() - since_start
@@ -62,8 +63,11 @@ class RunRecorder(pytorch.PyTorchCallback):
         self.first_batch = self.batches = self.samples = 0
         self.losses: list[tuple[int, float]] = []  # (batches trained, mean training loss)
         self.validations: list[tuple[int, dict]] = []  # (batches trained, metrics)
-        self.checkpoints: list[str] = []  # uuids, oldest first
-        self.stop_reason: str | None = None  # why the run ended before its length, if it did
+        # The run's checkpoints in local storage, (batches trained, uuid), oldest first: the one
+        # it resumed from, then those it saved, less those that retention deleted.
+        self.checkpoints: list[tuple[int, str]] = []
+        self.retention: checkpointing.Retention | None = None  # None: keep every checkpoint
+        self.stop_reason: str | None = None  # why the run trained no further, if before its end
         self.training, self.validation, self.checkpointing = Timer(), Timer(), Timer()
         self.startup_seconds = self.data_seconds = 0.0
         self.chief, self.test_files = True, False
@@ -138,8 +142,17 @@ class RunRecorder(pytorch.PyTorchCallback):
 
     def on_checkpoint_upload_end(self, uuid: str) -> None:
         self.checkpointing.stop()
-        self.checkpoints.append(uuid)
+        self.checkpoints.append((self.batches, uuid))
+        if self.chief:
+            self._line(f"saved checkpoint {uuid} at batch {self.batches}")
+            if self.retention is not None:
+                deleted = checkpointing.prune(*self.history(), self.retention)
+                self.checkpoints = [c for c in self.checkpoints if c[1] not in deleted]
         self._resume_training()
+
+    def history(self) -> tuple[list[tuple[int, str]], list[tuple[int, dict]]]:
+        """The checkpoints retention chooses among, and the validations that rank them."""
+        return self.checkpoints, self.validations
 
     def on_trial_shutdown(self) -> None:
         self._pause_training()
@@ -184,18 +197,16 @@ def metric_names(validations: list[tuple[int, dict]]) -> list[str]:
 
 
 def summary(
-    recorder: RunRecorder,
-    searcher: dict,
-    checkpoint_dir: pathlib.Path | None,
-    command: list[str],
+    recorder: RunRecorder, searcher: dict, command: list[str], init_from: str | None = None
 ) -> str:
-    """The closing table: final and best metrics, the checkpoint, where the time went, and the
-    commands that resume, predict (when the task's test files are there) and export from the
-    checkpoint."""
+    """The closing table: final and best metrics, where the starting weights came from (when
+    data.init_from set them), the best and the last checkpoint, where the time went, and the
+    commands that resume from the last checkpoint and predict (when the task's test files are
+    there) and export from the best."""
     lines = ["", "Run summary"]
+    metric, smaller = searcher["metric"], metrics.smaller_is_better(searcher)
     if recorder.validations:
         final_batch, final = recorder.validations[-1]
-        metric, smaller = searcher["metric"], metrics.smaller_is_better(searcher)
         best_batch, best = metrics.best_validation(recorder.validations, metric, smaller) or (
             final_batch,
             final,
@@ -209,8 +220,10 @@ def summary(
             f"  final after batch {final_batch}, best after batch {best_batch} "
             f"({'smallest' if smaller else 'largest'} {metric})"
         )
-        if recorder.stop_reason:
-            lines.append(f"  {recorder.stop_reason}")
+    if recorder.stop_reason:
+        lines.append(f"  {recorder.stop_reason}")
+    if init_from is not None:
+        lines.append(f"weights     from data.init_from {init_from}")
     total = time.perf_counter() - recorder.started
     startup = recorder.startup_seconds - recorder.data_seconds
     lines.append(
@@ -220,14 +233,28 @@ def summary(
         f"checkpoints {recorder.checkpointing.seconds:.1f} s"
     )
     lines.append(f"speed       {recorder.samples_per_second():.1f} samples/s while training")
-    if checkpoint_dir is not None:
-        lines += [
-            f"checkpoint  {checkpoint_dir.name}  {checkpoint_dir}",
-            f"resume      {shlex.join([*command, '--resume', checkpoint_dir.name])}",
-        ]
-        if recorder.test_files:
-            lines.append(f"predict     python predict.py {checkpoint_dir} --output-dir submission")
-        lines.append(f"export      python export.py {checkpoint_dir} hf_model")
+    if not recorder.checkpoints:
+        return "\n".join(lines)
+    storage = checkpointing.storage_dir()
+    last_batch, last = recorder.checkpoints[-1]
+    at = dict(recorder.checkpoints)
+    scored = [v for v in recorder.validations if v[0] in at]
+    best_validation = metrics.best_validation(scored, metric, smaller)
+    best = at[best_validation[0]] if best_validation else last
+    described = {}
+    if best_validation is not None:
+        described[best] = f"best {metric} {best_validation[1][metric]:.4f}"
+    described[last] = " and ".join(filter(None, [described.get(last), "last"]))
+    for batches, uuid in recorder.checkpoints:
+        if uuid in described:
+            lines.append(f"checkpoint  {storage / uuid}  {described[uuid]}, batch {batches}")
+    lines.append(f"resume      {shlex.join([*command, '--resume', last])}")
+    python, scripts = command[0], pathlib.Path(command[1]).parent
+    if recorder.test_files:
+        predict = [python, str(scripts / "predict.py"), str(storage / best)]
+        lines.append(f"predict     {shlex.join([*predict, '--output-dir', 'submission'])}")
+    export = [python, str(scripts / "export.py"), str(storage / best), "hf_model"]
+    lines.append(f"export      {shlex.join(export)}")
     return "\n".join(lines)
 
 

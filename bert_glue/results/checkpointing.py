@@ -1,5 +1,5 @@
-"""Local checkpoints: where they are, which one --resume (or data.init_from) means, and its
-batch count.
+"""Local checkpoints: where they are, which one --resume (or data.init_from) means, its batch
+count, and which of a run's checkpoints stay (checkpoint_storage.save_trial_best/latest).
 
 A Determined PyTorchTrial checkpoint (state_dict.pth, trial_state.pkl, load_data.json, and
 metadata.json, which Determined writes last) holds the weights, optimizer, LR scheduler, RNG
@@ -11,17 +11,24 @@ determined_0_38/workarounds.py's loadable_rng_state() and starting_at().
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
+import logging
+import math
 import os
 import pathlib
 import pickle
+import shutil
 from collections.abc import Iterator
 
 import appdirs
+import torch
 
 import constants
-from bert_glue.trial import custom_task, trial_config
+from bert_glue.trial import custom_task, metrics, trial_config
 from constants import ConfigError
+
+logger = logging.getLogger(__name__)
 
 LOCAL_TRIAL_ID = 0  # the trial id Determined's local Trainer saves and expects
 
@@ -96,3 +103,83 @@ def in_directory(path: str | os.PathLike) -> Iterator[None]:
         yield
     finally:
         os.chdir(previous)
+
+
+def callback_state(checkpoint: pathlib.Path, name: str) -> dict:
+    """What the trial's callback `name` saved in the checkpoint; {} if it saved nothing. The
+    weights stay on disk (memory-mapped), unread."""
+    # Not at import: glue_report.py's tables and tests/unit use this module without determined.
+    from bert_glue.determined_0_38 import workarounds
+
+    with workarounds.loadable_rng_state():
+        state = torch.load(checkpoint / "state_dict.pth", mmap=True, map_location="cpu")
+    return state.get("callbacks", {}).get(name, {})
+
+
+@dataclasses.dataclass(frozen=True)
+class Retention:
+    """Which of a local run's checkpoints stay: the `best` ones by searcher.metric and the
+    `latest` ones, as checkpoint_storage.save_trial_best and save_trial_latest tell the master
+    to keep a trial's. The last one always stays: --resume continues from it."""
+
+    best: int
+    latest: int
+    metric: str
+    smaller_is_better: bool
+
+    @classmethod
+    def of(cls, config: dict) -> Retention:
+        """From the experiment config, with Determined 0.38.1's defaults (1 and 1)."""
+        storage = config.get("checkpoint_storage") or {}
+        counts = {}
+        for key in ("save_trial_best", "save_trial_latest"):
+            count = storage.get(key)
+            if count is None:
+                count = 1
+            if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+                raise ConfigError(
+                    f"checkpoint_storage.{key}: expected a whole number >= 0, got {count!r}"
+                )
+            counts[key] = count
+        searcher = config["searcher"]
+        return cls(
+            counts["save_trial_best"],
+            max(counts["save_trial_latest"], 1),
+            searcher["metric"],
+            metrics.smaller_is_better(searcher),
+        )
+
+    def kept(self, checkpoints: list[tuple[int, str]], validations: list[tuple[int, dict]]) -> set:
+        """The uuids to keep of checkpoints ((batches, uuid), oldest first), given the run's
+        validations ((batches, metrics)): a checkpoint's metric is the validation's at its batch."""
+        kept = {uuid for _, uuid in checkpoints[-self.latest :]}
+        value = {batches: m.get(self.metric, math.nan) for batches, m in validations}
+        scored = [
+            (value[batches], uuid)
+            for batches, uuid in checkpoints
+            if math.isfinite(value.get(batches, math.nan))
+        ]
+        # Stable: the earliest of equal values first, as metrics.best_validation picks.
+        scored.sort(key=lambda v: v[0], reverse=not self.smaller_is_better)
+        return kept | {uuid for _, uuid in scored[: self.best]}
+
+
+def prune(
+    checkpoints: list[tuple[int, str]], validations: list[tuple[int, dict]], retention: Retention
+) -> list[str]:
+    """Delete from local storage the checkpoints (a run's own: (batches, uuid), oldest first)
+    that retention does not keep; returns the uuids deleted. Each folder is renamed away first,
+    so that an interruption never leaves a part of one where a checkpoint is looked for."""
+    storage = storage_dir()
+    kept = retention.kept(checkpoints, validations)
+    deleted = []
+    for _, uuid in checkpoints:
+        if uuid in kept or not (storage / uuid).is_dir():
+            continue
+        doomed = storage / f".{uuid}.deleted"
+        os.replace(storage / uuid, doomed)
+        shutil.rmtree(doomed, ignore_errors=True)
+        deleted.append(uuid)
+    if deleted:
+        logger.info(f"deleted checkpoint(s) {', '.join(deleted)} (checkpoint_storage.save_trial_*)")
+    return deleted

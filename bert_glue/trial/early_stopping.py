@@ -5,7 +5,9 @@ searcher.metric beats the best value so far by more than early_stopping_min_delt
 direction of searcher.smaller_is_better (a NaN never does). After `patience` validations in a
 row without improvement the trial stops there, as adaptive ASHA stops it (boundary_stop.py):
 every rank at the same boundary, no batch trained after it, exit code 0. The checkpoint taken at
-its best validation (checkpoint_policy best) stays its best.
+its best validation (checkpoint_policy best) stays its best. A local run also checkpoints where
+it stops: --resume from that checkpoint finds the patience run out (resumed_reason) and trains
+nothing; a cluster never resumes a completed trial.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import determined as det
 from determined import pytorch
 
 from bert_glue.determined_0_38 import boundary_stop
@@ -82,7 +85,8 @@ class EarlyStopping(pytorch.PyTorchCallback):
     def on_trial_startup(self, first_batch_idx: int, checkpoint_uuid: str | None) -> None:
         self.batches_trained = first_batch_idx
         if self.plateau is not None:
-            boundary_stop.stop_at_boundaries(self.context, lambda: self.reason)
+            local = det.get_cluster_info() is None
+            boundary_stop.stop_at_boundaries(self.context, lambda: self.reason, local)
 
     def on_training_workload_end(self, avg_metrics: dict, batch_metrics: list[dict]) -> None:
         self.batches_trained = avg_metrics["batches"]  # every rank has the chief's metrics
@@ -94,6 +98,15 @@ class EarlyStopping(pytorch.PyTorchCallback):
         # At the last batch the run ends anyway, and a stop would skip its final checkpoint.
         if ran_out and self.batches_trained < self.total_batches:
             self.reason = self.plateau.reason(self.metric)
+
+    def resumed_reason(self, state_dict: dict, batches_trained: int) -> str | None:
+        """Why a run resumed from a checkpoint after batches_trained, holding state_dict, had
+        stopped early, if its patience (this trial's: it may have been raised) had run out."""
+        self.load_state_dict(state_dict)
+        plateau = self.plateau
+        if plateau is None or plateau.stale < plateau.patience:
+            return None
+        return plateau.reason(self.metric) if batches_trained < self.total_batches else None
 
     def state_dict(self) -> dict:
         """The count so far, so that a resumed trial goes on counting."""

@@ -88,6 +88,7 @@ OVERRIDABLE = {
     "data": (*REQUIRED_DATA, *OPTIONAL_DATA),
     "reproducibility": ("experiment_seed",),
     "searcher": ("metric", "smaller_is_better"),  # e.g. for data.task=STS-B, which has no acc
+    "checkpoint_storage": ("save_trial_best", "save_trial_latest"),  # the checkpoints kept
 }
 
 

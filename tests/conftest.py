@@ -1,7 +1,11 @@
 """Shared fixtures: a tiny random BERT with its own vocabulary, and few-row GLUE folders.
 
 Unit tests live in tests/unit: they import neither determined nor transformers (a test there
-checks it), and run in seconds. The tests beside this file run the trial end to end."""
+checks it), and run in seconds. The tests beside this file run the trial end to end.
+
+`python -m pytest` is the smoke test: tests/unit and the tests marked smoke, one tiny-model run
+of each way the trial runs. `python -m pytest --all` is the whole suite (CI). Naming files, -k or
+-m runs what they select, smoke or not."""
 
 from __future__ import annotations
 
@@ -14,10 +18,24 @@ import yaml
 import constants
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+UNIT = REPO / "tests" / "unit"
 SHARED_GLUE = REPO.parent / "shared" / "glue_data"
 WORDS = [f"w{i}" for i in range(40)] + ["good", "bad", "fine", "awful", "neutral"]
 # The word that marks each label in synthetic text, so the tiny model has something to learn.
 CUE = {0: "bad", 1: "good", 2: "neutral"}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--all", action="store_true", help="the whole suite, not the smoke test")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    chosen = config.args_source != pytest.Config.ArgsSource.TESTPATHS
+    if config.getoption("--all") or chosen or config.option.keyword or config.option.markexpr:
+        return
+    smoke = [i for i in items if i.path.is_relative_to(UNIT) or i.get_closest_marker("smoke")]
+    config.hook.pytest_deselected(items=[i for i in items if i not in smoke])
+    items[:] = smoke
 
 
 @pytest.fixture(autouse=True)

@@ -99,6 +99,7 @@ def full_run(tiny_model_dir, glue_dir, tmp_path_factory):
     return run, master, config
 
 
+@pytest.mark.smoke
 def test_trial_reports_training_and_validation_metrics(full_run):
     run, master, _ = full_run
     assert run.returncode == 0, run.stderr[-3000:]

@@ -435,6 +435,23 @@ def test_nproc_runs_the_config_in_n_processes(two_processes):
     assert sorted(run["checkpoints"]) == [m["batches"] for m in run["metrics"]]
 
 
+@pytest.mark.smoke
+def test_a_two_process_run_trains_validates_and_checkpoints(local_config, tmp_path):
+    """The smoke test's DDP run: python model_def.py CONFIG --nproc=2, as a user starts it."""
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(local_config))
+    metrics = tmp_path / "metrics.json"
+    command = [sys.executable, str(REPO / "model_def.py"), str(config), "--nproc=2"]
+    command += ["--no-tensorboard", f"--metrics-out={metrics}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "XDG_DATA_HOME": str(tmp_path)}
+    run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stderr.count("Run summary") == 1  # the chief's
+    steps = [m["batches"] for m in json.loads(metrics.read_text())]
+    assert steps == [6, 12]  # 48 rows, global batch 8 over two processes, 2 epochs
+    assert run.stderr.count("saved checkpoint ") == 2
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -15,6 +15,8 @@ import re
 import pytest
 import yaml
 
+pytestmark = pytest.mark.smoke
+
 REPO = pathlib.Path(__file__).resolve().parent.parent
 README = REPO / "README.md"
 PAGES = [README, *sorted((REPO / "docs").glob("*.md")), REPO / "bench" / "README.md"]

@@ -11,6 +11,8 @@ import pytest
 
 from bert_glue.container import image_pins
 
+pytestmark = pytest.mark.smoke
+
 PINS = {
     "torch": "torch==2.10.0a0+b4e4ee81d3",
     "numpy": "numpy==2.3.5",

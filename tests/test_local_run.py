@@ -124,6 +124,7 @@ def test_summary_names_the_checkpoints_on_disk_and_how_to_resume(cli_run, tmp_pa
     assert float(re.search(r"^speed       ([\d.]+) samples/s", summary, re.M)[1]) > 0
 
 
+@pytest.mark.smoke
 def test_every_command_the_summary_prints_works_on_a_finished_run(cli_run, capsys):
     commands = printed_commands(summary_of(cli_run["stderr"]))
     assert run_printed(commands["resume"]) == 0

@@ -13,6 +13,8 @@ from conftest import REPO
 
 from bert_glue.container import versions
 
+pytestmark = pytest.mark.smoke
+
 IMAGE_REQUIREMENTS = REPO / "requirements-image.txt"
 CONFIGS = sorted(REPO.glob("*.yaml"))
 CONTAINER_MODULES = ("bert_glue/container/versions.py", "bert_glue/container/image_pins.py")

@@ -128,6 +128,7 @@ def assert_resumes_bitwise(
     assert_identical(load_state(end_resumed), load_state(end_whole))  # weights, Adam, LR, RNG
 
 
+@pytest.mark.smoke
 def test_killed_run_resumes_bitwise(local_config, tmp_path, monkeypatch):
     config_file = configure(local_config, tmp_path)
     killed = tmp_path / "killed"

@@ -345,15 +345,7 @@ def test_any_encoder_trains_predicts_and_exports(model, custom_config, tmp_path,
     config = custom_config(".tsv", 3, labels=NAMES[3])
     config["data"]["model_name_or_path"] = str(folder)
     config["hyperparameters"].update(model_type="auto", num_train_epochs=1)
-    batches = []
-    original = model_def.BertPyTorch.train_batch
-
-    def spy(self, batch, epoch_idx, batch_idx):
-        batches.append(batch)
-        return original(self, batch, epoch_idx, batch_idx)
-
-    monkeypatch.setattr(model_def.BertPyTorch, "train_batch", spy)
-    (validation,) = local_run.run_local(model_def.BertPyTorch, config)
+    validation, batches = run_spying(config, monkeypatch)
     assert len(batches) == 6 and 0.0 <= validation["acc"] <= 1.0
     assert all(("token_type_ids" in b) == MODELS[model][1] for b in batches)
 

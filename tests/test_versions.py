@@ -19,7 +19,8 @@ TORCH_VERSIONS = [
     "2.5.1",
     "2.6.0a0+ecf3bae40a",  # a pre-release of 2.6: older than 2.6.0
     "2.6.0",
-    "2.10.0a0+b4e4ee81d3",  # NGC 25.12, the configs' image
+    "2.7.1+cu126",  # pytorch/pytorch:2.7.1-cuda12.6-cudnn9-runtime, the configs' image
+    "2.10.0a0+b4e4ee81d3",  # NGC 25.12, the image for Blackwell
     "2.13.0",
     "N/A",  # what transformers reads when torch has no version metadata
 ]
@@ -60,8 +61,9 @@ def test_torch_turned_off_by_transformers_is_refused():
     assert "is_torch_available() is False" in message
 
 
-def test_the_pinned_stack_and_ngc_25_12_pass():
+def test_the_pinned_stack_and_the_images_pass():
     assert versions.problem("2.13.0", "5.24.0", lambda: True) == ""
+    assert versions.problem("2.7.1+cu126", "5.24.0", lambda: True) == ""
     assert versions.problem("2.10.0a0+b4e4ee81d3", "5.24.0", lambda: True) == ""
     assert versions.problem("2.13.0", "5.24.0", versions.transformers_sees_torch) == ""
 

@@ -195,6 +195,7 @@ def test_checkpoint_resumes_and_loads_on_the_cpu(no_dropout_config, device, tmp_
     """A checkpoint written on the device resumes there (close: GPU kernels are not bitwise
     reproducible) and loads on the CPU for predict.py and export.py with the same outputs."""
     no_dropout_config["hyperparameters"]["num_train_epochs"] = 2
+    no_dropout_config["checkpoint_storage"] = {"save_trial_latest": 2}  # keep the first too
     whole = local_run.run_local(model_def.BertPyTorch, no_dropout_config)
     first, last = checkpoints(tmp_path / "xdg-data")
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "resumed"))

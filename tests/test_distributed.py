@@ -162,6 +162,7 @@ def dist_config(deterministic_model_dir, tmp_path_factory) -> pathlib.Path:
     )
     # The one metric every task reports: the runs switch data.task (metrics.check_searcher).
     config["searcher"].update(metric="validation_loss", smaller_is_better=True)
+    config["checkpoint_storage"] = {"save_trial_latest": EPOCHS}  # every epoch's is compared
     config["hyperparameters"].update(
         global_batch_size=GLOBAL_BATCH,
         learning_rate=LEARNING_RATE,

@@ -21,6 +21,7 @@ def checkpoints(config_dir: pathlib.Path) -> list[pathlib.Path]:
 @pytest.mark.parametrize("task", list(constants.TASKS))
 def test_every_task_trains_validates_and_checkpoints(task, local_config, tmp_path):
     local_config["data"]["task"] = task
+    local_config["checkpoint_storage"] = {"save_trial_latest": 2}  # keep both epochs
     history = local_run.run_local(model_def.BertPyTorch, local_config)
 
     assert len(history) == 2  # one validation per epoch

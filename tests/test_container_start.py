@@ -32,6 +32,7 @@ No step is skipped: the task setup's install, prep_container with --download_con
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import hashlib
 import io
@@ -49,7 +50,7 @@ import tarfile
 import image_facts
 import pytest
 import yaml
-from conftest import REPO
+from conftest import REPO, tiny_config
 from determined.common import detignore
 from fake_master import TOKEN, FakeMaster
 from test_cluster import free_ports
@@ -310,6 +311,7 @@ class Start:
     master: FakeMaster
     layer: Image
     env: dict[str, str]
+    root: pathlib.Path
 
     @property
     def output(self) -> str:
@@ -344,7 +346,7 @@ def start_container(
             text=True,
             timeout=START_TIMEOUT_S,
         )
-    return Start(run, master, layer, env)
+    return Start(run, master, layer, env, root)
 
 
 def test_the_copies_of_determineds_scripts_are_verbatim():
@@ -367,42 +369,53 @@ def died_before_the_hook(start: Start) -> None:
     assert start.master.requests == []
 
 
-def test_without_the_configs_variables_a_pinned_image_dies_before_the_hook(
-    image, master_wheel, local_config, tmp_path
-):
-    config = trial_config(local_config, tmp_path / "storage")
-    layer = wired(image, "env", tmp_path)
-    died_before_the_hook(start_container(layer, tmp_path, master_wheel, config, variables={}))
+# Each container start the tests below read: (wiring, the config's environment_variables).
+STARTS = {
+    "pinned, no variables": ("env", {}),
+    "pip.conf, PIP_CONSTRAINT empty": ("pip.conf", {"PIP_CONSTRAINT": ""}),
+    **{wiring: (wiring, config_variables(CONFIG)) for wiring in WIRINGS},
+}
 
 
-def test_an_empty_pip_constraint_leaves_a_pip_conf_pin_in_force(
-    image, master_wheel, local_config, tmp_path
-):
+@pytest.fixture(scope="module")
+def starts(image, master_wheel, tiny_model_dir, glue_dir, tmp_path_factory) -> dict[str, Start]:
+    """Every start of STARTS, two at a time: each is one process at a time, mostly pip's."""
+
+    roots = {name: tmp_path_factory.mktemp("container") for name in STARTS}
+
+    def start(name: str) -> Start:
+        wiring, variables = STARTS[name]
+        root = roots[name]
+        config = trial_config(tiny_config(tiny_model_dir, glue_dir), root / "storage")
+        return start_container(wired(image, wiring, root), root, master_wheel, config, variables)
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        return dict(zip(STARTS, pool.map(start, STARTS), strict=True))
+
+
+def test_without_the_configs_variables_a_pinned_image_dies_before_the_hook(starts):
+    died_before_the_hook(starts["pinned, no variables"])
+
+
+def test_an_empty_pip_constraint_leaves_a_pip_conf_pin_in_force(starts):
     """pip drops an empty PIP_CONSTRAINT, so the pin file that a pip.conf names still applies."""
-    config = trial_config(local_config, tmp_path / "storage")
-    layer = wired(image, "pip.conf", tmp_path)
-    variables = {"PIP_CONSTRAINT": ""}
-    died_before_the_hook(start_container(layer, tmp_path, master_wheel, config, variables))
+    died_before_the_hook(starts["pip.conf, PIP_CONSTRAINT empty"])
 
 
 @pytest.mark.parametrize("wiring", WIRINGS)
-def test_with_the_configs_variables_the_trial_starts_and_validates(
-    wiring, image, master_wheel, local_config, tmp_path
-):
-    config = trial_config(local_config, tmp_path / "storage")
-    variables = config_variables(CONFIG)
-    assert variables == {"PIP_CONSTRAINT": "/dev/null"}
-    layer = wired(image, wiring, tmp_path)
-    start = start_container(layer, tmp_path, master_wheel, config, variables)
+def test_with_the_configs_variables_the_trial_starts_and_validates(wiring, starts, image):
+    assert config_variables(CONFIG) == {"PIP_CONSTRAINT": "/dev/null"}
+    start = starts[wiring]
     assert start.run.returncode == 0, start.output[-5000:]
     assert start.master.unknown == []
     assert [m["stepsCompleted"] for m in start.master.metrics("validation")] == [6]
     relaxed = set(re.findall(r"image_pins: relaxing the image's ([\w.-]+)==", start.output))
     # The task setup put requests 2.31 in the user site: the image's pin on it must go.
     assert relaxed == ({"requests"} if wiring in ("env", "pip.conf", "both") else set())
-    user_site = list((tmp_path / "run" / "determined" / "pythonuserbase").glob("lib/*/site-*"))
+    run_dir = start.root / "run" / "determined"
+    user_site = list((run_dir / "pythonuserbase").glob("lib/*/site-*"))
     assert (user_site[0] / "determined").is_dir()  # the task setup's --user install
-    assert (tmp_path / "run" / "determined" / "info" / "rendezvous.json").is_file()
+    assert (run_dir / "info" / "rendezvous.json").is_file()
     never_changed(image, start.layer, start.env)
 
 

@@ -8,13 +8,14 @@ import os
 import pathlib
 import re
 import shlex
+import shutil
 import socket
 import subprocess
 import sys
 
 import pytest
 import yaml
-from conftest import REPO
+from conftest import REPO, tiny_config
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import export
@@ -25,17 +26,20 @@ from bert_glue.local import local_run, progress
 STEPS_PER_EPOCH = 6  # 48 training rows in batches of 8 (local_config)
 
 
-@pytest.fixture
-def cli_run(local_config, tmp_path) -> dict:
-    """`python model_def.py CONFIG --plot curves.png` in a subprocess, output not a terminal."""
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(local_config))
+@pytest.fixture(scope="module")
+def cli_run(tiny_model_dir, glue_dir, tmp_path_factory) -> dict:
+    """`python model_def.py CONFIG --plot curves.png` in a subprocess, output not a terminal, in
+    a folder of its own with its checkpoints and caches; one run that the tests below read."""
+    folder = tmp_path_factory.mktemp("cli_run")
+    (folder / "config.yaml").write_text(yaml.safe_dump(tiny_config(tiny_model_dir, glue_dir)))
     command = [sys.executable, str(REPO / "model_def.py"), "config.yaml", "--plot", "curves.png"]
     command += ["--metrics-out", "metrics.json"]
+    xdg = {"XDG_DATA_HOME": str(folder / "xdg-data"), "XDG_CACHE_HOME": str(folder / "xdg-cache")}
     run = subprocess.run(
-        command, cwd=tmp_path, env=dict(os.environ), capture_output=True, text=True, timeout=300
+        command, cwd=folder, env={**os.environ, **xdg}, capture_output=True, text=True, timeout=300
     )
     assert run.returncode == 0, run.stderr[-4000:]
-    return {"stderr": run.stderr, "folder": tmp_path}
+    return {"stderr": run.stderr, "folder": folder, "xdg": xdg}
 
 
 def test_progress_lines_carry_step_loss_lr_speed_and_eta(cli_run):
@@ -86,9 +90,9 @@ def saved_checkpoints(stderr: str) -> list[tuple[str, int]]:
     ]
 
 
-def test_summary_names_the_checkpoints_on_disk_and_how_to_resume(cli_run, tmp_path):
+def test_summary_names_the_checkpoints_on_disk_and_how_to_resume(cli_run):
     summary = summary_of(cli_run["stderr"])
-    storage = tmp_path / "xdg-data" / "determined"
+    storage = cli_run["folder"] / "xdg-data" / "determined"
     saved = saved_checkpoints(cli_run["stderr"])
     assert [batches for _, batches in saved] == [STEPS_PER_EPOCH, 2 * STEPS_PER_EPOCH]
     listed = re.findall(r"^checkpoint  (\S+)  (.*), batch (\d+)$", summary, re.M)
@@ -96,7 +100,7 @@ def test_summary_names_the_checkpoints_on_disk_and_how_to_resume(cli_run, tmp_pa
     assert listed[-1][1].endswith("last") and (last / "metadata.json").is_file()
     assert (last.name, int(listed[-1][2])) == saved[-1] and last.parent == storage
     # The best checkpoint by validation_loss, and the last: here the same one or two.
-    history = [m for m in json.loads((tmp_path / "metrics.json").read_text())]
+    history = [m for m in json.loads((cli_run["folder"] / "metrics.json").read_text())]
     best = min(history, key=lambda m: m["validation_loss"])
     best_uuid = dict((b, u) for u, b in saved)[best["batches"]]
     assert sorted(p.name for p in storage.iterdir()) == sorted({best_uuid, last.name})
@@ -125,7 +129,11 @@ def test_summary_names_the_checkpoints_on_disk_and_how_to_resume(cli_run, tmp_pa
 
 
 @pytest.mark.smoke
-def test_every_command_the_summary_prints_works_on_a_finished_run(cli_run, capsys):
+def test_every_command_the_summary_prints_works_on_a_finished_run(cli_run, capsys, monkeypatch):
+    """Run here, a copy of the run's folder (the commands name config.yaml), with its storage."""
+    shutil.copy(cli_run["folder"] / "config.yaml", "config.yaml")
+    for name, value in cli_run["xdg"].items():
+        monkeypatch.setenv(name, value)
     commands = printed_commands(summary_of(cli_run["stderr"]))
     assert run_printed(commands["resume"]) == 0
     stderr = capsys.readouterr().err

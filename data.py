@@ -30,6 +30,7 @@ from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import Dataset, Sampler
 
 import download_glue_data
+from bert_glue.trial import trial_config
 from constants import ConfigError, GlueTask, Split
 
 logger = logging.getLogger(__name__)
@@ -66,21 +67,11 @@ def prepare_data(
     task: GlueTask, data_dir: str | os.PathLike, download: bool, path_to_mrpc: str = ""
 ) -> None:
     """Make sure the task's train and dev files are in data_dir, downloading them if allowed."""
-    splits = (task.train, *task.dev.values())
-    missing = [s.path for s in splits if not (pathlib.Path(data_dir) / s.path).is_file()]
-    if not missing:
-        return
-    if task.custom:
-        raise FileNotFoundError(
-            f"data.custom: {', '.join(missing)} not found in data.data_dir {data_dir}"
-        )
-    if not download:
-        raise FileNotFoundError(
-            f"GLUE {task.name} data not found in {data_dir} (expected {', '.join(missing)}). "
-            "Set data.download_data: true, point data.data_dir at a GLUE folder, or run "
-            f"`python download_glue_data.py --data-dir {data_dir} --tasks {task.name}`."
-        )
-    download_glue_data.ensure_task_data(task.name, data_dir, path_to_mrpc=path_to_mrpc)
+    problem = trial_config.missing_data(task, data_dir, download)
+    if problem:
+        raise FileNotFoundError(problem)
+    if not task_data_present(task, data_dir):
+        download_glue_data.ensure_task_data(task.name, data_dir, path_to_mrpc=path_to_mrpc)
 
 
 def read_text(path: pathlib.Path) -> str:

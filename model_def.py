@@ -20,7 +20,7 @@ from bert_glue.container import versions
 from bert_glue.local import cli
 
 if __name__ == "__main__":
-    cli.answer_help(__doc__, sys.argv[1:])  # at once, before torch loads
+    cli.check_before_torch(__doc__, sys.argv[1:])  # --help and mistakes: at once, before torch
 
 # Before transformers is imported: with a torch it cannot use it fails on its first model class,
 # with an ImportError that names neither the versions nor the fix. This exits with one line.

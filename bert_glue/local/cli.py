@@ -1,14 +1,38 @@
-"""The local run's command line, apart from torch: `--help` answers before torch loads."""
+"""The local run's command line, apart from torch: `--help` and a mistake in the config or the
+command line answer before torch loads."""
 
 from __future__ import annotations
 
 import argparse
+import logging
+import os
+import sys
+
+import yaml
+
+from bert_glue.trial import trial_config
 
 
-def answer_help(description: str, argv: list[str]) -> None:
-    """With -h or --help, print the help and exit, before the caller imports torch (20-30 s)."""
-    if {"-h", "--help"} & set(argv):
-        parse_args(argv, description)
+def check_before_torch(description: str, argv: list[str]) -> None:
+    """Answer --help, or end a local run whose command line or config is wrong with its one
+    error line, before the caller imports torch. A cluster trial (DET_TASK_ID) has neither."""
+    if os.environ.get("DET_TASK_ID"):
+        return
+    args = parse_args(argv, description)
+    logging.disable(logging.WARNING)  # the run says its warnings once, with its logging set up
+    try:
+        checked_config(args)
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+def checked_config(args: argparse.Namespace) -> dict:
+    """The config the command line names, checked (trial_config.checked_config), or exit with
+    one error line that names the file or key."""
+    try:
+        return trial_config.checked_config(args.config, args.overrides, args.nproc)
+    except (OSError, ValueError, yaml.YAMLError) as e:
+        sys.exit(f"error: {e}")
 
 
 def parse_args(argv: list[str] | None, description: str) -> argparse.Namespace:

@@ -25,7 +25,6 @@ import time
 import determined as det
 import numpy as np
 import torch
-import yaml
 from determined import pytorch
 from transformers.utils import logging as hf_logging
 
@@ -201,17 +200,8 @@ def main(argv: list[str] | None, trial_class: type[pytorch.PyTorchTrial], script
         hf_logging.set_verbosity_error()  # transformers' load report of the new head
         hf_logging.disable_progress_bar()  # and its bar of weights loaded
         logging.getLogger("huggingface_hub.utils._http").addFilter(without_retry_notices)
-    try:
-        config = trial_config.load_config(args.config, args.overrides)
-        grid = local_grid.is_grid(config)
-        if not grid:
-            hparams, data_config = trial_config.settings(
-                trial_config.local_hparams(config), config["data"]
-            )
-            trial_config.check_batch_split(hparams, str(data_config["task"]), args.nproc)
-    except (OSError, ValueError, yaml.YAMLError) as e:  # the message names the file or key
-        sys.exit(f"error: {e}")
-    if grid:
+    config = cli.checked_config(args)
+    if local_grid.is_grid(config):
         try:
             return run_grid(trial_class, config, args)
         except USER_ERRORS as e:

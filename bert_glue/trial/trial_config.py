@@ -11,11 +11,13 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import logging
+import os
+import pathlib
 import re
 
 import yaml
 
-from constants import TASKS, ConfigError
+from constants import TASKS, ConfigError, GlueTask, get_task
 
 logger = logging.getLogger(__name__)
 
@@ -313,6 +315,38 @@ ConfigLoader.add_implicit_resolver(
     re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
     list("-+0123456789"),
 )
+
+
+def missing_data(task: GlueTask, data_dir: str | os.PathLike, download: bool) -> str | None:
+    """Why the task's train and dev files cannot be had, or None: present, or to be downloaded."""
+    splits = (task.train, *task.dev.values())
+    missing = [s.path for s in splits if not (pathlib.Path(data_dir) / s.path).is_file()]
+    if not missing:
+        return None
+    if task.custom:
+        return f"data.custom: {', '.join(missing)} not found in data.data_dir {data_dir}"
+    if download:
+        return None
+    return (
+        f"GLUE {task.name} data not found in {data_dir} (expected {', '.join(missing)}). "
+        "Set data.download_data: true, point data.data_dir at a GLUE folder, or run "
+        f"`python download_glue_data.py --data-dir {data_dir} --tasks {task.name}`."
+    )
+
+
+def checked_config(path: str, overrides: list[str], slots: int) -> dict:
+    """A local run's config, its settings checked as the trial will check them, and a GLUE
+    task's data present or to be downloaded: what can be known before torch loads."""
+    config = load_config(path, overrides)
+    if config.get("searcher", {}).get("name") == "grid":  # each trial's settings are its own
+        return config
+    hparams, data = settings(local_hparams(config), config["data"])
+    check_batch_split(hparams, str(data["task"]), slots)
+    if str(data["task"]).lower() != "custom":  # own data: its files name its columns
+        problem = missing_data(get_task(data["task"]), data["data_dir"], data["download_data"])
+        if problem:
+            raise FileNotFoundError(problem)
+    return config
 
 
 def load_config(path: str, overrides: list[str]) -> dict:

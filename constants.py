@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+from typing import NamedTuple
 
 
 class ConfigError(ValueError):
     """A setting that cannot work; the message names the key (or file) and how to fix it."""
 
 
-# model_type -> (config class, model class, tokenizer class), named as transformers exports them
+# model_type -> its ModelClasses (config, model, tokenizer), named as transformers exports them
 # and imported on first use, so that the task table loads without transformers. In transformers 5
 # the plain tokenizer names are the fast (Rust) tokenizers; XLM has only its Python tokenizer.
 # "auto" takes whatever encoder the model folder's config.json names (DeBERTa-v3, ELECTRA, ...).
@@ -213,7 +214,15 @@ def get_task(name: str) -> GlueTask:
     raise ConfigError(f"data.task: unknown GLUE task {name!r}; choose one of {', '.join(TASKS)}")
 
 
-def get_model_classes(model_type: str) -> tuple:
+class ModelClasses(NamedTuple):
+    """A model type's transformers classes."""
+
+    config: type
+    model: type  # ...ForSequenceClassification
+    tokenizer: type
+
+
+def get_model_classes(model_type: str) -> ModelClasses:
     if model_type not in MODEL_CLASSES:
         raise ConfigError(
             f"hyperparameters.model_type: unknown model type {model_type!r}; "
@@ -221,4 +230,4 @@ def get_model_classes(model_type: str) -> tuple:
         )
     import transformers  # here, not at the top: see MODEL_CLASSES
 
-    return tuple(getattr(transformers, name) for name in MODEL_CLASSES[model_type])
+    return ModelClasses(*(getattr(transformers, name) for name in MODEL_CLASSES[model_type]))

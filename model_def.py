@@ -102,7 +102,7 @@ class BertPyTorch(pytorch.PyTorchTrial):
         self.early_stopping = early_stopping.EarlyStopping(context, hp, self.total_steps)
 
     def _pretrained(self, hp: dict, cfg: dict, model_config) -> torch.nn.Module:
-        model_class = constants.get_model_classes(hp["model_type"])[1]
+        model_class = constants.get_model_classes(hp["model_type"]).model
         model = model_class.from_pretrained(
             cfg["model_name_or_path"],
             config=model_config,

@@ -470,7 +470,7 @@ def test_bad_nproc_is_a_clear_error(local_config, tmp_path, capsys, args, messag
 
 def test_cache_key_ignores_what_the_tokenizer_did_before(tiny_model_dir):
     """Ranks that only read the cache compute the key of the rank that built it."""
-    tokenizer = constants.get_model_classes("bert")[2].from_pretrained(tiny_model_dir)
+    tokenizer = constants.get_model_classes("bert").tokenizer.from_pretrained(tiny_model_dir)
     fresh = data.tokenizer_fingerprint(tokenizer)
     tokenizer(["good w1 w2"], ["w3"], truncation=True, max_length=4, padding="max_length")
     assert data.tokenizer_fingerprint(tokenizer) == fresh
@@ -484,7 +484,7 @@ def test_nodes_sharing_a_data_dir_download_and_cache_safely(tiny_model_dir, tmp_
     data_dir, cache = tmp_path / "glue_data", tmp_path / "cache"
 
     def node_prepares(_) -> list[data.Features]:
-        tokenizer = constants.get_model_classes("bert")[2].from_pretrained(tiny_model_dir)
+        tokenizer = constants.get_model_classes("bert").tokenizer.from_pretrained(tiny_model_dir)
         data.prepare_data(task, data_dir, download=True)
         return [
             data.load_features(task, split, data_dir, tokenizer, 32, cache)

@@ -139,7 +139,7 @@ def test_max_grad_norm_0_turns_clipping_off_as_run_glue_does(local_config, monke
 @pytest.mark.parametrize("model_type", [t for t in constants.MODEL_CLASSES if t != "auto"])
 def test_every_model_type_constructs_and_runs_a_batch(model_type, tmp_path):
     """All five architectures build from a config and take the inputs the trial gives them."""
-    config_class, model_class, _ = constants.get_model_classes(model_type)
+    classes = constants.get_model_classes(model_type)
     small = {
         "bert": dict(
             hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32
@@ -151,7 +151,7 @@ def test_every_model_type_constructs_and_runs_a_batch(model_type, tmp_path):
         ),
         "distilbert": dict(dim=16, n_layers=1, n_heads=2, hidden_dim=32),
     }[model_type]
-    model = model_class(config_class(vocab_size=50, num_labels=3, **small)).eval()
+    model = classes.model(classes.config(vocab_size=50, num_labels=3, **small)).eval()
     inputs = {
         "input_ids": torch.randint(5, 50, (2, 7)),
         "attention_mask": torch.ones(2, 7, dtype=torch.long),

@@ -72,7 +72,7 @@ def load(path: str | os.PathLike) -> FineTuned:
     saved = read(path)
     name = saved.data_config["model_name_or_path"]
     model_type = saved.hparams["model_type"]
-    model_class = constants.get_model_classes(model_type)[1]
+    model_class = constants.get_model_classes(model_type).model
     # Built from the config alone: every weight comes from the checkpoint.
     config = pretrained.task_model_config(saved.task, model_type, name)
     model = model_class.from_config(config) if model_type == "auto" else model_class(config)

@@ -34,11 +34,11 @@ POSITIONS_AFTER_PAD = ("roberta", "xlm-roberta", "camembert")
 
 
 def check_pretrained(name: str, model_type: str, task: GlueTask, max_seq_length: int) -> None:
-    config_class, _, tokenizer_class = constants.get_model_classes(model_type)
+    classes = constants.get_model_classes(model_type)
     folder = pathlib.Path(name).expanduser()
     if folder.is_dir():
         check_folder(
-            folder, auto_tokenizer_class(folder) if model_type == "auto" else tokenizer_class
+            folder, auto_tokenizer_class(folder) if model_type == "auto" else classes.tokenizer
         )
     elif name.startswith(("/", ".", "~")):
         raise ConfigError(f"{KEY}: no folder {folder}")
@@ -48,7 +48,7 @@ def check_pretrained(name: str, model_type: str, task: GlueTask, max_seq_length:
             f"hyperparameters.model_type: {name} is a {raw.get('model_type')!r} model, not "
             f"{model_type!r}; set model_type to match it, or to auto"
         )
-    config = auto_config(raw, name) if model_type == "auto" else config_class.from_dict(raw)
+    config = auto_config(raw, name) if model_type == "auto" else classes.config.from_dict(raw)
     check_positions(config, max_seq_length, name)
     check_head(config, task, name)
 
@@ -160,12 +160,12 @@ def checked_model_config(task: GlueTask, hp: dict, model_name_or_path: str):
 
 
 def tokenizer(model_type: str, model_name_or_path: str):
-    return constants.get_model_classes(model_type)[2].from_pretrained(model_name_or_path)
+    return constants.get_model_classes(model_type).tokenizer.from_pretrained(model_name_or_path)
 
 
 def task_model_config(task: GlueTask, model_type: str, model_name_or_path: str):
     """The pre-trained model's config with the task's head: its label names, or regression."""
-    config_class = constants.get_model_classes(model_type)[0]
+    config_class = constants.get_model_classes(model_type).config
     names = label_names(task)
     return config_class.from_pretrained(
         model_name_or_path,

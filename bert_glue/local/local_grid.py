@@ -21,11 +21,11 @@ import pathlib
 import shutil
 
 from bert_glue.local import progress
-from bert_glue.results import checkpointing
+from bert_glue.results import checkpointing, glue_results
 from bert_glue.trial import custom_task, metrics, trial_config
 from constants import ConfigError
 
-RESULT, PROGRESS = "result.json", "progress.json"
+PROGRESS = "progress.json"
 # Data keys that say where things are, not what is trained: a rerun may change them.
 LOCATION_KEYS = ("data_dir", "download_data", "path_to_mrpc", "cache_dir")
 
@@ -88,21 +88,8 @@ def trial_label(trial: GridTrial) -> tuple[str, int | None]:
     return custom_task.task_from_config(data).name, hparams["seed"]
 
 
-def write_text(path: pathlib.Path, text: str) -> None:
-    """Atomically: a reader never sees half a file, an interruption leaves the old one."""
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(text, encoding="utf-8")
-    os.replace(partial, path)
-
-
 def write_json(path: pathlib.Path, value) -> None:
-    write_text(path, json.dumps(value, indent=1))
-
-
-def reported_metrics(result: dict) -> dict:
-    """A finished trial's metrics, as result.json records them; the last validation's in a
-    result.json written before `reported` was."""
-    return result["validations"][result.get("reported", -1)]
+    glue_results.write_text(path, json.dumps(value, indent=1))
 
 
 class TrialFolder:
@@ -111,7 +98,7 @@ class TrialFolder:
     def __init__(self, results_dir: str | os.PathLike, trial: GridTrial) -> None:
         self.trial = trial
         self.path = pathlib.Path(results_dir) / trial.name
-        self.result_file, self.progress_file = self.path / RESULT, self.path / PROGRESS
+        self.result_file, self.progress_file = self.path / glue_results.RESULT, self.path / PROGRESS
 
     def _load(self, path: pathlib.Path) -> dict | None:
         if not path.is_file():

@@ -33,7 +33,7 @@ import data
 import download_glue_data
 from bert_glue.determined_0_38 import workarounds
 from bert_glue.local import cli, local_grid, progress
-from bert_glue.results import checkpointing
+from bert_glue.results import checkpointing, glue_results
 from bert_glue.trial import custom_task, fit_config, metrics, trial_config
 
 logger = logging.getLogger(__name__)
@@ -266,7 +266,7 @@ def run_grid(trial_class: type[pytorch.PyTorchTrial], config: dict, args) -> int
             result = run_grid_trial(trial_class, folder, label, not args.no_tensorboard)
         else:
             print(f"{label}: finished before, skipped", file=sys.stderr)
-        value = local_grid.reported_metrics(result)[metric]
+        value = glue_results.reported_metrics(result)[metric]
         print(f"{label}: {metric} {value:.4f}", file=sys.stderr)
     print(
         f"results: {results_dir}; the table: python glue_report.py {results_dir}", file=sys.stderr

@@ -17,10 +17,25 @@ from determined.common import api
 from determined.experimental import client
 
 import constants
-from bert_glue.local import local_grid
 from bert_glue.results import checkpointing
 from bert_glue.results.glue_table import COMPLETED, TrialResult
 from bert_glue.trial import metrics, trial_config
+
+# A local grid trial's folder holds this file once the trial has finished (local_grid.py).
+RESULT = "result.json"
+
+
+def write_text(path: pathlib.Path, text: str) -> None:
+    """Atomically: a reader never sees half a file, an interruption leaves the old one."""
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(text, encoding="utf-8")
+    os.replace(partial, path)
+
+
+def reported_metrics(result: dict) -> dict:
+    """A finished trial's metrics, as result.json records them; the last validation's in a
+    result.json written before `reported` was."""
+    return result["validations"][result.get("reported", -1)]
 
 
 def trial_name(task: str, seed: int | None) -> str:
@@ -30,7 +45,7 @@ def trial_name(task: str, seed: int | None) -> str:
 def local_results(folder: str | pathlib.Path) -> list[TrialResult]:
     """The finished trials of a local grid run: every <folder>/*/result.json."""
     results = []
-    for path in sorted(pathlib.Path(folder).glob(f"*/{local_grid.RESULT}")):
+    for path in sorted(pathlib.Path(folder).glob(f"*/{RESULT}")):
         record = json.loads(path.read_text())
         checkpoint = pathlib.Path(record["checkpoint"])
         data = record["identity"]["data"]
@@ -40,7 +55,7 @@ def local_results(folder: str | pathlib.Path) -> list[TrialResult]:
                 task=record["task"],
                 seed=record["seed"],
                 state=COMPLETED,
-                metrics=local_grid.reported_metrics(record),
+                metrics=reported_metrics(record),
                 checkpoint=lambda _, checkpoint=checkpoint: checkpoint,
                 checkpoint_ref=str(checkpoint),
                 model=data.get("model_name_or_path"),

@@ -8,7 +8,6 @@ import tempfile
 
 import constants
 import data
-from bert_glue.local import local_grid
 from bert_glue.results import glue_results, glue_table, predictions
 
 
@@ -72,7 +71,7 @@ def write(
             + "".join(f"\n  {r.name}: {r.state}" for r in uncounted)
         )
     output_dir.mkdir(parents=True, exist_ok=True)
-    local_grid.write_text(output_dir / "results.csv", glue_table.csv_text(tasks))
+    glue_results.write_text(output_dir / "results.csv", glue_table.csv_text(tasks))
     glue_table.plot(tasks, label, output_dir / "results.png")
     lines = [f"# GLUE dev results: {label}", "", glue_table.markdown_table(tasks, label)]
     if any(t.others for t in tasks):
@@ -87,7 +86,7 @@ def write(
     if submission:
         lines += submission_lines(write_submission(tasks, data_dir, output_dir, batch_size))
     lines.append("![per-task scores](results.png)")
-    local_grid.write_text(output_dir / "results.md", "\n".join(lines) + "\n")
+    glue_results.write_text(output_dir / "results.md", "\n".join(lines) + "\n")
     return output_dir / "results.md"
 
 

@@ -14,7 +14,8 @@ from conftest import REPO, run_glue
 
 import constants
 import glue_report
-from bert_glue.results import checkpointing, glue_results, glue_table, predictions, report
+from bert_glue.results import glue_results, glue_table, predictions, report
+from bert_glue.trial import checkpointing
 
 
 def test_nothing_to_report_names_the_trials() -> None:

@@ -12,7 +12,8 @@ import pytest
 from fake_sdk_master import FakeCheckpoint, FakeTrial, SdkMaster
 
 import glue_report
-from bert_glue.results import checkpointing, glue_results
+from bert_glue.results import glue_results
+from bert_glue.trial import checkpointing
 
 EXPERIMENT = 7
 # The files of each stand-in checkpoint; their bytes name the checkpoint.

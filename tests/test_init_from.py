@@ -34,7 +34,7 @@ import constants
 import model_def
 from bert_glue.local import local_run
 from bert_glue.results import finetuned
-from bert_glue.trial import init_from
+from bert_glue.trial import checkpointing, init_from
 
 SEED = 5
 ENCODER = "bert."  # the tiny BERT's base_model_prefix
@@ -59,7 +59,7 @@ def mnli_checkpoint(tiny_model_dir, glue_dir, tmp_path_factory) -> pathlib.Path:
 
 @pytest.fixture(scope="module")
 def mnli_weights(mnli_checkpoint) -> dict[str, torch.Tensor]:
-    return finetuned.read(mnli_checkpoint).weights
+    return checkpointing.read(mnli_checkpoint).weights
 
 
 @pytest.fixture(scope="module")

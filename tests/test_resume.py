@@ -21,7 +21,7 @@ import constants
 import model_def
 from bert_glue.determined_0_38 import workarounds
 from bert_glue.local import local_run
-from bert_glue.results import checkpointing
+from bert_glue.trial import checkpointing
 
 EPOCHS = 3  # 48 train rows / batch 8: 6 batches an epoch, a checkpoint after each epoch
 BATCHES = 6

@@ -21,8 +21,8 @@ import pathlib
 import shutil
 
 from bert_glue.local import progress
-from bert_glue.results import checkpointing, glue_results
-from bert_glue.trial import custom_task, metrics, trial_config
+from bert_glue.results import glue_results
+from bert_glue.trial import checkpointing, custom_task, metrics, trial_config
 from constants import ConfigError
 
 PROGRESS = "progress.json"

@@ -33,8 +33,8 @@ import data
 import download_glue_data
 from bert_glue.determined_0_38 import workarounds
 from bert_glue.local import cli, local_grid, progress
-from bert_glue.results import checkpointing, glue_results
-from bert_glue.trial import custom_task, fit_config, metrics, trial_config
+from bert_glue.results import glue_results
+from bert_glue.trial import checkpointing, custom_task, fit_config, metrics, trial_config
 
 logger = logging.getLogger(__name__)
 

@@ -21,8 +21,7 @@ import psutil
 import tqdm
 from determined import pytorch
 
-from bert_glue.results import checkpointing
-from bert_glue.trial import metrics
+from bert_glue.trial import checkpointing, metrics
 
 
 @dataclasses.dataclass

@@ -17,9 +17,8 @@ from determined.common import api
 from determined.experimental import client
 
 import constants
-from bert_glue.results import checkpointing
 from bert_glue.results.glue_table import COMPLETED, TrialResult
-from bert_glue.trial import metrics, trial_config
+from bert_glue.trial import checkpointing, metrics, trial_config
 
 # A local grid trial's folder holds this file once the trial has finished (local_grid.py).
 RESULT = "result.json"

@@ -20,7 +20,7 @@ class PortableCheckpoints(pytorch.PyTorchCallback):
 
 class TaskLabels(pytorch.PyTorchCallback):
     """Records the task's label names in the checkpoint (state_dict.pth, "callbacks"), where
-    finetuned.py reads a custom task's back: inferred ones too, in the order trained."""
+    checkpointing.read reads a custom task's back: inferred ones too, in the order trained."""
 
     def __init__(self, task: constants.GlueTask) -> None:
         self.labels = list(task.labels)

@@ -30,8 +30,7 @@ from determined.common import api
 from determined.experimental import client
 from transformers import AutoModelForSequenceClassification, PreTrainedModel
 
-from bert_glue.results import checkpointing, finetuned
-from bert_glue.trial import pretrained
+from bert_glue.trial import checkpointing, pretrained
 from constants import ConfigError, GlueTask
 
 logger = logging.getLogger(__name__)
@@ -157,7 +156,7 @@ def load_into(model: PreTrainedModel, source: Source, task: GlueTask) -> PreTrai
 
 def _weights(source: Source) -> Weights:
     if source.is_checkpoint:
-        saved = finetuned.read(source.location)
+        saved = checkpointing.read(source.location)
         origin = f"fine-tuned from {saved.data_config['model_name_or_path']}"
         return Weights(saved.weights, head_of(saved.task), origin)
     # A model without a head gets a new one here: it must not draw from the trial's seeded RNG.

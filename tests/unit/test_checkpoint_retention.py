@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bert_glue.results import checkpointing
+from bert_glue.trial import checkpointing
 from constants import ConfigError
 
 CHECKPOINTS = [(6, "a"), (12, "b"), (18, "c"), (24, "d")]

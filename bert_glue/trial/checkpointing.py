@@ -1,5 +1,6 @@
-"""Local checkpoints: where they are, which one --resume (or data.init_from) means, its batch
-count, and which of a run's checkpoints stay (checkpoint_storage.save_trial_best/latest).
+"""Checkpoints of the trial: where local ones are, which one --resume (or data.init_from) means,
+its batch count, what it holds (read()), and which of a run's checkpoints stay
+(checkpoint_storage.save_trial_best/latest).
 
 A Determined PyTorchTrial checkpoint (state_dict.pth, trial_state.pkl, load_data.json, and
 metadata.json, which Determined writes last) holds the weights, optimizer, LR scheduler, RNG
@@ -183,3 +184,44 @@ def prune(
     if deleted:
         logger.info(f"deleted checkpoint(s) {', '.join(deleted)} (checkpoint_storage.save_trial_*)")
     return deleted
+
+
+@dataclasses.dataclass
+class Saved:
+    """What a checkpoint holds of the trial: its settings, its task and the model's weights."""
+
+    task: constants.GlueTask
+    hparams: dict  # with the trial's defaults filled in
+    data_config: dict
+    weights: dict[str, torch.Tensor]  # the model's state_dict, on the CPU
+
+
+def read(path: str | os.PathLike) -> Saved:
+    path = pathlib.Path(path)
+    files = [path / "load_data.json", path / "state_dict.pth"]
+    if not all(f.is_file() for f in files):
+        raise FileNotFoundError(
+            f"{path}: not a checkpoint of this trial (expected load_data.json and "
+            "state_dict.pth); download a cluster checkpoint with `det checkpoint download UUID`"
+        )
+    load_data = json.loads(files[0].read_text())
+    hparams, data_config = trial_config.settings(
+        load_data["hparams"], load_data["experiment_config"]["data"]
+    )
+    from bert_glue.determined_0_38 import workarounds  # as in callback_state
+
+    # Determined pickles RNG states (numpy arrays) beside the weights, which weights_only
+    # refuses: load only checkpoints you trust, as with any pickle.
+    with workarounds.loadable_rng_state():
+        state = torch.load(files[1], map_location="cpu")
+    weights = state["models_state_dict"][0]
+    torch.nn.modules.utils.consume_prefix_in_state_dict_if_present(weights, "module.")  # DDP
+    return Saved(task_of(data_config, state), hparams, data_config, weights)
+
+
+def task_of(data_config: dict, state: dict) -> constants.GlueTask:
+    """The checkpoint's task; a custom one with the label names it was trained with, which need
+    no training file (trial/callbacks.py's TaskLabels records them)."""
+    if str(data_config["task"]).lower() != custom_task.NAME:
+        return custom_task.task_from_config(data_config)
+    return custom_task.task_from_config(data_config, state["callbacks"]["task_labels"]["labels"])

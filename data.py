@@ -59,8 +59,7 @@ class Examples:
 
 
 def task_data_present(task: GlueTask, data_dir: str | os.PathLike) -> bool:
-    splits = [task.train, *task.dev.values()]
-    return all((pathlib.Path(data_dir) / split.path).is_file() for split in splits)
+    return not trial_config.missing_files(task, data_dir)
 
 
 def prepare_data(

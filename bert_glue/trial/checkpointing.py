@@ -197,6 +197,9 @@ class Saved:
 
 
 def read(path: str | os.PathLike) -> Saved:
+    """What the checkpoint at path holds, read on the CPU."""
+    from bert_glue.determined_0_38 import workarounds  # not at import: see callback_state
+
     path = pathlib.Path(path)
     files = [path / "load_data.json", path / "state_dict.pth"]
     if not all(f.is_file() for f in files):
@@ -208,8 +211,6 @@ def read(path: str | os.PathLike) -> Saved:
     hparams, data_config = trial_config.settings(
         load_data["hparams"], load_data["experiment_config"]["data"]
     )
-    from bert_glue.determined_0_38 import workarounds  # as in callback_state
-
     # Determined pickles RNG states (numpy arrays) beside the weights, which weights_only
     # refuses: load only checkpoints you trust, as with any pickle.
     with workarounds.loadable_rng_state():

@@ -34,7 +34,7 @@ from constants import FORMATS, ConfigError, GlueTask, Split
 
 logger = logging.getLogger(__name__)
 
-NAME = "custom"
+NAME = trial_config.CUSTOM
 KEY = "data.custom"
 REQUIRED = ("train", "validation", "text_a", "label")
 OPTIONAL = {

@@ -21,6 +21,8 @@ from constants import TASKS, ConfigError, GlueTask, get_task
 
 logger = logging.getLogger(__name__)
 
+CUSTOM = "custom"  # data.task of own data (custom_task.py)
+
 REQUIRED_HPARAMS = ("global_batch_size", "learning_rate", "num_train_epochs", "model_type")
 OPTIONAL_HPARAMS = {
     "max_seq_length": 128,  # tokens per pair, after truncation
@@ -254,6 +256,11 @@ def early_stopping(hparams: dict, task: str) -> bool:
     return values.get("early_stopping_patience") is not None
 
 
+def per_task_entry(per_task: dict, task: str) -> str | None:
+    """per_task's name for the task (data.task's spelling in any case), None if it has none."""
+    return next((name for name in per_task if name.lower() == task.lower()), None)
+
+
 def task_hyperparameters(per_task: dict, task: str) -> dict:
     """hyperparameters.per_task's entry for the task (data.task's spelling in any case)."""
     unknown = sorted(str(name) for name in per_task if name not in TASKS)
@@ -262,7 +269,7 @@ def task_hyperparameters(per_task: dict, task: str) -> dict:
             f"hyperparameters.per_task: unknown GLUE task(s) {', '.join(unknown)}; "
             f"choose from {', '.join(TASKS)}"
         )
-    name = next((name for name in per_task if name.lower() == task.lower()), None)
+    name = per_task_entry(per_task, task)
     if name is None:
         return {}
     section, values = f"hyperparameters.per_task.{name}", per_task[name]
@@ -291,8 +298,10 @@ def check_batch_split(hparams: dict, task: str, slots: int) -> None:
 def hparam_key(hparams: dict, task: str, name: str) -> str:
     """Where the task's value of a hyperparameter is set: per_task's entry, or the top level."""
     per_task = hparams.get("per_task") or {}
-    entry = next((t for t in per_task if t.lower() == task.lower() and name in per_task[t]), None)
-    return f"hyperparameters.per_task.{entry}.{name}" if entry else f"hyperparameters.{name}"
+    entry = per_task_entry(per_task, task)
+    if entry is not None and name in per_task[entry]:
+        return f"hyperparameters.per_task.{entry}.{name}"
+    return f"hyperparameters.{name}"
 
 
 class ConfigLoader(yaml.SafeLoader):
@@ -317,10 +326,15 @@ ConfigLoader.add_implicit_resolver(
 )
 
 
+def missing_files(task: GlueTask, data_dir: str | os.PathLike) -> list[str]:
+    """The task's train and dev files that data_dir lacks."""
+    splits = (task.train, *task.dev.values())
+    return [s.path for s in splits if not (pathlib.Path(data_dir) / s.path).is_file()]
+
+
 def missing_data(task: GlueTask, data_dir: str | os.PathLike, download: bool) -> str | None:
     """Why the task's train and dev files cannot be had, or None: present, or to be downloaded."""
-    splits = (task.train, *task.dev.values())
-    missing = [s.path for s in splits if not (pathlib.Path(data_dir) / s.path).is_file()]
+    missing = missing_files(task, data_dir)
     if not missing:
         return None
     if task.custom:
@@ -342,7 +356,7 @@ def checked_config(path: str, overrides: list[str], slots: int) -> dict:
         return config
     hparams, data = settings(local_hparams(config), config["data"])
     check_batch_split(hparams, str(data["task"]), slots)
-    if str(data["task"]).lower() != "custom":  # own data: its files name its columns
+    if str(data["task"]).lower() != CUSTOM:  # own data: its files name its columns
         problem = missing_data(get_task(data["task"]), data["data_dir"], data["download_data"])
         if problem:
             raise FileNotFoundError(problem)

@@ -73,7 +73,7 @@ class GlueTask:
     test: dict[str, Split]  # submission file stem -> test split
     skip_malformed_rows: bool = False  # QQP's train/dev have a few rows with missing fields
     score_range: tuple[float, float] | None = None  # predictions are clipped to it (STS-B)
-    custom: bool = False  # the user's own files (custom_task.py), not a GLUE download
+    custom: bool = False  # the user's own files (data.py's task_from_config), not a GLUE download
     # The metrics whose mean is the task's GLUE score, reported as "glue_score" (metrics.py).
     score: tuple[str, ...] = ()
     # Below GLUE's download server: the zip of the task's folder (download_glue_data.py). MRPC

@@ -1,9 +1,31 @@
-"""GLUE TSV files -> tokenized, cached tensor datasets.
+"""GLUE TSV files (or your own files) -> tokenized, cached tensor datasets.
 
 Pure functions and small classes that need no Determined context, so they can be tested alone:
 
     examples = read_examples(constants.TASKS["MRPC"], constants.TASKS["MRPC"].train, data_dir)
     dataset = load_dataset(task, task.train, data_dir, tokenizer, max_seq_length=128)
+
+Own data (`data.task: custom`): the task table's entry for your own labelled files is built from
+data.custom:
+
+    data:
+      task: custom
+      data_dir: my_data            # the files below are relative to it
+      custom:
+        train: train.csv
+        validation: dev.csv
+        test: test.csv             # optional: predict.py writes predictions.tsv for it
+        text_a: premise
+        text_b: hypothesis         # optional: single texts without it
+        label: gold
+        labels: infer              # or [no, yes, maybe]; or regression
+        metrics: [acc, f1]         # optional: by default [acc, f1]; regression's: STS-B's
+
+The task's score (reported as glue_score, metrics.py) is the mean of its metrics, those computed
+from others (acc_and_f1, corr) aside, as GLUE scores MRPC and STS-B.
+
+Everything downstream (reading, caching, metrics, predictions, export) takes the GlueTask built
+here like a GLUE task's. `task_from_config` is the one place a data config becomes a task.
 """
 
 from __future__ import annotations
@@ -25,13 +47,12 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import torch
 import tqdm
-from torch.nn import functional as F
-from torch.nn.utils.rnn import pad_sequence
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset
 
 import download_glue_data
-from bert_glue.trial import trial_config
-from constants import ConfigError, GlueTask, Split
+from bert_glue.trial import metrics
+from bert_glue.trial.settings import CUSTOM, DataConfig, missing_data, missing_files, with_defaults
+from constants import FORMATS, ConfigError, GlueTask, Split, get_task
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +65,7 @@ CONTROL = re.compile(r"[\x01-\x08\x0b\x0c\x0e-\x1f\x7f]")
 SEPARATED = {"csv": "comma-separated", "tsv": "tab-separated", "tsv_noquote": "tab-separated"}
 # What read_fields' columns are called in data.custom; only custom files name their columns.
 COLUMN_KEYS = ("text_a", "text_b", "label", "index")
+CUSTOM_KEY = "data.custom"
 
 
 class DataError(ValueError):
@@ -59,14 +81,14 @@ class Examples:
 
 
 def task_data_present(task: GlueTask, data_dir: str | os.PathLike) -> bool:
-    return not trial_config.missing_files(task, data_dir)
+    return not missing_files(task, data_dir)
 
 
 def prepare_data(
     task: GlueTask, data_dir: str | os.PathLike, download: bool, path_to_mrpc: str = ""
 ) -> None:
     """Make sure the task's train and dev files are in data_dir, downloading them if allowed."""
-    problem = trial_config.missing_data(task, data_dir, download)
+    problem = missing_data(task, data_dir, download)
     if problem:
         raise FileNotFoundError(problem)
     if not task_data_present(task, data_dir):
@@ -386,18 +408,16 @@ def tokenizer_fingerprint(tokenizer) -> str:
 
 
 def load_datasets(
-    task: GlueTask, cfg: dict, tokenizer, max_seq_length: int
+    task: GlueTask, data: DataConfig, tokenizer, max_seq_length: int
 ) -> tuple[GlueDataset, torch.utils.data.ConcatDataset]:
     """The task's train set (sampled as data.max_train_samples says) and its dev sets (split
     ids in dev order), downloaded first where data.download_data allows, featurized once."""
-    prepare_data(task, cfg["data_dir"], cfg["download_data"], cfg["path_to_mrpc"])
+    prepare_data(task, data.data_dir, data.download_data, data.path_to_mrpc)
 
     def load(split: Split) -> Features:
-        return load_features(
-            task, split, cfg["data_dir"], tokenizer, max_seq_length, cfg["cache_dir"]
-        )
+        return load_features(task, split, data.data_dir, tokenizer, max_seq_length, data.cache_dir)
 
-    train = GlueDataset(sample(load(task.train), cfg["max_train_samples"]))
+    train = GlueDataset(sample(load(task.train), data.max_train_samples))
     dev = torch.utils.data.ConcatDataset(
         [GlueDataset(load(split), i) for i, split in enumerate(task.dev.values())]
     )
@@ -501,88 +521,138 @@ class GlueDataset(Dataset):
         return self.features.lengths
 
 
-class Collator:
-    """Pads a batch to its longest example (or to a fixed length) on the tokenizer's side.
+# Own data: `data.task: custom`.
 
-    multiple_of rounds the padded length up: fewer distinct shapes, each of which costs the
-    kernel libraries a plan on its first use, and lengths that suit the matrix units.
+CUSTOM_REQUIRED = ("train", "validation", "text_a", "label")
+CUSTOM_OPTIONAL = {
+    "test": None,  # a file to predict (predict.py); its label column, if any, is not read
+    "format": None,  # None: from each file's extension (FORMAT_OF_SUFFIX)
+    "text_b": None,  # the second text of a pair
+    "labels": "infer",  # infer: the training file's label values, sorted; or names; regression
+    "metrics": None,  # None: metrics.DEFAULT_METRICS
+}
+FORMAT_OF_SUFFIX = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl"}
+
+
+def task_from_config(data: DataConfig, labels: Sequence[str] | None = None) -> GlueTask:
+    """The task of the data settings: a GLUE task, or one of data.custom.
+
+    `labels` are the label names a checkpoint recorded, used instead of inferring them again.
     """
-
-    def __init__(
-        self,
-        tokenizer,
-        with_token_types: bool,
-        pad_to: int | None = None,
-        multiple_of: int = 1,
-        max_length: int | None = None,
-    ) -> None:
-        self.pad_id = tokenizer.pad_token_id
-        self.pad_type_id = tokenizer.pad_token_type_id
-        self.side = tokenizer.padding_side
-        self.with_token_types = with_token_types
-        self.pad_to = pad_to
-        self.multiple_of = multiple_of
-        self.max_length = max_length
-
-    def _width(self, rows: Sequence[torch.Tensor]) -> int:
-        """pad_to, else the longest row rounded up to multiple_of (at most max_length)."""
-        if self.pad_to:
-            return self.pad_to
-        width = -(-max(len(row) for row in rows) // self.multiple_of) * self.multiple_of
-        return min(width, self.max_length or width)
-
-    def _pad(self, rows: Sequence[torch.Tensor], value: int, width: int) -> torch.Tensor:
-        padded = pad_sequence(rows, batch_first=True, padding_value=value, padding_side=self.side)
-        extra = width - padded.shape[1]
-        if extra > 0:
-            padded = F.pad(padded, (extra, 0) if self.side == "left" else (0, extra), value=value)
-        return padded.long()  # the cache stores narrow integer types
-
-    def __call__(self, items: Sequence[tuple]) -> dict[str, torch.Tensor]:
-        ids, types, labels, splits = zip(*items, strict=True)
-        width = self._width(ids)
-        input_ids = self._pad(ids, self.pad_id, width)
-        lengths = torch.tensor([len(row) for row in ids])
-        positions = torch.arange(input_ids.shape[1])
-        if self.side == "left":
-            positions = positions.flip(0)
-        batch = {
-            "input_ids": input_ids,
-            "attention_mask": (positions < lengths[:, None]).long(),
-            "labels": torch.stack(labels),
-            "split": torch.tensor(splits),
-        }
-        if self.with_token_types:
-            batch["token_type_ids"] = self._pad(types, self.pad_type_id, width)
-        return batch
+    if str(data.task).lower() != CUSTOM:
+        if data.custom is not None:
+            raise ConfigError(f"{CUSTOM_KEY}: read only with data.task: {CUSTOM}; remove it")
+        return get_task(data.task)
+    if not isinstance(data.custom, dict):
+        raise ConfigError(
+            f"data.task: {CUSTOM} needs a {CUSTOM_KEY} section: train, validation, text_a, label "
+            "(docs/own-data.md)"
+        )
+    spec = with_defaults(CUSTOM_KEY, data.custom, CUSTOM_REQUIRED, CUSTOM_OPTIONAL)
+    splits = {role: _split(spec, role) for role in ("train", "validation", "test")}
+    if labels is None:
+        labels = _labels(spec, splits["train"], data.data_dir)
+    labels = tuple(labels)
+    kind = "regression" if not labels else "classification"
+    task_metrics = _metrics(spec["metrics"], kind)
+    return GlueTask(
+        CUSTOM,
+        labels,
+        task_metrics,
+        train=splits["train"],
+        dev={"": splits["validation"]},
+        test={"predictions": splits["test"]} if splits["test"] else {},
+        custom=True,
+        score=tuple(name for name in task_metrics if not metrics.METRICS[name].mean_of),
+    )
 
 
-class LengthGroupedBatchSampler(Sampler[list[int]]):
-    """Shuffled batches of similar length, so dynamic padding wastes little.
+def warn_of_missing_test(task: GlueTask, data_dir: str | os.PathLike) -> None:
+    """One warning for a data.custom.test file that data_dir lacks: training needs none, and
+    predict.py says there is none to predict."""
+    for split in task.test.values() if task.custom else ():
+        if not (pathlib.Path(data_dir) / split.path).is_file():
+            logger.warning(
+                f"{CUSTOM_KEY}.test: {split.path} not found in data.data_dir {data_dir}: this run "
+                "trains and validates, but predict.py will have no test file; put it there or "
+                f"remove {CUSTOM_KEY}.test"
+            )
 
-    Each pass shuffles all indices, sorts windows of `batch_size * group_batches` examples by
-    length, cuts them into batches and shuffles the batches. The generator is seeded, so the
-    sequence of passes is the same on every run; Determined's DataLoader repeats, shards and
-    skips (on resume) these batches like any other batch sampler's.
-    """
 
-    def __init__(
-        self, lengths: torch.Tensor, batch_size: int, seed: int, group_batches: int = 50
-    ) -> None:
-        self.lengths = lengths
-        self.batch_size = batch_size
-        self.window = batch_size * group_batches
-        self.generator = torch.Generator().manual_seed(seed)
+def _split(spec: dict, role: str) -> Split | None:
+    path = spec[role]
+    if path is None:
+        return None
+    fmt = spec["format"] or FORMAT_OF_SUFFIX.get(pathlib.PurePath(path).suffix.lower())
+    if fmt not in FORMATS:
+        raise ConfigError(
+            f"{CUSTOM_KEY}.format: {spec['format'] or path!r} is no format; "
+            f"set {CUSTOM_KEY}.format to one of {', '.join(FORMATS)}"
+            + ("" if spec["format"] else " (or name the file .csv, .tsv, .jsonl or .json)")
+        )
+    for key in ("text_a", "text_b", "label"):
+        if spec[key] is not None and not (isinstance(spec[key], str) and spec[key]):
+            raise ConfigError(f"{CUSTOM_KEY}.{key}: {spec[key]!r} is not a column name")
+    return Split(
+        str(path),
+        spec["text_a"],
+        spec["text_b"],
+        spec["label"] if role != "test" else None,
+        header=fmt != "jsonl",
+        format=fmt,
+        require_text=True,
+    )
 
-    def __len__(self) -> int:
-        return -(-len(self.lengths) // self.batch_size)
 
-    def __iter__(self) -> Iterator[list[int]]:
-        order = torch.randperm(len(self.lengths), generator=self.generator)
-        batches = []
-        for start in range(0, len(order), self.window):
-            window = order[start : start + self.window]
-            window = window[torch.argsort(self.lengths[window], descending=True, stable=True)]
-            batches += [w.tolist() for w in window.split(self.batch_size)]
-        for b in torch.randperm(len(batches), generator=self.generator).tolist():
-            yield batches[b]
+def _labels(spec: dict, train: Split, data_dir: str | os.PathLike) -> tuple[str, ...]:
+    labels = spec["labels"]
+    if labels == "regression":
+        return ()
+    if labels == "infer":
+        return infer_labels(train, data_dir)
+    if (
+        not isinstance(labels, list)
+        or len(labels) < 2
+        or not all(isinstance(label, str) and label for label in labels)
+    ):
+        raise ConfigError(
+            f"{CUSTOM_KEY}.labels: {labels!r}; give infer, regression or a list of two or more "
+            "label names (quote names YAML reads as numbers or booleans: ['0', '1'])"
+        )
+    if len(set(labels)) != len(labels):
+        raise ConfigError(f"{CUSTOM_KEY}.labels: {labels} names a label twice")
+    return tuple(labels)
+
+
+def infer_labels(train: Split, data_dir: str | os.PathLike) -> tuple[str, ...]:
+    """The training file's label values, sorted (as strings), so every run orders them alike."""
+    path = pathlib.Path(data_dir) / train.path
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{CUSTOM_KEY}.train: {train.path} not found in data.data_dir {data_dir}"
+        )
+    labels = sorted({label for _, (_, _, label, _) in read_fields(path, train)})
+    if len(labels) < 2:
+        raise DataError(
+            f"{path}: the label column {train.label!r} holds {len(labels)} distinct value(s) "
+            f"{labels}; a classifier needs two or more (for scores set {CUSTOM_KEY}.labels: "
+            "regression)"
+        )
+    return tuple(labels)
+
+
+def _metrics(names: list | None, kind: str) -> tuple[str, ...]:
+    if names is None:
+        return metrics.DEFAULT_METRICS[kind]
+    known = {name: m.mean_of for name, m in metrics.METRICS.items() if m.kind == kind}
+    unknown = [name for name in names if name not in known] if isinstance(names, list) else names
+    if unknown or not names:
+        raise ConfigError(
+            f"{CUSTOM_KEY}.metrics: {unknown or names!r} not a {kind} metric; "
+            f"choose from {', '.join(known)}"
+        )
+    for name in names:
+        missing = [need for need in known[name] if need not in names]
+        if missing:
+            raise ConfigError(f"{CUSTOM_KEY}.metrics: {name} needs {' and '.join(known[name])} too")
+    return tuple(names)

@@ -13,113 +13,99 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import random
 import sys
 import time
+from collections.abc import Callable, Iterator
 
-from bert_glue.container import versions
 from bert_glue.local import cli
 
 if __name__ == "__main__":
     cli.check_before_torch(__doc__, sys.argv[1:])  # --help and mistakes: at once, before torch
 
-# Before transformers is imported: with a torch it cannot use it fails on its first model class,
-# with an ImportError that names neither the versions nor the fix. This exits with one line.
-versions.require_supported()
-
 import determined as det
+import numpy as np
 import torch
 from determined import pytorch
+from torch import nn
+from transformers import AttentionInterface, AttentionMaskInterface, get_linear_schedule_with_warmup
+from transformers.masking_utils import eager_mask
 
-import constants
 import data
-from bert_glue.determined_0_38 import searcher_stop, workarounds
-from bert_glue.local import local_run
-from bert_glue.trial import (
-    batches,
-    callbacks,
-    custom_task,
-    device,
-    early_stopping,
-    fast_dropout,
-    fit_config,
-    init_from,
-    metrics,
-    optimization,
-    packing,
-    pretrained,
-    reducers,
-    trial_config,
-)
+from bert_glue.determined_0_38 import workarounds
+from bert_glue.trial import batching, callbacks, metrics, pretrained
+from bert_glue.trial.settings import Device, Periods, Settings
 
 logger = logging.getLogger(__name__)
 
+NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight")  # weights AdamW does not decay
+
 
 class BertPyTorch(pytorch.PyTorchTrial):
-    def __init__(self, context: pytorch.PyTorchTrialContext) -> None:
+    def __init__(self, context: pytorch.PyTorchTrialContext, settings: Settings) -> None:
         self.context = context
-        hp, cfg = trial_config.settings(context.get_hparams(), context.get_data_config())
-        self.task = custom_task.task_from_config(cfg)
+        hp = settings.hparams
+        self.task = data.task_from_config(settings.data)
         if context.distributed.rank == 0:
-            custom_task.warn_of_missing_test(self.task, cfg["data_dir"])
-        searcher = context.get_experiment_config()["searcher"]
+            data.warn_of_missing_test(self.task, settings.data.data_dir)
+        metrics.check_searcher(self.task, settings.searcher)
         slots = context.distributed.get_size()
-        self.max_length = fit_config.checked_length(hp, searcher, self.task, slots)
         # The task's batch (per_task's, if set), not the context's from the top-level value.
-        self.global_batch_size = hp["global_batch_size"]
+        self.global_batch_size = hp.global_batch_size
         self.per_slot_batch_size = self.global_batch_size // slots
-        self.seed = self._seed(hp["seed"])
+        self.max_length = pytorch.Epoch(hp.num_train_epochs)
+        self.seed = self._seed(hp.seed, settings.experiment_seed)
         # Downloads (the model, the data) and feature caches: once per node. The data is read
         # before the model's weights load, so that a data mistake ends the run at once.
-        with device.node_first(context.distributed):
-            model_config = pretrained.checked_model_config(self.task, hp, cfg["model_name_or_path"])
-            self.init_source = init_from.find(cfg["init_from"])  # a cluster's uuid: downloaded
-            packable = packing.serves(model_config)
-            self.levers = trial_config.levers(hp, device.device_of(context), packable)
-            self.tokenizer = pretrained.tokenizer(hp["model_type"], cfg["model_name_or_path"])
+        with node_first(context.distributed):
+            name = settings.data.model_name_or_path
+            pretrained.check_pretrained(name, hp.model_type, self.task, hp.max_seq_length)
+            model_config = pretrained.task_model_config(self.task, hp.model_type, name)
+            init_source = pretrained.init_source(settings.data.init_from)  # a uuid: downloaded
+            self.settings = settings.on(device_of(context), batching.serves(model_config))
+            self.tokenizer = settings.model_classes.tokenizer.from_pretrained(name)
             started = time.perf_counter()
             self.train_set, self.dev_set = data.load_datasets(
-                self.task, cfg, self.tokenizer, hp["max_seq_length"]
+                self.task, settings.data, self.tokenizer, hp.max_seq_length
             )
             self.data_seconds = time.perf_counter() - started  # downloading and featurizing
-            model = self._pretrained(hp, cfg, model_config)
-        self.autocast_dtype, self.scaler = device.mixed_precision(self.levers.precision, context)
+            model = settings.model_classes.model.from_pretrained(
+                name,
+                config=model_config,
+                attn_implementation=self.settings.levers.attn_implementation,
+            )
+            if init_source is not None:  # its weights replace the pre-trained ones
+                model = pretrained.load_into(model, init_source, self.task)
+            else:
+                logger.info(
+                    f"{name}: a new {self.task.name} head, {model_config.num_labels} output(s)"
+                )
+        self.levers = self.settings.levers
+        self.autocast_dtype, self.scaler = mixed_precision(self.levers.precision, context)
         self.model = self._prepared(model)
-        self.max_seq_length, self.max_grad_norm = hp["max_seq_length"], hp["max_grad_norm"]
-        self.collate = batches.collator(hp, self.levers, self.tokenizer, model)
-        self.optimizer = context.wrap_optimizer(
-            optimization.adamw(self.model, hp, fused=self.levers.fused_adamw)
-        )
-        self.schedule = optimization.linear_schedule(self.optimizer, hp, self.total_steps)
+        self.collate = batching.collator(self.settings, self.tokenizer, model)
+        self.optimizer = context.wrap_optimizer(self._adamw())
+        warmup_steps = round(hp.warmup_ratio * self.total_steps)
+        self.schedule = get_linear_schedule_with_warmup(
+            self.optimizer, warmup_steps, self.total_steps
+        )  # linear warmup over warmup_ratio of all steps, then linear decay to 0
         self.lr_scheduler = context.wrap_lr_scheduler(
             self.schedule, pytorch.LRScheduler.StepMode.STEP_EVERY_BATCH
         )
         self.reducer = context.wrap_reducer(
-            reducers.GlueMetricReducer(self.task), for_training=False
+            callbacks.GlueMetricReducer(self.task), for_training=False
         )
         self.train_loss = context.wrap_reducer(
-            reducers.TrainingLoss(self._training_at), "loss", for_validation=False
+            callbacks.TrainingLoss(self._training_at), "loss", for_validation=False
         )
-        self.early_stopping = early_stopping.EarlyStopping(context, hp, self.total_steps)
+        self.early_stopping = callbacks.EarlyStopping(context, settings, self.total_steps)
 
-    def _pretrained(self, hp: dict, cfg: dict, model_config) -> torch.nn.Module:
-        model_class = constants.get_model_classes(hp["model_type"]).model
-        model = model_class.from_pretrained(
-            cfg["model_name_or_path"],
-            config=model_config,
-            attn_implementation=self.levers.attn_implementation,
-        )
-        if self.init_source is not None:  # its weights replace the pre-trained ones
-            return init_from.load_into(model, self.init_source, self.task)
-        head = f"a new {self.task.name} head, {model_config.num_labels} output(s)"
-        logger.info(f"{cfg['model_name_or_path']}: {head}")
-        return model
-
-    def _prepared(self, model: torch.nn.Module) -> torch.nn.Module:
+    def _prepared(self, model: nn.Module) -> nn.Module:
         """The model with the levers' changes, wrapped by Determined (DDP on several slots)."""
         if self.levers.fast_dropout:  # eager attention's dropout too, where it can
-            fast_dropout.use_fast_dropout(model)
+            use_fast_dropout(model)
         if self.levers.packing:
-            packing.use_packing(model)
+            batching.use_packing(model)
         wrapped = self.context.wrap_model(model)
         # Determined's own copy of each batch to the GPU blocks the host until the GPU is idle;
         # _forward copies without blocking instead (the loaders pin memory on GPUs).
@@ -130,6 +116,24 @@ class BertPyTorch(pytorch.PyTorchTrial):
             # reduce-overhead: a CUDA graph per shape, captured on its first batch, replayed.
             wrapped.compile(mode="reduce-overhead" if self.levers.cuda_graphs else None)
         return wrapped
+
+    def _adamw(self) -> torch.optim.AdamW:
+        """AdamW as run_glue builds it: no weight decay on biases and LayerNorm weights."""
+        hp = self.settings.hparams
+        params = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+        groups = [
+            {
+                "params": [p for n, p in params if not any(nd in n for nd in NO_DECAY)],
+                "weight_decay": hp.weight_decay,
+            },
+            {
+                "params": [p for n, p in params if any(nd in n for nd in NO_DECAY)],
+                "weight_decay": 0.0,
+            },
+        ]
+        return torch.optim.AdamW(
+            groups, lr=hp.learning_rate, eps=hp.adam_epsilon, fused=self.levers.fused_adamw
+        )
 
     @property
     def total_steps(self) -> int:
@@ -145,7 +149,7 @@ class BertPyTorch(pytorch.PyTorchTrial):
         return {
             "early_stopping": self.early_stopping,
             "portable_checkpoints": callbacks.PortableCheckpoints(),
-            "searcher_stop": searcher_stop.SearcherStop(self.context),
+            "searcher_stop": workarounds.SearcherStop(self.context),
             "task_labels": callbacks.TaskLabels(self.task),
         }
 
@@ -154,21 +158,21 @@ class BertPyTorch(pytorch.PyTorchTrial):
             return contextlib.nullcontext()
         return torch.autocast(self.context.device.type, dtype=self.autocast_dtype)
 
-    def _seed(self, seed: int | None) -> int:
+    def _seed(self, seed: int | None, experiment_seed: int | None) -> int:
         """hyperparameters.seed, which then seeds all as Determined seeds with its trial seed
         (the new head too); else the trial seed, or locally reproducibility.experiment_seed."""
         if seed is not None:
-            local_run.seed_everything(seed)
+            seed_everything(seed)
             return seed
         try:
             return self.context.get_trial_seed()
         except det.errors.InternalException:  # local mode has no trial seed
-            return self.context.get_experiment_config()["reproducibility"]["experiment_seed"]
+            return experiment_seed
 
     def build_training_data_loader(self) -> pytorch.DataLoader:
         batch_size = self.per_slot_batch_size
         if self.levers.group_by_length:
-            sampler = data.LengthGroupedBatchSampler(
+            sampler = batching.LengthGroupedBatchSampler(
                 self.train_set.lengths, batch_size, seed=self.seed
             )
             return self._loader(self.train_set, batch_sampler=sampler)
@@ -184,13 +188,16 @@ class BertPyTorch(pytorch.PyTorchTrial):
 
     def _loader(self, dataset: torch.utils.data.Dataset, **kwargs) -> pytorch.DataLoader:
         cuda = self.context.device.type == "cuda"
-        return batches.loader(dataset, self.collate, self.levers.dataloader_workers, cuda, **kwargs)
+        return batching.loader(
+            dataset, self.collate, self.levers.dataloader_workers, cuda, **kwargs
+        )
 
     def _forward(self, batch: dict[str, torch.Tensor]):
         device = self.context.device
         inputs = {k: v.to(device, non_blocking=True) for k, v in batch.items() if k != "split"}
         if self.levers.packing:
-            inputs = packing.model_inputs(inputs, max_seqlen=self.max_seq_length)
+            max_seqlen = self.settings.hparams.max_seq_length
+            inputs = batching.model_inputs(inputs, max_seqlen=max_seqlen)
         if self.levers.cuda_graphs:  # a new step: the previous graph's outputs may be overwritten
             torch.compiler.cudagraph_mark_step_begin()
         with self._autocast():
@@ -206,7 +213,8 @@ class BertPyTorch(pytorch.PyTorchTrial):
         torch.manual_seed(self.seed * 2**32 + batch_idx * dist.get_size() + dist.get_rank())
         loss = self._forward(batch).loss
         self.context.backward(self.scaler.scale(loss) if self.scaler else loss)
-        clip = self._clip if self.max_grad_norm > 0 else None  # 0: no clipping, as run_glue
+        max_grad_norm = self.settings.hparams.max_grad_norm
+        clip = self._clip if max_grad_norm > 0 else None  # 0: no clipping, as run_glue
         self.context.step_optimizer(self.optimizer, clip_grads=clip, scaler=self.scaler)
         self.train_loss.update(loss, batch_idx)  # "loss": the reporting period's mean
         return {"lr": self.lr_scheduler.get_last_lr()[0]}
@@ -214,7 +222,7 @@ class BertPyTorch(pytorch.PyTorchTrial):
     def _clip(self, params) -> None:
         if self.scaler:
             self.scaler.unscale_(self.optimizer)
-        torch.nn.utils.clip_grad_norm_(params, self.max_grad_norm)
+        torch.nn.utils.clip_grad_norm_(params, self.settings.hparams.max_grad_norm)
 
     def evaluate_batch(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict:
         logits = self._forward(batch).logits
@@ -222,30 +230,179 @@ class BertPyTorch(pytorch.PyTorchTrial):
         return {}
 
 
-def run_on_cluster(info: det.ClusterInfo) -> None:
-    with pytorch.init(hparams=info.trial.hparams) as context:
-        trial = BertPyTorch(context)
-        periods = fit_config.fit_options(
-            context.get_experiment_config(), trial.global_batch_size, local=False
+# The device: what the levers' auto depends on, read off it; mixed precision on it; and the
+# order in which a node's processes share its disk.
+
+
+def device_of(context: pytorch.PyTorchTrialContext) -> Device:
+    """What the levers' auto depends on, read off the trial's device and processes."""
+    device = context.device
+    native_bf16 = cuda_has_bf16(device) if device.type == "cuda" else cpu_has_bf16()
+    return Device(device.type, native_bf16, context.distributed.get_size())
+
+
+def cpu_has_bf16() -> bool:
+    """Whether the CPU multiplies bf16 matrices natively: AMX tiles (Intel) or AVX-512 BF16
+    (Intel, AMD Zen 4 and later); elsewhere bf16 is emulated, and slower than fp32."""
+    return torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
+
+
+def cuda_has_bf16(device: torch.device) -> bool:
+    """Whether the GPU has bf16 tensor cores: compute capability 8.0 (Ampere) and later.
+    torch.cuda.is_bf16_supported() also says yes on V100 (7.0) and T4 (7.5), where bf16 is
+    emulated; there auto takes fp16 with a loss scaler."""
+    return torch.cuda.get_device_capability(device)[0] >= 8
+
+
+@contextlib.contextmanager
+def node_first(distributed: det.core.DistributedContext) -> Iterator[None]:
+    """The node's first process runs the block (downloads, writes caches) while the others
+    wait; then they run it, reading what it wrote."""
+    if distributed.get_local_rank() != 0:
+        distributed.allgather_local(None)
+    yield
+    if distributed.get_local_rank() == 0:
+        distributed.allgather_local(None)
+
+
+def mixed_precision(
+    precision: str, context: pytorch.PyTorchTrialContext
+) -> tuple[torch.dtype | None, torch.amp.GradScaler | None]:
+    """Autocast's dtype (None: fp32) and, for fp16, a loss scaler wrapped by Determined."""
+    if precision == "fp16":
+        return torch.float16, context.wrap_scaler(torch.amp.GradScaler("cuda"))
+    return (torch.bfloat16 if precision == "bf16" else None), None
+
+
+def seed_everything(seed: int) -> None:
+    """What Determined does with the trial seed before building the trial on a cluster."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+# Fast dropout: a random mask at a quarter of torch's random draws on CPUs. torch's CPU dropout
+# draws one random number per element (bernoulli_); here each 64-bit random word yields the
+# keep-or-drop decision of four elements, 16 bits each. Same distribution (to 2**-16 in p), same
+# global torch generator, so per-batch seeding and exact resume work as before. What it is
+# worth: docs/performance.md.
+
+# Eager attention, its probabilities dropped out by drop().
+FAST_DROPOUT_ATTENTION = "eager_fast_dropout"
+
+
+def drop(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
+    """x with each element zeroed with probability p (in steps of 2**-16), the rest scaled up
+    so that the expectation stays x; x itself when not training."""
+    if not training or p == 0.0:
+        return x
+    threshold = round(p * 2**16)  # of the 2**16 values of a 16-bit draw, these many drop
+    words = torch.empty((x.numel() + 3) // 4, dtype=torch.int64, device=x.device)
+    draws = words.random_(-(2**63), None).view(torch.int16)[: x.numel()].view(x.shape)
+    # A mask in x's dtype holding 0 or the scale, as torch's dropout makes it: one product.
+    scaled_mask = (draws >= threshold - 2**15).to(x.dtype).mul_(2**16 / (2**16 - threshold))
+    return x * scaled_mask
+
+
+class FastDropout(nn.Dropout):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return drop(x, self.p, self.training)
+
+
+def eager_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **_):
+    """transformers' eager attention (softmax(QK^T * scaling + mask) V) with fast dropout."""
+    scaling = query.size(-1) ** -0.5 if scaling is None else scaling
+    scores = torch.matmul(query, key.transpose(2, 3)) * scaling
+    if attention_mask is not None:
+        scores = scores + attention_mask
+    probabilities = drop(nn.functional.softmax(scores, dim=-1), dropout, module.training)
+    output = torch.matmul(probabilities, value).transpose(1, 2).contiguous()
+    return output, probabilities
+
+
+AttentionInterface.register(FAST_DROPOUT_ATTENTION, eager_attention)
+# The additive mask eager attention takes:
+AttentionMaskInterface.register(FAST_DROPOUT_ATTENTION, eager_mask)
+
+
+def use_fast_dropout(model: nn.Module) -> None:
+    """Every nn.Dropout of the model becomes a FastDropout, and eager attention, in models that
+    take it from transformers' attention interface (BERT, RoBERTa, DistilBERT), drops out its
+    probabilities the same way."""
+    for module in list(model.modules()):
+        for name, child in module.named_children():
+            if type(child) is nn.Dropout:
+                setattr(module, name, FastDropout(child.p))
+    if model.config._attn_implementation == "eager" and model._supports_attention_backend:
+        model.set_attn_implementation(FAST_DROPOUT_ATTENTION)
+
+
+def run(
+    context: pytorch.PyTorchTrialContext,
+    latest_checkpoint: str | None = None,
+    trial_class: type[BertPyTorch] = BertPyTorch,
+    watcher: pytorch.PyTorchCallback | None = None,
+    ready: Callable[[BertPyTorch], bool] | None = None,
+) -> BertPyTorch:
+    """Build the trial from the context's experiment config and hyperparameters, and train it:
+    on a cluster (main) and locally (bert_glue/local/local_run.py, whose watcher hears of every
+    batch, and whose ready(trial) says whether there is anything to train)."""
+    settings = Settings.of(
+        context.get_experiment_config(), context.get_hparams(), context.distributed.get_size()
+    )
+    local = det.get_cluster_info() is None
+    if local:  # a cluster's trial is seeded with its trial seed by Determined
+        seed_everything(settings.experiment_seed)
+    if watcher is not None:
+        trial_class = workarounds.with_batch_hooks(trial_class, watcher)
+    trial = trial_class(context, settings)
+    if ready is not None and not ready(trial):
+        return trial
+    with workarounds.loadable_rng_state(), workarounds.reducer_errors_as_raised(metrics.Diverged):
+        pytorch.Trainer(trial, context).fit(
+            max_length=trial.max_length,
+            latest_checkpoint=latest_checkpoint,
+            **fit_options(settings.periods, local),
         )
-        reported_as_is = workarounds.reducer_errors_as_raised(metrics.Diverged)
-        try:
-            with workarounds.loadable_rng_state(), reported_as_is:
-                pytorch.Trainer(trial, context).fit(
-                    max_length=trial.max_length, latest_checkpoint=info.latest_checkpoint, **periods
-                )
-        except metrics.Diverged as e:  # one line: a traceback would say nothing more
-            logger.error(f"error: {e}")
-            raise det.InvalidHP(str(e)) from e  # pytorch.init() reports it and exits 0: no restart
+    return trial
+
+
+LOCAL_REPORTING_BATCHES = 20  # scheduling_unit when a local config sets none (a cluster's: 100)
+
+
+def fit_options(periods: Periods, local: bool) -> dict:
+    """Trainer.fit's periods and checkpoint policy. Locally there is no experiment to compare a
+    validation with: checkpoint_policy best (Determined's default) becomes none, and checkpoints
+    come every min_checkpoint_period."""
+    policy = periods.checkpoint_policy
+    return {
+        "validation_period": _unit(periods.validation),
+        "checkpoint_period": _unit(periods.checkpoint),
+        "checkpoint_policy": "none" if local and policy == "best" else policy,
+        "reporting_period": pytorch.Batch(
+            periods.reporting or (LOCAL_REPORTING_BATCHES if local else 100)
+        ),
+        "step_zero_validation": periods.step_zero_validation,
+    }
+
+
+def _unit(period: tuple[str, int]) -> pytorch.TrainUnit:
+    unit, count = period
+    return pytorch.Epoch(count) if unit == "epochs" else pytorch.Batch(count)
 
 
 def main(argv: list[str] | None = None) -> int:
     info = det.get_cluster_info()
-    if info is not None and info.task_type == "TRIAL":
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-        run_on_cluster(info)
-        return 0
-    return local_run.main(argv, BertPyTorch, script=__file__)
+    if info is None or info.task_type != "TRIAL":
+        return cli.main(argv, run, script=__file__)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    with pytorch.init(hparams=info.trial.hparams) as context:
+        try:
+            run(context, info.latest_checkpoint)
+        except metrics.Diverged as e:  # one line: a traceback would say nothing more
+            logger.error(f"error: {e}")
+            raise det.InvalidHP(str(e)) from e  # pytorch.init() reports it and exits 0: no restart
+    return 0
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ cores slows every variant alike: the measurement behind `packing: auto` on CPUs.
 Variants, each a copy of the same model with the trial's CPU levers (bf16 autocast where the
 CPU has native bf16, eager attention with fast dropout, fused AdamW):
   padded          batches padded to their longest pair (rounded to 8), length-grouped
-  packed          packed batches (packing.py) of shuffled pairs, as packing: true batches them
+  packed          packed batches (batching.py) of shuffled pairs, as packing: true batches them
   packed_grouped  packed batches of the length-grouped pairs (the padded variant's batches)
 Rounds of `--block` steps of each variant in turn, after one warm-up round.
 
@@ -30,12 +30,9 @@ sys.path.insert(0, str(REPO))
 
 import constants
 import data
+import model_def
 import train_speed
-from bert_glue.trial import (
-    device,
-    fast_dropout,
-    packing,
-)
+from bert_glue.trial import batching
 
 VARIANTS = ("padded", "packed", "packed_grouped")
 
@@ -44,16 +41,16 @@ def batch_streams(features: data.Features, tokenizer, batch_size: int, seed: int
     """Each variant's endless stream of collated batches."""
     dataset = data.GlueDataset(features)
 
-    def grouped() -> data.LengthGroupedBatchSampler:  # the same batches for each of its users
-        return data.LengthGroupedBatchSampler(dataset.lengths, batch_size, seed)
+    def grouped() -> batching.LengthGroupedBatchSampler:  # the same batches for each of its users
+        return batching.LengthGroupedBatchSampler(dataset.lengths, batch_size, seed)
 
     shuffled = torch.utils.data.BatchSampler(
         torch.utils.data.RandomSampler(dataset, generator=torch.Generator().manual_seed(seed)),
         batch_size,
         drop_last=False,
     )
-    padded = data.Collator(tokenizer, with_token_types=True, multiple_of=8, max_length=128)
-    packed = packing.PackedCollator(True, position_offset=0, pad_id=tokenizer.pad_token_id)
+    padded = batching.Collator(tokenizer, with_token_types=True, multiple_of=8, max_length=128)
+    packed = batching.PackedCollator(True, position_offset=0, pad_id=tokenizer.pad_token_id)
 
     def stream(sampler, collate):
         for indices in itertools.chain.from_iterable(itertools.repeat(sampler)):
@@ -70,7 +67,7 @@ def train_step(model, optimizer, batch: dict, autocast: torch.dtype | None) -> i
     """One optimizer step; the batch's number of examples."""
     inputs = {k: v for k, v in batch.items() if k != "split"}
     if "cu_seqlens" in inputs:
-        inputs = packing.model_inputs(inputs, max_seqlen=128)
+        inputs = batching.model_inputs(inputs, max_seqlen=128)
     with torch.autocast("cpu", dtype=autocast, enabled=autocast is not None):
         loss = model(**inputs).loss
     loss.backward()
@@ -87,16 +84,16 @@ def measure(args) -> dict[str, float]:
     base = AutoModelForSequenceClassification.from_pretrained(
         args.model, num_labels=2, attn_implementation="eager"
     )
-    fast_dropout.use_fast_dropout(base)
+    model_def.use_fast_dropout(base)
     models = {name: copy.deepcopy(base).train() for name in VARIANTS}
     for name in VARIANTS[1:]:
-        packing.use_packing(models[name])
+        batching.use_packing(models[name])
     optimizers = {
         name: torch.optim.AdamW(model.parameters(), lr=2e-5, fused=True)
         for name, model in models.items()
     }
     streams = batch_streams(features, tokenizer, args.batch_size, seed=42)
-    autocast = torch.bfloat16 if device.cpu_has_bf16() else None
+    autocast = torch.bfloat16 if model_def.cpu_has_bf16() else None
     seconds, samples = dict.fromkeys(VARIANTS, 0.0), dict.fromkeys(VARIANTS, 0)
     for round_ in range(args.rounds + 1):  # round 0 warms up
         for name in VARIANTS:

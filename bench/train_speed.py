@@ -52,11 +52,7 @@ import constants
 import data
 import model_def
 from bert_glue.local import local_run
-from bert_glue.trial import (
-    metrics,
-    packing,
-    trial_config,
-)
+from bert_glue.trial import batching, metrics, settings
 
 BASELINES = ("hf_padded", "hf_dynamic")
 ORIGINAL_SETTINGS = [
@@ -145,7 +141,7 @@ class Meter:
 def batch_lengths(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
     """A padded or packed batch's example lengths, and the tokens it holds (padding included)."""
     if "cu_seqlens" in batch:
-        return packing.example_lengths(batch), batch["input_ids"].numel()
+        return batching.example_lengths(batch), batch["input_ids"].numel()
     mask = batch["attention_mask"]
     return mask.sum(1), mask.numel()
 
@@ -227,7 +223,7 @@ class EncodedPairs(torch.utils.data.Dataset):
 def run_hf(config: dict, meter: Meter, max_steps: int | None, padded: bool) -> dict[str, float]:
     import transformers
 
-    hp, cfg = trial_config.local_hparams(config), config["data"]
+    hp, cfg = settings.local_hparams(config), config["data"]
     seed = config["reproducibility"]["experiment_seed"]
     task = constants.get_task(cfg["task"])
     transformers.set_seed(seed)
@@ -309,10 +305,10 @@ def run_variant(
     if name in ("project", "original"):
         settings = ORIGINAL_SETTINGS if name == "original" else []
         extra_overrides = extra.split(",") if extra else []
-        config = trial_config.load_config(config_path, overrides + settings + extra_overrides)
+        config = settings.load_config(config_path, overrides + settings + extra_overrides)
         final = run_project(config, meter, max_steps)
     elif name in BASELINES and not extra:
-        config = trial_config.load_config(config_path, overrides)
+        config = settings.load_config(config_path, overrides)
         total_steps = max_steps and max_steps + warmup_steps
         final = run_hf(config, meter, total_steps, padded=name == "hf_padded")
     else:
@@ -464,7 +460,7 @@ def main() -> None:
     )
     parser.add_argument("--vocab-from", help="bert-base-random's tokenizer; default: MiniLM's")
     parser.add_argument(
-        "--precision", choices=trial_config.LEVER_VALUES["precision"], help="the project's"
+        "--precision", choices=settings.LEVER_VALUES["precision"], help="the project's"
     )
     parser.add_argument(
         "--variants", nargs="+", default=["project", *BASELINES], help="run in this order"
@@ -479,7 +475,7 @@ def main() -> None:
         overrides.append(f"hyperparameters.num_train_epochs={args.epochs}")
     if args.precision:
         overrides.append(f"hyperparameters.precision={args.precision}")
-    config = trial_config.load_config(args.config, overrides)
+    config = settings.load_config(args.config, overrides)
     seed = config.setdefault("reproducibility", {}).setdefault("experiment_seed", 42)
     with tempfile.TemporaryDirectory() as tmp:
         # Fresh feature caches and local checkpoints for every run of the benchmark.

@@ -155,7 +155,7 @@ def glue_config(local_config, tmp_path) -> pathlib.Path:
 
 
 def run_glue(
-    config: pathlib.Path, results: pathlib.Path, *overrides: str, trial=None, tensorboard=False
+    config: pathlib.Path, results: pathlib.Path, *overrides: str, run=None, tensorboard=False
 ) -> int:
     """The local run of a grid config (glue.yaml) into the results folder."""
     import model_def
@@ -164,6 +164,15 @@ def run_glue(
     options = ["--results-dir", str(results)] + ([] if tensorboard else ["--no-tensorboard"])
     return local_run.main(
         [str(config), *overrides, *options],
-        trial or model_def.BertPyTorch,
+        run or model_def.run,
         script=model_def.__file__,
+    )
+
+
+def built_trial(context, trial_class=None):
+    """The trial run() builds from the context, not trained."""
+    import model_def
+
+    return model_def.run(
+        context, trial_class=trial_class or model_def.BertPyTorch, ready=lambda _: False
     )

@@ -21,7 +21,7 @@ import torch
 
 import data
 import model_def
-from bert_glue.trial import reducers
+from bert_glue.trial import callbacks
 
 
 class Recorder:
@@ -55,8 +55,8 @@ class Recorder:
             trial_class._clip,
             trial_class.evaluate_batch,
         )
-        cross_slot_reduce = reducers.GlueMetricReducer.cross_slot_reduce
-        update_loss = reducers.TrainingLoss.update
+        cross_slot_reduce = callbacks.GlueMetricReducer.cross_slot_reduce
+        update_loss = callbacks.TrainingLoss.update
 
         def counting_featurize(*args, **kwargs):
             record["featurized"] += 1
@@ -101,10 +101,10 @@ class Recorder:
                 (data, "featurize", counting_featurize),
                 (data.GlueDataset, "__getitem__", recording_getitem),
                 (trial_class, "train_batch", recording_train_batch),
-                (reducers.TrainingLoss, "update", recording_loss),
+                (callbacks.TrainingLoss, "update", recording_loss),
                 (trial_class, "_clip", recording_clip),
                 (trial_class, "evaluate_batch", recording_evaluate_batch),
-                (reducers.GlueMetricReducer, "cross_slot_reduce", recording_cross_slot_reduce),
+                (callbacks.GlueMetricReducer, "cross_slot_reduce", recording_cross_slot_reduce),
             ]:
                 stack.enter_context(mock.patch.object(owner, name, new))
             yield self

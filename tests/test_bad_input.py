@@ -10,7 +10,7 @@ import sys
 
 import pytest
 import yaml
-from conftest import REPO
+from conftest import REPO, built_trial
 from transformers import (
     BertConfig,
     BertForSequenceClassification,
@@ -104,7 +104,7 @@ def test_bad_model_settings_fail_before_any_data_work(case, local_config, tiny_m
     overrides, message = MODEL_CASES[case]
     apply(local_config, overrides(tiny_model_dir, tmp_path))
     with pytest.raises(constants.ConfigError, match=message):
-        local_run.run_local(model_def.BertPyTorch, local_config)
+        local_run.run_local(model_def.run, local_config)
     assert not (tmp_path / "xdg-cache").exists()  # nothing was tokenized or cached
 
 
@@ -116,7 +116,7 @@ def test_batch_that_does_not_split_over_the_slots(local_config, monkeypatch):
             constants.ConfigError,
             match="global_batch_size: 9 examples do not split evenly across 2",
         ):
-            model_def.BertPyTorch(context)
+            built_trial(context)
 
 
 def write_config(config: dict, tmp_path: pathlib.Path) -> str:

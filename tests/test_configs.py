@@ -13,9 +13,10 @@ import yaml
 from conftest import REPO
 from determined import pytorch
 
+import data
 import model_def
 from bert_glue.local import local_run
-from bert_glue.trial import custom_task, fit_config, metrics, trial_config
+from bert_glue.trial import metrics, settings
 
 CONFIGS = sorted(REPO.glob("*.yaml"))
 SEARCHED = ["global_batch_size", "learning_rate", "warmup_ratio", "weight_decay"]
@@ -56,9 +57,9 @@ def corners(config: dict) -> list[dict]:
 def test_searcher_metric_is_reported_with_its_direction(path):
     config = load(path)
     for hparams in corners(config):  # glue.yaml: every task
-        _, data = trial_config.settings(hparams, config["data"])
+        trial = settings.Settings.of(config, hparams)
         # raises if not (tests/test_metrics.py)
-        metrics.check_searcher(custom_task.task_from_config(data), config["searcher"])
+        metrics.check_searcher(data.task_from_config(trial.data), trial.searcher)
     # Determined's default is smaller_is_better: true; the configs say it either way.
     assert "smaller_is_better" in config["searcher"]
 
@@ -67,20 +68,18 @@ def test_searcher_metric_is_reported_with_its_direction(path):
 def test_hyperparameters_and_length_agree_with_the_trial(path):
     config = load(path)
     for hparams in corners(config):
-        hp, _ = trial_config.settings(hparams, config["data"])  # unknown? missing?
-        length = fit_config.train_length(hp, config["searcher"])  # raises if inconsistent
-        assert length.value == hp["num_train_epochs"]
+        # Raises for a key unknown or missing, or a searcher of another length.
+        settings.Settings.of(config, hparams)
     if config["searcher"]["name"] in ("adaptive_asha", "async_halving"):
         assert config["searcher"]["time_metric"] == "epochs"
 
 
 def test_train_length_refuses_a_searcher_of_another_length():
-    hparams = {"num_train_epochs": 4}
-    assert fit_config.train_length(hparams, {"name": "single"}).value == 4
-    assert fit_config.train_length(hparams, {"time_metric": "epochs", "max_time": 4}).value == 4
+    settings.check_length(4, {"name": "single"})
+    settings.check_length(4, {"time_metric": "epochs", "max_time": 4})
     for searcher in ({"time_metric": "epochs", "max_time": 3}, {"time_metric": "batches"}):
         with pytest.raises(ValueError, match="must be 'epochs' and 4.*num_train_epochs"):
-            fit_config.train_length(hparams, searcher)
+            settings.check_length(4, searcher)
 
 
 def test_adaptive_trial_uses_every_searched_hyperparameter(local_config, monkeypatch):
@@ -101,7 +100,7 @@ def test_adaptive_trial_uses_every_searched_hyperparameter(local_config, monkeyp
         return result
 
     monkeypatch.setattr(model_def.BertPyTorch, "train_batch", spy)
-    local_run.run_local(model_def.BertPyTorch, config)
+    local_run.run_local(model_def.run, config)
 
     # 48 examples / 16 = 3 steps an epoch, 4 epochs (searcher.max_time): 12 steps, 2 of warmup.
     sizes, lrs, decays = zip(*steps, strict=True)
@@ -111,7 +110,7 @@ def test_adaptive_trial_uses_every_searched_hyperparameter(local_config, monkeyp
 
 
 def test_fit_options_read_the_experiment_configs_periods():
-    options = fit_config.fit_options(
+    periods = settings.Periods.of(
         {
             "min_validation_period": {"batches": 2000},
             "min_checkpoint_period": {"records": 100},
@@ -120,8 +119,8 @@ def test_fit_options_read_the_experiment_configs_periods():
             "perform_initial_validation": True,
         },
         global_batch_size=32,
-        local=False,
     )
+    options = model_def.fit_options(periods, local=False)
     assert shown(options) == {
         "validation_period": ("Batch", 2000),
         "checkpoint_period": ("Batch", 3),  # 100 records of 32: Determined rounds down
@@ -129,7 +128,8 @@ def test_fit_options_read_the_experiment_configs_periods():
         "reporting_period": ("Batch", 50),
         "step_zero_validation": True,
     }
-    epochs = fit_config.fit_options({"min_validation_period": {"epochs": 2}}, 32, local=False)
+    periods = settings.Periods.of({"min_validation_period": {"epochs": 2}}, 32)
+    epochs = model_def.fit_options(periods, local=False)
     assert shown(epochs)["validation_period"] == ("Epoch", 2)
 
 
@@ -145,7 +145,8 @@ def shown(options: dict) -> dict:
 def test_fit_options_unset_validate_and_checkpoint_every_epoch(local):
     # Determined's defaults as the master fills them in ({batches: 0}: never), and none at all.
     for config in ({}, {"min_validation_period": {"batches": 0}, "checkpoint_policy": "best"}):
-        options = shown(fit_config.fit_options(config, global_batch_size=32, local=local))
+        periods = settings.Periods.of(config, global_batch_size=32)
+        options = shown(model_def.fit_options(periods, local=local))
         assert options["validation_period"] == options["checkpoint_period"] == ("Epoch", 1)
         # Locally no experiment holds a best validation: checkpoints come by period alone.
         assert options["checkpoint_policy"] == ("none" if local else "best")
@@ -164,5 +165,5 @@ def test_fit_options_unset_validate_and_checkpoint_every_epoch(local):
     ],
 )
 def test_fit_options_name_a_bad_key(config, message):
-    with pytest.raises(trial_config.ConfigError, match=message):
-        fit_config.fit_options(config, global_batch_size=32, local=True)
+    with pytest.raises(settings.ConfigError, match=message):
+        settings.Periods.of(config, global_batch_size=32)

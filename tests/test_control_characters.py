@@ -66,7 +66,7 @@ def test_rows_with_control_bytes_train_predict_and_export(
 
     local_config["data"].update(task=task_name, data_dir=str(glue_with_control_bytes))
     with caplog.at_level(logging.WARNING, logger="data"):
-        local_run.run_local(model_def.BertPyTorch, local_config)
+        local_run.run_local(model_def.run, local_config)
     checkpoint = last_checkpoint(tmp_path / "xdg-data")
 
     trained = finetuned.load(checkpoint)

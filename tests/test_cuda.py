@@ -9,12 +9,14 @@ torch sees a GPU, marked `cuda`. On a GPU machine:
 
 from __future__ import annotations
 
+import functools
 import itertools
 import pathlib
 import warnings
 
 import pytest
 import torch
+from conftest import built_trial
 from determined import gpu
 from determined.pytorch import _pytorch_trial
 from test_packing import BATCHES_OF_LENGTHS, MAX_LENGTH, Tokenizer, examples, tiny_model
@@ -25,7 +27,7 @@ import data
 import model_def
 from bert_glue.local import local_run
 from bert_glue.results import finetuned
-from bert_glue.trial import metrics, packing
+from bert_glue.trial import batching, metrics
 
 CUDA_MARKS = [
     pytest.mark.cuda,
@@ -72,7 +74,7 @@ def build_trial(config: dict, device: str, seed: int = 0, **hparams) -> model_de
     config["hyperparameters"].update(hparams)
     torch.manual_seed(seed)
     with local_run.local_context(config) as context:
-        trial = model_def.BertPyTorch(context)
+        trial = built_trial(context)
     assert trial.context.device.type == device
     return trial
 
@@ -116,7 +118,9 @@ def test_every_precision_trains(local_config, device, precision, monkeypatch):
     monkeypatch.setattr(Recording, "losses", [])
     monkeypatch.setattr(Recording, "finite", [])
     local_config["hyperparameters"].update(precision=precision, num_train_epochs=10)
-    history = local_run.run_local(Recording, local_config)
+    history = local_run.run_local(
+        functools.partial(model_def.run, trial_class=Recording), local_config
+    )
     losses, finite = Recording.losses, Recording.finite
     assert len(losses) == len(finite) == 10 * 6  # 48 rows in batches of 8, 10 epochs
     # fp16: the loss scaler starts high and may skip the first steps' overflowing gradients.
@@ -181,7 +185,7 @@ def test_compiled_trial_trains_like_eager(no_dropout_config, device, monkeypatch
     runs = []
     for torch_compile in (False, True):
         no_dropout_config["hyperparameters"]["torch_compile"] = torch_compile
-        runs.append(local_run.run_local(model_def.BertPyTorch, no_dropout_config)[-1])
+        runs.append(local_run.run_local(model_def.run, no_dropout_config)[-1])
     assert len(compiled) == 1
     assert runs[1]["validation_loss"] == pytest.approx(runs[0]["validation_loss"], rel=1e-3)
 
@@ -196,10 +200,10 @@ def test_checkpoint_resumes_and_loads_on_the_cpu(no_dropout_config, device, tmp_
     reproducible) and loads on the CPU for predict.py and export.py with the same outputs."""
     no_dropout_config["hyperparameters"]["num_train_epochs"] = 2
     no_dropout_config["checkpoint_storage"] = {"save_trial_latest": 2}  # keep the first too
-    whole = local_run.run_local(model_def.BertPyTorch, no_dropout_config)
+    whole = local_run.run_local(model_def.run, no_dropout_config)
     first, last = checkpoints(tmp_path / "xdg-data")
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "resumed"))
-    resumed = local_run.run_local(model_def.BertPyTorch, no_dropout_config, str(first))
+    resumed = local_run.run_local(model_def.run, no_dropout_config, str(first))
     assert resumed[-1]["validation_loss"] == pytest.approx(whole[-1]["validation_loss"], rel=1e-4)
 
     trained = finetuned.load(last)
@@ -207,7 +211,7 @@ def test_checkpoint_resumes_and_loads_on_the_cpu(no_dropout_config, device, tmp_
     task = constants.TASKS["MRPC"]
     examples = data.read_examples(task, task.dev[""], no_dropout_config["data"]["data_dir"])
     features = data.featurize(examples, trained.tokenizer, 32)
-    batch = data.Collator(trained.tokenizer, with_token_types=True)(
+    batch = batching.Collator(trained.tokenizer, with_token_types=True)(
         list(data.GlueDataset(features))
     )
     inputs = {k: v for k, v in batch.items() if k not in ("labels", "split")}
@@ -262,13 +266,15 @@ def test_training_batches_make_no_host_sync_in_the_trial(local_config, device, m
 
     monkeypatch.setattr(_pytorch_trial._PyTorchTrialController, "_train_batch", flagged_train_batch)
     local_config["hyperparameters"].update(num_train_epochs=1, packing=True, cuda_graphs=True)
-    local_run.run_local(model_def.BertPyTorch, local_config)
+    local_run.run_local(model_def.run, local_config)
     assert len(sites) == 6
     print(
         "host syncs per training batch:", [len(s) for s in sites], "at", sorted(set(sum(sites, [])))
     )
     ours = [
-        s for s in sum(sites, []) if s.split(":")[0] in ("model_def.py", "metrics.py", "packing.py")
+        s
+        for s in sum(sites, [])
+        if s.split(":")[0] in ("model_def.py", "metrics.py", "batching.py")
     ]
     assert ours == []
 
@@ -286,7 +292,7 @@ def bf16_logits_loss_grads(model, inputs: dict) -> tuple:
 
 
 @pytest.mark.parametrize("device", [on_cuda()], indirect=True)
-@pytest.mark.parametrize("model_type", list(packing.ENCODERS))
+@pytest.mark.parametrize("model_type", list(batching.ENCODERS))
 def test_varlen_flash_attention_gives_the_logits_and_gradients_of_padded_sdpa(
     device, model_type, monkeypatch
 ):
@@ -296,18 +302,18 @@ def test_varlen_flash_attention_gives_the_logits_and_gradients_of_padded_sdpa(
     model.set_attn_implementation("sdpa")
     token_types = model_type == "bert"
     items = examples(BATCHES_OF_LENGTHS["pairs"] + BATCHES_OF_LENGTHS["max length"])
-    padded = data.Collator(Tokenizer(model.config.pad_token_id), token_types)(items)
+    padded = batching.Collator(Tokenizer(model.config.pad_token_id), token_types)(items)
     expected = bf16_logits_loss_grads(model, to_cuda(padded))
 
     def no_blockwise(*args):
         raise AssertionError("the blockwise (CPU) attention ran on the GPU")
 
-    monkeypatch.setattr(packing, "blockwise_attention", no_blockwise)
-    packing.use_packing(model)
-    collate = packing.PackedCollator(
-        token_types, packing.position_offset(model.config), model.config.pad_token_id, 16
+    monkeypatch.setattr(batching, "blockwise_attention", no_blockwise)
+    batching.use_packing(model)
+    collate = batching.PackedCollator(
+        token_types, batching.position_offset(model.config), model.config.pad_token_id, 16
     )
-    inputs = packing.model_inputs(to_cuda(collate(items)), MAX_LENGTH)
+    inputs = batching.model_inputs(to_cuda(collate(items)), MAX_LENGTH)
     logits, loss, grads = bf16_logits_loss_grads(model, inputs)
     torch.testing.assert_close(logits, expected[0], atol=3e-2, rtol=3e-2)
     torch.testing.assert_close(loss, expected[1], atol=3e-2, rtol=3e-2)
@@ -322,9 +328,9 @@ def test_varlen_flash_attention_drops_out_as_seeded(device):
     model = tiny_model("bert").cuda()
     for layer in model.bert.encoder.layer:
         layer.attention.self.dropout.p = 0.3  # attention dropout only
-    packing.use_packing(model)
+    batching.use_packing(model)
     items = examples(BATCHES_OF_LENGTHS["pairs"])
-    inputs = packing.model_inputs(to_cuda(packing.PackedCollator(True, 0)(items)), MAX_LENGTH)
+    inputs = batching.model_inputs(to_cuda(batching.PackedCollator(True, 0)(items)), MAX_LENGTH)
 
     def logits(seed: int) -> torch.Tensor:
         torch.manual_seed(seed)
@@ -354,8 +360,8 @@ def test_cuda_graphs_replay_bucketed_steps_like_eager(no_dropout_config, device,
     runs = []
     for graphs in (False, True):
         no_dropout_config["hyperparameters"]["cuda_graphs"] = graphs
-        runs.append(local_run.run_local(model_def.BertPyTorch, no_dropout_config)[-1])
-    declared = packing.bucket_sizes(8, 32, 32)  # batch 8, max_seq_length 32, bucket 32
+        runs.append(local_run.run_local(model_def.run, no_dropout_config)[-1])
+    declared = batching.bucket_sizes(8, 32, 32)  # batch 8, max_seq_length 32, bucket 32
     graphed = shapes[len(shapes) // 2 :]
     assert {width for _, width in graphed} <= set(declared) and {n for n, _ in graphed} == {1}
     assert runs[1]["validation_loss"] == pytest.approx(runs[0]["validation_loss"], rel=2e-2)

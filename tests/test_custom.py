@@ -36,12 +36,13 @@ from transformers import (
 )
 
 import constants
+import data
 import export
 import model_def
 import predict
 from bert_glue.local import local_run
 from bert_glue.results import finetuned, predictions
-from bert_glue.trial import custom_task, trial_config
+from bert_glue.trial import settings
 
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
@@ -193,7 +194,7 @@ def test_custom_task_trains_validates_and_predicts(case, custom_config, tmp_path
         learning_rate=3e-3 if num_labels else 5e-3,
         precision="fp32",  # bf16 rounds the tiny model's close scores to one value (Pearson nan)
     )
-    validations = local_run.run_local(model_def.BertPyTorch, config)
+    validations = local_run.run_local(model_def.run, config)
     assert len(validations) == 10
     assert set(validations[-1]) - {"batches", "epochs"} == {"validation_loss", "glue_score", *names}
     # The cue word decides the label: the tiny model learns it, well above chance (1/labels).
@@ -304,9 +305,7 @@ def test_custom_settings_are_checked(tmp_path):
     spec = {"train": "t.csv", "validation": "d.csv", "text_a": "s", "label": "y"}
 
     def task(**custom):
-        return custom_task.task_from_config(
-            trial_config.data_config({**base, "custom": {**spec, **custom}})
-        )
+        return data.task_from_config(settings.DataConfig.of({**base, "custom": {**spec, **custom}}))
 
     assert task(labels=["b", "a"]).labels == ("b", "a")
     assert task(labels="regression", metrics=["pearson"]).metrics == ("pearson",)
@@ -329,9 +328,7 @@ def test_custom_settings_are_checked(tmp_path):
         with pytest.raises((constants.ConfigError, FileNotFoundError), match=message):
             task(**custom)
     with pytest.raises(constants.ConfigError, match="data.custom: read only with data.task"):
-        custom_task.task_from_config(
-            trial_config.data_config({**base, "task": "RTE", "custom": spec})
-        )
+        data.task_from_config(settings.DataConfig.of({**base, "task": "RTE", "custom": spec}))
 
 
 @pytest.mark.parametrize("model", list(MODELS))
@@ -371,7 +368,7 @@ def test_a_missing_file_is_named_alone(custom_config, tmp_path):
 
 def test_the_summary_prints_predict_only_with_test_files(custom_config, tmp_path):
     def has_test_files(config: dict) -> bool:
-        task = custom_task.task_from_config(trial_config.data_config(config["data"]))
+        task = data.task_from_config(settings.DataConfig.of(config["data"]))
         return local_run.has_test_files(task, config["data"]["data_dir"])
 
     config = custom_config(".csv", 2)
@@ -392,7 +389,7 @@ def own_files(folder: pathlib.Path, columns: dict, num_labels: int, test: bool =
 
 def from_custom_yaml(local_config: dict, data_dir: pathlib.Path, *overrides: str) -> dict:
     """custom.yaml as shipped with the user's overrides, on the tiny model and sized for CPUs."""
-    config = trial_config.load_config(str(REPO / "custom.yaml"), list(overrides))
+    config = settings.load_config(str(REPO / "custom.yaml"), list(overrides))
     config["data"].update(
         data_dir=str(data_dir), model_name_or_path=local_config["data"]["model_name_or_path"]
     )
@@ -412,7 +409,7 @@ def run_spying(config: dict, monkeypatch) -> tuple[dict, list[dict]]:
         return original(self, batch, epoch_idx, batch_idx)
 
     monkeypatch.setattr(model_def.BertPyTorch, "train_batch", spy)
-    return local_run.run_local(model_def.BertPyTorch, config)[-1], batches
+    return local_run.run_local(model_def.run, config)[-1], batches
 
 
 def test_single_texts_train_from_custom_yaml(local_config, tmp_path, monkeypatch):
@@ -464,7 +461,7 @@ def test_an_absent_test_file_is_one_warning_and_predict_says_so(
     overrides = ("data.custom.text_a=sentence", "data.custom.labels=[neg, pos]")
     config = from_custom_yaml(local_config, tmp_path / "own", *overrides)
     assert config["data"]["custom"]["test"] == "test.csv"  # as custom.yaml names it
-    local_run.run_local(model_def.BertPyTorch, config)
+    local_run.run_local(model_def.run, config)
 
     warned = [r.getMessage() for r in caplog.records if "data.custom.test" in r.getMessage()]
     assert warned == [

@@ -11,6 +11,7 @@ from transformers import AutoTokenizer, XLMTokenizer
 
 import constants
 import data
+from bert_glue.trial import batching
 
 
 @pytest.fixture
@@ -131,21 +132,23 @@ def test_collator_pads_to_the_longest_or_to_a_fixed_width(tokenizer, side):
             1,
         ),
     ]
-    batch = data.Collator(tokenizer, with_token_types=True)(items)
+    batch = batching.Collator(tokenizer, with_token_types=True)(items)
     assert batch["input_ids"].shape == (2, 5)
     assert batch["attention_mask"].sum(1).tolist() == [3, 5]
     first = [2, 7, 3, 0, 0] if side == "right" else [0, 0, 2, 7, 3]
     assert batch["input_ids"][0].tolist() == first
     assert batch["token_type_ids"][1].tolist() == [0, 0, 0, 1, 1]
     assert batch["labels"].tolist() == [1, 0] and batch["split"].tolist() == [0, 1]
-    fixed = data.Collator(tokenizer, with_token_types=False, pad_to=8)(items)
+    fixed = batching.Collator(tokenizer, with_token_types=False, pad_to=8)(items)
     assert fixed["input_ids"].shape == (2, 8) and "token_type_ids" not in fixed
-    rounded = data.Collator(tokenizer, with_token_types=True, multiple_of=4)(items)
+    rounded = batching.Collator(tokenizer, with_token_types=True, multiple_of=4)(items)
     assert rounded["input_ids"].shape == (2, 8)
     assert rounded["attention_mask"].sum(1).tolist() == [3, 5]
     types = rounded["token_type_ids"][1].tolist()
     assert (types[:5] if side == "right" else types[3:]) == [0, 0, 0, 1, 1]
-    capped = data.Collator(tokenizer, with_token_types=False, multiple_of=4, max_length=6)(items)
+    capped = batching.Collator(tokenizer, with_token_types=False, multiple_of=4, max_length=6)(
+        items
+    )
     assert capped["input_ids"].shape == (2, 6)  # never past max_seq_length
 
 

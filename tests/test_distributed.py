@@ -41,7 +41,7 @@ import data
 import model_def
 from bert_glue.determined_0_38 import workarounds
 from bert_glue.local import local_run
-from bert_glue.trial import trial_config
+from bert_glue.trial import settings
 
 TASKS = ("MRPC", "CoLA", "STS-B")
 RECORDED = ("MRPC", "CoLA")  # run through distributed_worker.py; STS-B through --nproc 2
@@ -265,10 +265,10 @@ def local_env(dist_config):
 @pytest.fixture(scope="module")
 def one_process(two_processes, dist_config, local_env) -> dict:
     """The same MRPC run in one process, on the data the 2-process run downloaded."""
-    config = trial_config.load_config(str(dist_config), ["data.task=MRPC"])
+    config = settings.load_config(str(dist_config), ["data.task=MRPC"])
     recorder = Recorder()
     with recorder.patched():
-        local_run.run_local(model_def.BertPyTorch, config)
+        local_run.run_local(model_def.run, config)
     return recorder.record
 
 
@@ -402,11 +402,11 @@ def test_checkpoints_validate_alike_in_one_process(
 
 def test_two_process_checkpoint_resumes_in_one_process(two_processes, dist_config, local_env):
     run = two_processes["MRPC"]
-    config = trial_config.load_config(str(dist_config), ["data.task=MRPC"])
+    config = settings.load_config(str(dist_config), ["data.task=MRPC"])
     recorder = Recorder()
     with recorder.patched():
         history = local_run.run_local(
-            model_def.BertPyTorch, config, resume=str(run["checkpoints"][STEPS_PER_EPOCH])
+            model_def.run, config, resume=str(run["checkpoints"][STEPS_PER_EPOCH])
         )
     assert len(history) == EPOCHS - 1  # continued after epoch 1
     lrs = [step["lr"] for step in run["ranks"][0]["steps"][STEPS_PER_EPOCH:]]

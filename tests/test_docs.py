@@ -3,12 +3,11 @@
 Every relative link reaches a file (and a `#anchor` a heading of it), the README stays one page,
 and the README's hyperparameter table lists exactly the trial's keys with their defaults. Reads
 files only: no model, no network, and no import of determined, torch or transformers
-(bert_glue/trial/trial_config.py imports determined, so its two tables are read with ast).
+(bert_glue/trial/settings.py imports determined, so its two tables are read with ast).
 """
 
 from __future__ import annotations
 
-import ast
 import pathlib
 import re
 
@@ -20,7 +19,6 @@ pytestmark = pytest.mark.smoke
 REPO = pathlib.Path(__file__).resolve().parent.parent
 README = REPO / "README.md"
 PAGES = [README, *sorted((REPO / "docs").glob("*.md")), REPO / "bench" / "README.md"]
-TRIAL_CONFIG = REPO / "bert_glue" / "trial" / "trial_config.py"
 README_MAX_LINES = 200
 
 LINK = re.compile(r"(?<!\\)!?\[(?:[^\]\[]|\[[^\]]*\])*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
@@ -110,19 +108,10 @@ def test_readme_is_one_page():
 
 
 def trial_hyperparameters() -> tuple[tuple[str, ...], dict]:
-    """REQUIRED_HPARAMS and OPTIONAL_HPARAMS of trial_config.py, read without importing it."""
-    tree = ast.parse(TRIAL_CONFIG.read_text(encoding="utf-8"))
-    values = {}
-    for node in tree.body:
-        if isinstance(node, ast.Assign | ast.AnnAssign):
-            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-            for target in targets:
-                if isinstance(target, ast.Name) and target.id in (
-                    "REQUIRED_HPARAMS",
-                    "OPTIONAL_HPARAMS",
-                ):
-                    values[target.id] = ast.literal_eval(node.value)
-    return tuple(values["REQUIRED_HPARAMS"]), dict(values["OPTIONAL_HPARAMS"])
+    """The required hyperparameters and the optional ones' defaults: settings.Hyperparameters'."""
+    from bert_glue.trial import settings  # torch-free
+
+    return settings.REQUIRED_HPARAMS, settings.OPTIONAL_HPARAMS
 
 
 def readme_hyperparameter_table() -> dict[str, str]:

@@ -1,5 +1,5 @@
 """Early stopping: the count of validations without improvement, the stop at a boundary that
-the searcher's stop shares (boundary_stop.py), and local runs that stop on a plateau.
+the searcher's stop shares (workarounds.py), and local runs that stop on a plateau.
 
 (tests/test_cluster.py stops a cluster trial on a plateau against the stand-in master.)
 """
@@ -20,9 +20,9 @@ from test_local_run import printed_commands, run_printed, summary_of
 from test_searcher_stop import FakeContext, FakeDistributed
 
 import model_def
-from bert_glue.determined_0_38 import boundary_stop
+from bert_glue.determined_0_38 import workarounds
 from bert_glue.results import glue_results
-from bert_glue.trial import early_stopping
+from bert_glue.trial import callbacks
 
 NAN = math.nan
 STEPS_PER_EPOCH = 6  # 48 training rows in batches of 8 (local_config)
@@ -30,7 +30,7 @@ STEPS_PER_EPOCH = 6  # 48 training rows in batches of 8 (local_config)
 
 def stops(values: list[float], patience=2, min_delta=0.0, smaller_is_better=False) -> list[bool]:
     """Whether patience has run out after each validation (10 batches apart) of the values."""
-    plateau = early_stopping.Plateau(patience, min_delta, smaller_is_better)
+    plateau = callbacks.Plateau(patience, min_delta, smaller_is_better)
     return [plateau.update(value, 10 * i) for i, value in enumerate(values, 1)]
 
 
@@ -67,13 +67,13 @@ def test_nan_is_never_an_improvement():
 
 
 def test_the_reason_names_metric_delta_patience_and_best():
-    plateau = early_stopping.Plateau(2, 0.0, smaller_is_better=False)
+    plateau = callbacks.Plateau(2, 0.0, smaller_is_better=False)
     for batch, value in [(20, 0.8), (40, 0.75), (60, 0.8)]:
         plateau.update(value, batch)
     assert plateau.reason("acc") == (
         "stopped early: acc did not improve by more than 0 in 2 validations (best 0.8 at batch 20)"
     )
-    nothing = early_stopping.Plateau(1, 0.001, smaller_is_better=True)
+    nothing = callbacks.Plateau(1, 0.001, smaller_is_better=True)
     nothing.update(NAN, 5)
     assert nothing.reason("validation_loss") == (
         "stopped early: validation_loss did not improve by more than 0.001 in 1 validation "
@@ -91,12 +91,12 @@ class TrialContext(FakeContext):
 def callback_on(rank: int, chief_says=None, patience=1, total_batches=100):
     context = TrialContext(FakeDistributed(rank, chief_says))
     hp = {"early_stopping_patience": patience, "early_stopping_min_delta": 0.0}
-    callback = early_stopping.EarlyStopping(context, hp, total_batches)
+    callback = callbacks.EarlyStopping(context, hp, total_batches)
     callback.on_trial_startup(0, None)
     return callback
 
 
-def validate(callback: early_stopping.EarlyStopping, batches: int, acc: float) -> None:
+def validate(callback: callbacks.EarlyStopping, batches: int, acc: float) -> None:
     """What the Trainer does on every rank: a training report, then a validation."""
     callback.on_training_workload_end({"loss": 0.1, "batches": batches}, [])
     callback.on_validation_end({"acc": acc})
@@ -190,8 +190,8 @@ def test_a_resumed_trial_goes_on_counting():
 def test_stop_at_boundaries_takes_the_chiefs_reason_on_every_rank(caplog):
     asked = []
     worker = FakeContext(FakeDistributed(1, chief_says="done"))
-    boundary_stop.stop_at_boundaries(worker, lambda: asked.append(1))
-    logged = caplog.at_level(logging.INFO, logger=boundary_stop.__name__)
+    workarounds.stop_at_boundaries(worker, lambda: asked.append(1))
+    logged = caplog.at_level(logging.INFO, logger=workarounds.__name__)
     with logged, pytest.raises(pytorch._ShouldExit):
         worker._core.preempt.should_preempt()
     assert asked == [1]  # asked on every rank, in step with the chief

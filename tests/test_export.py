@@ -26,7 +26,7 @@ def test_export_round_trip(task_name, local_config, glue_dir, tmp_path, monkeypa
 
     monkeypatch.setattr(model_def.BertPyTorch, "__init__", keep)
     local_config["data"]["task"] = task_name
-    local_run.run_local(model_def.BertPyTorch, local_config)
+    local_run.run_local(model_def.run, local_config)
     (trial,) = trials  # its model now holds the final weights, those of the last checkpoint
     task = constants.TASKS[task_name]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import pathlib
@@ -15,7 +16,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 import constants
 import model_def
 from bert_glue.local import local_grid
-from bert_glue.trial import metrics, trial_config
+from bert_glue.trial import metrics, settings
 
 
 def glue_yaml() -> dict:
@@ -34,13 +35,13 @@ def test_the_grid_trains_every_task_and_seed_once() -> None:
 def test_per_task_hyperparameters_apply_to_their_task_only() -> None:
     epochs = {}
     for trial in local_grid.grid_trials(glue_yaml()):
-        hp, data = trial_config.settings(trial.config["hyperparameters"], trial.config["data"])
-        epochs[data["task"]] = hp["num_train_epochs"]
+        trial_settings = settings.Settings.of(trial.config)
+        epochs[trial_settings.data.task] = trial_settings.hparams.num_train_epochs
     assert epochs == {**dict.fromkeys(constants.TASKS, 3), "MRPC": 5, "WNLI": 5}
 
 
 def test_list_overrides_pick_tasks_and_seeds() -> None:
-    config = trial_config.load_config(
+    config = settings.load_config(
         str(REPO / "glue.yaml"), ["hyperparameters.task=[MRPC, rte]", "hyperparameters.seed=[7]"]
     )
     labels = [local_grid.trial_label(trial) for trial in local_grid.grid_trials(config)]
@@ -49,15 +50,15 @@ def test_list_overrides_pick_tasks_and_seeds() -> None:
 
 def test_an_override_that_per_task_shadows_is_named(caplog) -> None:
     glue = str(REPO / "glue.yaml")
-    trial_config.load_config(glue, ["hyperparameters.num_train_epochs=1", "data.data_dir=d"])
+    settings.load_config(glue, ["hyperparameters.num_train_epochs=1", "data.data_dir=d"])
     (record,) = caplog.records
     assert record.levelname == "WARNING" and record.getMessage().startswith(
         "hyperparameters.num_train_epochs: hyperparameters.per_task sets num_train_epochs for "
         "MRPC, WNLI, which train with that value instead"
     )
     caplog.clear()
-    trial_config.load_config(glue, ["hyperparameters.learning_rate=1e-4"])
-    trial_config.load_config(
+    settings.load_config(glue, ["hyperparameters.learning_rate=1e-4"])
+    settings.load_config(
         glue, ["hyperparameters.num_train_epochs=1", "hyperparameters.per_task={}"]
     )
     assert caplog.records == []
@@ -84,9 +85,11 @@ def test_an_override_that_per_task_shadows_is_named(caplog) -> None:
 def test_bad_task_settings_name_the_key(hparams, data, message) -> None:
     base = {"global_batch_size": 8, "learning_rate": 1e-3, "num_train_epochs": 1}
     with pytest.raises(constants.ConfigError) as error:
-        trial_config.settings(
-            {**base, "model_type": "bert", **hparams},
-            {"model_name_or_path": "m", "data_dir": "d", **data},
+        settings.Settings.of(
+            {
+                "hyperparameters": {**base, "model_type": "bert", **hparams},
+                "data": {"model_name_or_path": "m", "data_dir": "d", **data},
+            }
         )
     assert message in str(error.value)
 
@@ -144,7 +147,12 @@ def test_a_local_grid_continues_where_it_stopped(glue_config, tmp_path, capsys) 
     config["hyperparameters"]["per_task"]["RTE"] = {"num_train_epochs": 2}
     glue_config.write_text(yaml.safe_dump(config, sort_keys=False))
     with pytest.raises(Interrupted):
-        run_glue(glue_config, results, *picked, trial=StopsInRTE)
+        run_glue(
+            glue_config,
+            results,
+            *picked,
+            run=functools.partial(model_def.run, trial_class=StopsInRTE),
+        )
     mrpc = results / "task=MRPC_seed=1" / "result.json"
     finished_at = mrpc.stat().st_mtime_ns
     rte = results / "task=RTE_seed=1"

@@ -1,4 +1,4 @@
-"""data.init_from: a run starts from another fine-tuned model's weights (trial/init_from.py).
+"""data.init_from: a run starts from another fine-tuned model's weights (trial/pretrained.py).
 
 The source is the tiny BERT trained for one epoch on synthetic MNLI (3 labels): as a checkpoint
 folder, a local uuid, a uuid fetched through a stand-in master on a cluster, an exported Hugging
@@ -17,7 +17,7 @@ import shutil
 import determined as det
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import built_trial, tiny_config
 from determined.experimental import client
 from fake_hub import FakeHub
 from fake_sdk_master import TOKEN, FakeCheckpoint, FakeTrial, SdkMaster
@@ -34,7 +34,7 @@ import constants
 import model_def
 from bert_glue.local import local_run
 from bert_glue.results import finetuned
-from bert_glue.trial import checkpointing, init_from
+from bert_glue.trial import checkpointing, pretrained
 
 SEED = 5
 ENCODER = "bert."  # the tiny BERT's base_model_prefix
@@ -52,7 +52,7 @@ def mnli_checkpoint(tiny_model_dir, glue_dir, tmp_path_factory) -> pathlib.Path:
         patch.setenv("XDG_DATA_HOME", str(folder / "xdg-data"))
         patch.setenv("XDG_CACHE_HOME", str(folder / "xdg-cache"))
         patch.chdir(folder)
-        local_run.run_local(model_def.BertPyTorch, config)
+        local_run.run_local(model_def.run, config)
     (checkpoint,) = checkpoint_dirs(folder / "xdg-data")
     return checkpoint
 
@@ -81,7 +81,7 @@ def built_state(
     with local_run.local_context(config) as context, pytest.MonkeyPatch.context() as patch:
         if cluster is not None:
             patch.setattr(det, "get_cluster_info", lambda: cluster)
-        return model_def.BertPyTorch(context).model.state_dict()
+        return built_trial(context).model.state_dict()
 
 
 def head_lines(caplog) -> list[str]:
@@ -258,7 +258,7 @@ def test_a_uuid_on_a_cluster_is_downloaded_once_per_node(
     assert master.unknown == []
     assert_same(first, mnli_weights, mnli_weights)
     assert_same(again, mnli_weights, mnli_weights)
-    assert [p.name for p in init_from.download_cache().iterdir()] == [uuid]
+    assert [p.name for p in pretrained.download_cache().iterdir()] == [uuid]
 
 
 def cut_off(checkpoint: client.Checkpoint, path: str, **kwargs) -> str:
@@ -280,7 +280,7 @@ def test_a_download_cut_off_leaves_nothing_taken_for_complete(
             patch.setattr(client.Checkpoint, "download", cut_off)
             with pytest.raises(ConnectionError):
                 built_state(local_config, uuid, trial_container(url))
-        assert list(init_from.download_cache().iterdir()) == []
+        assert list(pretrained.download_cache().iterdir()) == []
         state = built_state(local_config, uuid, trial_container(url))  # the next try
     assert downloads(master) == [f"/checkpoints/{uuid}"]
     assert_same(state, mnli_weights, mnli_weights)
@@ -291,7 +291,7 @@ def test_a_uuid_the_master_does_not_know(master, monkeypatch):
     with master.serving() as url:
         monkeypatch.setattr(det, "get_cluster_info", lambda: trial_container(url))
         with pytest.raises(constants.ConfigError) as error:
-            init_from.find(unknown)
+            pretrained.init_source(unknown)
     assert str(error.value) == (
         f"data.init_from: the Determined master at {url} has no checkpoint {unknown}"
     )

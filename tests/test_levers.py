@@ -6,6 +6,7 @@ import itertools
 
 import pytest
 import torch
+from conftest import built_trial
 from determined import pytorch
 from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
@@ -13,7 +14,7 @@ import constants
 import data
 import model_def
 from bert_glue.local import local_run
-from bert_glue.trial import device, fast_dropout, trial_config
+from bert_glue.trial import batching, settings
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +55,8 @@ def eval_model(tiny_model_dir) -> BertForSequenceClassification:
 
 def test_dynamic_padding_gives_the_logits_of_full_padding(eval_model, tokenizer, mrpc):
     items = [mrpc[i] for i in range(16)]
-    dynamic = data.Collator(tokenizer, with_token_types=True)(items)
-    full = data.Collator(tokenizer, with_token_types=True, pad_to=32)(items)
+    dynamic = batching.Collator(tokenizer, with_token_types=True)(items)
+    full = batching.Collator(tokenizer, with_token_types=True, pad_to=32)(items)
     assert dynamic["input_ids"].shape[1] < 32
     with torch.no_grad():
         a, b = eval_model(**model_inputs(dynamic)), eval_model(**model_inputs(full))
@@ -65,8 +66,8 @@ def test_dynamic_padding_gives_the_logits_of_full_padding(eval_model, tokenizer,
 
 def test_rounded_padding_gives_the_logits_of_the_longest_row(eval_model, tokenizer, mrpc):
     items = [mrpc[i] for i in range(16)]
-    longest = data.Collator(tokenizer, with_token_types=True)(items)
-    rounded = data.Collator(tokenizer, with_token_types=True, multiple_of=8)(items)
+    longest = batching.Collator(tokenizer, with_token_types=True)(items)
+    rounded = batching.Collator(tokenizer, with_token_types=True, multiple_of=8)(items)
     assert rounded["input_ids"].shape[1] % 8 == 0
     assert rounded["input_ids"].shape[1] > longest["input_ids"].shape[1]
     with torch.no_grad():
@@ -79,21 +80,21 @@ def test_eager_attention_gives_the_logits_and_gradients_of_sdpa(
 ):
     """attn_implementation auto picks eager attention on CPUs, with fast dropout: the same
     model as SDPA's."""
-    collate = data.Collator(tokenizer, with_token_types=True, multiple_of=8)
+    collate = batching.Collator(tokenizer, with_token_types=True, multiple_of=8)
     batch = model_inputs(collate([mrpc[i] for i in range(16)]))
     runs = {}
-    for name in ("sdpa", "eager", fast_dropout.ATTENTION):
+    for name in ("sdpa", "eager", model_def.FAST_DROPOUT_ATTENTION):
         torch.manual_seed(0)
         model = BertForSequenceClassification.from_pretrained(
             no_dropout_model_dir, num_labels=2, attn_implementation=name.split("_")[0]
         )
-        if name == fast_dropout.ATTENTION:
-            fast_dropout.use_fast_dropout(model)
+        if name == model_def.FAST_DROPOUT_ATTENTION:
+            model_def.use_fast_dropout(model)
         assert model.config._attn_implementation == name
         out = model(**batch)
         out.loss.backward()
         runs[name] = out.logits, [p.grad for p in model.parameters()]
-    for name in ("eager", fast_dropout.ATTENTION):
+    for name in ("eager", model_def.FAST_DROPOUT_ATTENTION):
         torch.testing.assert_close(runs["sdpa"][0], runs[name][0], atol=1e-5, rtol=1e-5)
         for a, b in zip(runs["sdpa"][1], runs[name][1], strict=True):
             torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
@@ -105,7 +106,7 @@ def test_dataloader_workers_give_the_same_batches(local_config):
     for workers in (0, 2):
         local_config["hyperparameters"]["dataloader_workers"] = workers
         with local_run.local_context(local_config) as context:
-            trial = model_def.BertPyTorch(context)
+            trial = built_trial(context)
             loader = trial.build_training_data_loader().get_data_loader(repeat=True)
             assert loader.num_workers == workers
             batches.append(list(itertools.islice(loader, 7)))  # more than one epoch
@@ -122,7 +123,7 @@ def test_dynamic_padding_trains_like_full_padding(local_config, no_dropout_model
     runs = []
     for pad in (False, True):
         local_config["hyperparameters"]["pad_to_max_length"] = pad
-        runs.append(local_run.run_local(model_def.BertPyTorch, local_config)[-1])
+        runs.append(local_run.run_local(model_def.run, local_config)[-1])
     assert runs[0]["validation_loss"] == pytest.approx(runs[1]["validation_loss"], rel=1e-4)
     assert runs[0]["acc"] == runs[1]["acc"]
 
@@ -130,7 +131,7 @@ def test_dynamic_padding_trains_like_full_padding(local_config, no_dropout_model
 def test_bf16_autocast_loss_is_close_to_fp32(tiny_model_dir, tokenizer, mrpc):
     torch.manual_seed(0)
     model = BertForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=2).eval()
-    batch = model_inputs(data.Collator(tokenizer, True)([mrpc[i] for i in range(32)]))
+    batch = model_inputs(batching.Collator(tokenizer, True)([mrpc[i] for i in range(32)]))
     with torch.no_grad():
         fp32 = model(**batch)
         with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -144,12 +145,12 @@ def test_bf16_trial_trains_like_fp32(local_config):
     runs = []
     for precision in ("fp32", "bf16"):
         local_config["hyperparameters"]["precision"] = precision
-        runs.append(local_run.run_local(model_def.BertPyTorch, local_config)[-1])
+        runs.append(local_run.run_local(model_def.run, local_config)[-1])
     assert runs[1]["validation_loss"] == pytest.approx(runs[0]["validation_loss"], rel=5e-2)
 
 
-def length_grouped(lengths: torch.Tensor, seed: int = 3) -> data.LengthGroupedBatchSampler:
-    return data.LengthGroupedBatchSampler(lengths, batch_size=8, seed=seed, group_batches=4)
+def length_grouped(lengths: torch.Tensor, seed: int = 3) -> batching.LengthGroupedBatchSampler:
+    return batching.LengthGroupedBatchSampler(lengths, batch_size=8, seed=seed, group_batches=4)
 
 
 LENGTHS = torch.randint(5, 120, (203,), generator=torch.Generator().manual_seed(0))
@@ -219,7 +220,7 @@ def test_compiled_trial_trains_like_eager(local_config, no_dropout_model_dir, mo
     runs = []
     for torch_compile in (False, True):
         local_config["hyperparameters"]["torch_compile"] = torch_compile
-        runs.append(local_run.run_local(model_def.BertPyTorch, local_config)[-1])
+        runs.append(local_run.run_local(model_def.run, local_config)[-1])
     assert len(compiled) == 1
     assert runs[1]["validation_loss"] == pytest.approx(runs[0]["validation_loss"], rel=1e-4)
 
@@ -227,14 +228,16 @@ def test_compiled_trial_trains_like_eager(local_config, no_dropout_model_dir, mo
 @pytest.mark.parametrize("native_bf16", [True, False])
 def test_auto_levers_on_cpus(local_config, monkeypatch, native_bf16):
     """auto: bf16 autocast where the CPU runs it natively, fp32 elsewhere; fused AdamW on CPUs."""
-    monkeypatch.setattr(device, "cpu_has_bf16", lambda: native_bf16)
+    monkeypatch.setattr(model_def, "cpu_has_bf16", lambda: native_bf16)
     with local_run.local_context(local_config) as context:
-        trial = model_def.BertPyTorch(context)
+        trial = built_trial(context)
     assert trial.autocast_dtype == (torch.bfloat16 if native_bf16 else None)
     assert trial.scaler is None
     assert trial.optimizer.defaults["fused"]
-    assert trial.model.config._attn_implementation == fast_dropout.ATTENTION  # eager, fast dropout
-    assert any(type(m) is fast_dropout.FastDropout for m in trial.model.modules())
+    assert (
+        trial.model.config._attn_implementation == model_def.FAST_DROPOUT_ATTENTION
+    )  # eager, fast dropout
+    assert any(type(m) is model_def.FastDropout for m in trial.model.modules())
     assert trial.levers.dataloader_workers == 0
 
 
@@ -282,10 +285,10 @@ def test_auto_precision_on_gpus_follows_compute_capability(
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
     with local_run.local_context(local_config) as context:
         monkeypatch.setattr(context, "device", torch.device("cuda", 0))  # as Determined sets it
-        described = device.device_of(context)
-        hp, _ = trial_config.settings(context.get_hparams(), context.get_data_config())
-        precision = trial_config.levers(hp, described, packable=True).precision
-        dtype, scaler = device.mixed_precision(precision, context)
+        described = model_def.device_of(context)
+        trial = settings.Settings.of(context.get_experiment_config(), context.get_hparams())
+        precision = trial.on(described, packable=True).levers.precision
+        dtype, scaler = model_def.mixed_precision(precision, context)
     assert asked == [torch.device("cuda", 0)], gpu
     assert dtype == expected
     if expected == torch.float16:

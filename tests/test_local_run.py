@@ -22,6 +22,7 @@ import export
 import model_def
 import predict
 from bert_glue.local import local_run, progress
+from bert_glue.trial.settings import Searcher
 
 STEPS_PER_EPOCH = 6  # 48 training rows in batches of 8 (local_config)
 
@@ -214,7 +215,7 @@ def test_plot_is_a_png_beside_the_run(cli_run):
 
 def test_plot_has_one_panel_per_metric(local_config, tmp_path):
     recorder = progress.RunRecorder(io.StringIO(), interactive=False)
-    local_run.run_local(model_def.BertPyTorch, local_config, recorder=recorder)
+    local_run.run_local(model_def.run, local_config, recorder=recorder)
     titles = progress.plot_history(recorder, tmp_path / "p.png")
     assert titles == ["training loss", "acc", "acc_and_f1", "f1", "glue_score", "validation_loss"]
     assert (tmp_path / "p.png").stat().st_size > 10_000
@@ -224,7 +225,7 @@ def test_plot_has_one_panel_per_metric(local_config, tmp_path):
 def test_terminal_gets_live_bars_for_training_and_validation(local_config):
     stream = io.StringIO()
     recorder = progress.RunRecorder(stream, interactive=True)
-    local_run.run_local(model_def.BertPyTorch, local_config, recorder=recorder)
+    local_run.run_local(model_def.run, local_config, recorder=recorder)
     shown = stream.getvalue()
     # tqdm redraws at most every 0.1 s, but always on creation and on a new postfix.
     assert re.search(r"training: +0%.*\| *0/12 ", shown)
@@ -249,16 +250,20 @@ def test_metrics_file_and_its_plot(local_config, tmp_path):
 def test_the_summary_reads_an_unset_smaller_is_better_as_determined_does():
     recorder = progress.RunRecorder(io.StringIO(), interactive=False)
     recorder.validations = [(6, {"validation_loss": 0.5}), (12, {"validation_loss": 0.7})]
-    shown = progress.summary(recorder, {"metric": "validation_loss"}, ["python", "model_def.py"])
+    shown = progress.summary(
+        recorder,
+        Searcher.of({"searcher": {"metric": "validation_loss"}}),
+        ["python", "model_def.py"],
+    )
     assert "best after batch 6 (smallest validation_loss)" in shown
 
 
 def test_the_summary_names_where_the_starting_weights_came_from():
     recorder = progress.RunRecorder(io.StringIO(), interactive=False)
     command = ["python", "model_def.py"]
-    shown = progress.summary(recorder, {"metric": "acc"}, command, init_from="ckpt/abc")
+    shown = progress.summary(recorder, Searcher("acc"), command, init_from="ckpt/abc")
     assert "\nweights     from data.init_from ckpt/abc\n" in shown
-    assert "data.init_from" not in progress.summary(recorder, {"metric": "acc"}, command)
+    assert "data.init_from" not in progress.summary(recorder, Searcher("acc"), command)
 
 
 def test_timer_sums_its_intervals(monkeypatch):
@@ -288,7 +293,7 @@ def test_a_local_run_honours_the_configs_periods(local_config, tmp_path):
         checkpoint_storage={"save_trial_latest": 100},  # keeps them all
     )
     recorder = progress.RunRecorder(io.StringIO(), interactive=False)
-    local_run.run_local(model_def.BertPyTorch, local_config, recorder=recorder)
+    local_run.run_local(model_def.run, local_config, recorder=recorder)
     assert [batches for batches, _ in recorder.validations] == [4, 8, 12]
     assert [batches for batches, _ in recorder.losses] == [3, 4, 5, 6, 8, 9, 10, 12]
     folders = (tmp_path / "xdg-data" / "determined").glob("*/metadata.json")

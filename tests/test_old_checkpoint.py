@@ -59,9 +59,7 @@ def test_an_old_checkpoint_resumes_to_the_old_runs_end(old_checkpoints, glue_dir
     )
     config["hyperparameters"]["precision"] = "fp32"
     config["searcher"].update(metric="validation_loss", smaller_is_better=True)
-    validations = local_run.run_local(
-        model_def.BertPyTorch, config, resume=str(old_checkpoints["epoch1"])
-    )
+    validations = local_run.run_local(model_def.run, config, resume=str(old_checkpoints["epoch1"]))
     assert [v["batches"] for v in validations] == [12]  # epoch 2 only
     assert validations[-1]["validation_loss"] == pytest.approx(OLD_FINAL_LOSS, rel=1e-6)
 

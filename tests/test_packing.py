@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import built_trial
 from test_resume import assert_resumes_bitwise, configure, crash_after_first_checkpoint
 from transformers import (
     AutoTokenizer,
@@ -24,10 +25,9 @@ from transformers import (
 )
 
 import constants
-import data
 import model_def
 from bert_glue.local import local_run
-from bert_glue.trial import fast_dropout, packing
+from bert_glue.trial import batching
 
 MAX_LENGTH = 32
 VOCAB = 40
@@ -75,7 +75,7 @@ def examples(lengths: list[tuple[int, int | None]], seed: int = 0) -> list[tuple
 
 
 class Tokenizer:
-    """What data.Collator reads of a tokenizer."""
+    """What batching.Collator reads of a tokenizer."""
 
     def __init__(self, pad_token_id: int) -> None:
         self.pad_token_id, self.pad_token_type_id, self.padding_side = pad_token_id, 0, "right"
@@ -90,22 +90,22 @@ def logits_loss_grads(model, inputs: dict) -> tuple:
 
 @pytest.mark.parametrize("bucket", [None, 16], ids=["exact", "bucketed"])
 @pytest.mark.parametrize("batch", list(BATCHES_OF_LENGTHS))
-@pytest.mark.parametrize("model_type", list(packing.ENCODERS))
+@pytest.mark.parametrize("model_type", list(batching.ENCODERS))
 def test_packed_logits_loss_and_gradients_equal_padded(model_type, batch, bucket):
     model = tiny_model(model_type)
     token_types = model_type == "bert"
     items = examples(BATCHES_OF_LENGTHS[batch])
-    padded = data.Collator(Tokenizer(model.config.pad_token_id), token_types)(items)
+    padded = batching.Collator(Tokenizer(model.config.pad_token_id), token_types)(items)
     del padded["split"]
     expected = logits_loss_grads(model, padded)
 
-    packing.use_packing(model)
-    collate = packing.PackedCollator(
-        token_types, packing.position_offset(model.config), model.config.pad_token_id, bucket
+    batching.use_packing(model)
+    collate = batching.PackedCollator(
+        token_types, batching.position_offset(model.config), model.config.pad_token_id, bucket
     )
     packed = collate(items)
     assert packed["input_ids"].shape[0] == 1
-    logits, loss, grads = logits_loss_grads(model, packing.model_inputs(packed, MAX_LENGTH))
+    logits, loss, grads = logits_loss_grads(model, batching.model_inputs(packed, MAX_LENGTH))
     assert logits.shape == (len(items), 2)
     torch.testing.assert_close(logits, expected[0], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(loss, expected[1], atol=1e-6, rtol=1e-5)
@@ -117,9 +117,9 @@ def test_packed_logits_loss_and_gradients_equal_padded(model_type, batch, bucket
 @pytest.mark.parametrize("model_type, offset", [("bert", 0), ("roberta", 2), ("distilbert", 0)])
 def test_positions_restart_and_token_types_are_kept_per_example(model_type, offset):
     model = tiny_model(model_type)
-    assert packing.position_offset(model.config) == offset
+    assert batching.position_offset(model.config) == offset
     items = examples([(3, 1), (5, 2)])
-    packed = packing.PackedCollator(True, offset, pad_id=0)(items)
+    packed = batching.PackedCollator(True, offset, pad_id=0)(items)
     assert packed["input_ids"][0].tolist() == items[0][0].tolist() + items[1][0].tolist()
     assert packed["position_ids"][0].tolist() == [p + offset for p in [0, 1, 2, 0, 1, 2, 3, 4]]
     assert packed["token_type_ids"][0].tolist() == [0, 0, 1, 0, 0, 0, 1, 1]
@@ -127,24 +127,24 @@ def test_positions_restart_and_token_types_are_kept_per_example(model_type, offs
     assert packed["cu_seqlens"].dtype == torch.int32  # FlashAttention's type
     assert packed["first_tokens"].tolist() == [0, 3]
     assert packed["labels"].tolist() == [0, 1]
-    assert packing.example_lengths(packed).tolist() == [3, 5]
+    assert batching.example_lengths(packed).tolist() == [3, 5]
 
-    bucketed = packing.PackedCollator(True, offset, pad_id=7, bucket=4)(items)
+    bucketed = batching.PackedCollator(True, offset, pad_id=7, bucket=4)(items)
     assert bucketed["input_ids"][0].tolist()[8:] == [7] * 4  # 8 real tokens + 1 -> 12
     assert bucketed["cu_seqlens"].tolist() == [0, 3, 8, 12]  # the padding: a segment of its own
     assert bucketed["position_ids"][0].tolist()[8:] == [0, 1, 2, 3]
     assert bucketed["token_type_ids"][0].tolist()[8:] == [0] * 4
     assert bucketed["first_tokens"].tolist() == [0, 3]
-    assert packing.example_lengths(bucketed).tolist() == [3, 5]
+    assert batching.example_lengths(bucketed).tolist() == [3, 5]
 
 
 def test_bucketing_yields_only_the_declared_shapes():
     """Every packed row is one of bucket_sizes, with 1 to `step` padding tokens (a padding
     segment no longer than max_seqlen), for batches of any lengths and the short last one."""
     batch, step = 24, MAX_LENGTH
-    declared = packing.bucket_sizes(batch, MAX_LENGTH, step)
+    declared = batching.bucket_sizes(batch, MAX_LENGTH, step)
     assert declared == tuple(range(32, 24 * 32 + 32 + 1, 32))  # 25 sizes: 32 ... 800
-    collate = packing.PackedCollator(False, 0, bucket=step)
+    collate = batching.PackedCollator(False, 0, bucket=step)
     generator = torch.Generator().manual_seed(0)
     seen = set()
     for size in [batch] * 200 + [batch - 17, 1]:
@@ -165,7 +165,7 @@ def test_packing_names_the_models_it_cannot_serve(config):
     with pytest.raises(
         constants.ConfigError, match=rf"packing: the model is '{config.model_type}'"
     ):
-        packing.check_packable(config)
+        batching.check_packable(config)
 
 
 def test_packing_keeps_the_fast_dropout_of_attention(tiny_model_dir):
@@ -174,14 +174,14 @@ def test_packing_keeps_the_fast_dropout_of_attention(tiny_model_dir):
     model = BertForSequenceClassification.from_pretrained(
         tiny_model_dir, attn_implementation="eager"
     )
-    fast_dropout.use_fast_dropout(model)
-    packing.use_packing(model)
+    model_def.use_fast_dropout(model)
+    batching.use_packing(model)
     attention = model.bert.encoder.layer[0].attention.self
-    assert model.config._attn_implementation == packing.ATTENTION
-    assert type(attention.dropout) is fast_dropout.FastDropout
+    assert model.config._attn_implementation == batching.ATTENTION
+    assert type(attention.dropout) is model_def.FastDropout
     assert attention.dropout.p == model.config.attention_probs_dropout_prob == 0.1
     items = examples([(20, 8), (11, 4)])
-    inputs = packing.model_inputs(packing.PackedCollator(True, 0)(items), MAX_LENGTH)
+    inputs = batching.model_inputs(batching.PackedCollator(True, 0)(items), MAX_LENGTH)
     model.train()
     torch.manual_seed(1)
     first = model(**inputs).logits
@@ -196,16 +196,16 @@ def test_auto_levers_on_cpus_pad_by_length(local_config):
     """auto on a CPU: padded, length-grouped batches (packing measured no faster there), no
     CUDA graphs; packing: true packs and drops the length grouping it does not need."""
     with local_run.local_context(local_config) as context:
-        trial = model_def.BertPyTorch(context)
+        trial = built_trial(context)
     levers = trial.levers
     assert (levers.packing, levers.cuda_graphs, levers.group_by_length) == (False, False, True)
-    assert isinstance(trial.collate, data.Collator)
+    assert isinstance(trial.collate, batching.Collator)
     local_config["hyperparameters"]["packing"] = True
     with local_run.local_context(local_config) as context:
-        trial = model_def.BertPyTorch(context)
+        trial = built_trial(context)
     assert (trial.levers.packing, trial.levers.group_by_length) == (True, False)
     assert trial.collate.bucket is None  # no CUDA graphs: exact rows
-    assert trial.model.config._attn_implementation == packing.ATTENTION
+    assert trial.model.config._attn_implementation == batching.ATTENTION
     batch = next(iter(trial.build_training_data_loader().get_data_loader()))
     assert batch["input_ids"].shape[0] == 1 and trial.get_batch_length(batch) == 8
 
@@ -216,7 +216,7 @@ def test_cuda_graphs_on_a_cpu_is_a_config_error(local_config):
         local_run.local_context(local_config) as context,
         pytest.raises(constants.ConfigError, match="hyperparameters.cuda_graphs: .*need a GPU"),
     ):
-        model_def.BertPyTorch(context)
+        built_trial(context)
 
 
 def test_packing_a_model_it_cannot_serve(local_config, tiny_model_dir, tmp_path):
@@ -235,10 +235,10 @@ def test_packing_a_model_it_cannot_serve(local_config, tiny_model_dir, tmp_path)
         local_run.local_context(local_config) as context,
         pytest.raises(constants.ConfigError, match="'electra'; packed batches serve bert, roberta"),
     ):
-        model_def.BertPyTorch(context)
+        built_trial(context)
     local_config["hyperparameters"]["packing"] = "auto"
     with local_run.local_context(local_config) as context:
-        assert not model_def.BertPyTorch(context).levers.packing
+        assert not built_trial(context).levers.packing
 
 
 @pytest.fixture
@@ -259,7 +259,7 @@ def test_packed_trial_trains_like_padded(local_config, no_dropout_model_dir, tas
     runs = []
     for packed in (False, True):
         local_config["hyperparameters"]["packing"] = packed
-        runs.append(local_run.run_local(model_def.BertPyTorch, local_config))
+        runs.append(local_run.run_local(model_def.run, local_config))
     assert len(runs[0]) == len(runs[1]) == 2
     for padded, packed in zip(*runs, strict=True):
         assert padded.keys() == packed.keys()

@@ -33,7 +33,7 @@ def train(local_config, tmp_path):
     def run(task: str, epochs: int = 1) -> pathlib.Path:
         local_config["data"]["task"] = task
         local_config["hyperparameters"]["num_train_epochs"] = epochs
-        local_run.run_local(model_def.BertPyTorch, local_config)
+        local_run.run_local(model_def.run, local_config)
         return last_checkpoint(tmp_path / "xdg-data")
 
     return run

@@ -6,15 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from bert_glue.trial import metrics, reducers
+from bert_glue.trial import callbacks, metrics
 
 RNG = np.random.default_rng(0)
 LABELS = RNG.integers(0, 2, 101)
 LOGITS = RNG.normal(size=(101, 2)).astype(np.float32) + 0.8 * np.eye(2)[LABELS]
 
 
-def training_loss(describe=lambda batch: f"at {batch}") -> reducers.TrainingLoss:
-    return reducers.TrainingLoss(describe)
+def training_loss(describe=lambda batch: f"at {batch}") -> callbacks.TrainingLoss:
+    return callbacks.TrainingLoss(describe)
 
 
 def test_training_loss_is_the_periods_mean_over_every_slot():

@@ -106,16 +106,14 @@ def assert_resumes_bitwise(
     assert checkpointing.batches_trained(first_checkpoint) == BATCHES
     seen = record_training(monkeypatch)
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "whole"))
-    whole_history = local_run.run_local(
-        model_def.BertPyTorch, yaml.safe_load(config_file.read_text())
-    )
+    whole_history = local_run.run_local(model_def.run, yaml.safe_load(config_file.read_text()))
     whole = list(seen)
     seen.clear()
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "resumed"))
     if not restore_torch_rng:  # as on ranks other than 0: the checkpoint holds rank 0's state
         monkeypatch.setattr(torch.random, "set_rng_state", lambda state: None)
     config = yaml.safe_load(config_file.read_text())
-    resumed_history = local_run.run_local(model_def.BertPyTorch, config, str(first_checkpoint))
+    resumed_history = local_run.run_local(model_def.run, config, str(first_checkpoint))
 
     # The same batches, in the same order, numbered on from the checkpoint: none repeated or lost.
     assert len(whole) == EPOCHS * BATCHES
@@ -158,7 +156,7 @@ def crash_after_first_checkpoint(config_file, storage, monkeypatch) -> pathlib.P
         patch.setattr(model_def.BertPyTorch, "train_batch", crashing)
         patch.setenv("XDG_DATA_HOME", str(storage))
         with pytest.raises(KeyboardInterrupt):
-            local_run.run_local(model_def.BertPyTorch, yaml.safe_load(config_file.read_text()))
+            local_run.run_local(model_def.run, yaml.safe_load(config_file.read_text()))
     (first,) = checkpoint_dirs(storage)
     return first
 
@@ -166,7 +164,7 @@ def crash_after_first_checkpoint(config_file, storage, monkeypatch) -> pathlib.P
 @pytest.fixture
 def one_epoch_checkpoint(local_config, tmp_path) -> pathlib.Path:
     local_config["hyperparameters"]["num_train_epochs"] = 1
-    local_run.run_local(model_def.BertPyTorch, local_config)
+    local_run.run_local(model_def.run, local_config)
     (checkpoint,) = checkpoint_dirs(tmp_path / "xdg-data")
     return checkpoint
 
@@ -204,7 +202,7 @@ def test_checkpoint_holds_training_state_and_code_only(local_config, tmp_path, m
     (elsewhere / "big" / "data.bin").write_bytes(bytes(1 << 20))
     monkeypatch.chdir(elsewhere)
     local_config["hyperparameters"]["num_train_epochs"] = 1
-    local_run.run_local(model_def.BertPyTorch, local_config)
+    local_run.run_local(model_def.run, local_config)
     (checkpoint,) = checkpoint_dirs(tmp_path / "xdg-data")
 
     names = sorted(p.name for p in checkpoint.iterdir())

@@ -17,18 +17,18 @@ from determined.common import api
 from determined.common.api import bindings
 from fake_master import TOKEN, FakeMaster
 
-from bert_glue.determined_0_38 import searcher_stop
+from bert_glue.determined_0_38 import workarounds
 
 State = bindings.trialv1State
 
 
 def test_only_the_states_the_master_does_not_signal_stop_the_trial():
-    stopping = {state for state in State if searcher_stop.should_stop(state.value)}
+    stopping = {state for state in State if workarounds.should_stop(state.value)}
     assert stopping == {State.STOPPING_COMPLETED, State.COMPLETED}
-    assert not searcher_stop.should_stop("STATE_SOMETHING_NEW")
+    assert not workarounds.should_stop("STATE_SOMETHING_NEW")
 
 
-def reader_of(answers: list) -> tuple[searcher_stop.StateReader, list]:
+def reader_of(answers: list) -> tuple[workarounds.StateReader, list]:
     """A reader whose master answers (or raises) each of `answers` in turn, then RUNNING."""
     asked = []
 
@@ -39,7 +39,7 @@ def reader_of(answers: list) -> tuple[searcher_stop.StateReader, list]:
             raise answer
         return answer
 
-    return searcher_stop.StateReader(fetch), asked
+    return workarounds.StateReader(fetch), asked
 
 
 def test_reader_outlasts_any_failure_and_stops_when_told(caplog):
@@ -47,7 +47,7 @@ def test_reader_outlasts_any_failure_and_stops_when_told(caplog):
     tls = requests.exceptions.SSLError("certificate verify failed")
     answers = [down, tls, ValueError("not JSON"), "STATE_RUNNING", "STATE_STOPPING_COMPLETED"]
     reader, asked = reader_of(answers)
-    with caplog.at_level(logging.INFO, logger=searcher_stop.__name__):
+    with caplog.at_level(logging.INFO, logger=workarounds.__name__):
         assert [reader.ask() for _ in answers] == [False] * 4 + [True]
     assert reader.stop_seen.is_set() and reader.ask()  # a stop, once seen, stays
     messages = [r.getMessage() for r in caplog.records]
@@ -60,7 +60,7 @@ def test_reader_outlasts_any_failure_and_stops_when_told(caplog):
 
 def test_poller_asks_after_each_interval_and_ends_at_a_stop():
     reader, asked = reader_of(["STATE_RUNNING", RuntimeError("any"), "STATE_STOPPING_COMPLETED"])
-    poller = searcher_stop.TrialStatePoller(reader, interval_s=0.001)
+    poller = workarounds.TrialStatePoller(reader, interval_s=0.001)
     poller.start()
     poller.join(timeout=30)
     assert not poller.is_alive() and reader.stop_seen.is_set() and len(asked) == 3
@@ -69,7 +69,7 @@ def test_poller_asks_after_each_interval_and_ends_at_a_stop():
 @pytest.mark.parametrize("state", ["STATE_ACTIVE", "STATE_PAUSED", "STATE_STOPPING_CANCELED"])
 def test_poller_keeps_training_through_other_states_until_closed(state):
     reader, asked = reader_of([state] * 3)
-    poller = searcher_stop.TrialStatePoller(reader, interval_s=0.001)
+    poller = workarounds.TrialStatePoller(reader, interval_s=0.001)
     poller.start()
     while len(asked) < 5:  # past the given answers
         reader.stop_seen.wait(0.01)
@@ -80,7 +80,7 @@ def test_poller_keeps_training_through_other_states_until_closed(state):
 
 def test_poller_waits_an_interval_before_its_first_question():
     reader, asked = reader_of([])
-    poller = searcher_stop.TrialStatePoller(reader, interval_s=60)
+    poller = workarounds.TrialStatePoller(reader, interval_s=60)
     poller.start()
     poller.close()
     poller.join(timeout=30)
@@ -132,17 +132,17 @@ def on_cluster(monkeypatch) -> list[str]:
 
         return fetch
 
-    monkeypatch.setattr(searcher_stop, "trial_state_fetcher", fetcher)
+    monkeypatch.setattr(workarounds, "trial_state_fetcher", fetcher)
     return answers
 
 
-def callback_on(rank: int, chief_says: str | None = None) -> searcher_stop.SearcherStop:
-    callback = searcher_stop.SearcherStop(FakeContext(FakeDistributed(rank, chief_says)), 3600)
+def callback_on(rank: int, chief_says: str | None = None) -> workarounds.SearcherStop:
+    callback = workarounds.SearcherStop(FakeContext(FakeDistributed(rank, chief_says)), 3600)
     callback.on_trial_startup(0, None)
     return callback
 
 
-def boundary_end(callback: searcher_stop.SearcherStop) -> bool:
+def boundary_end(callback: workarounds.SearcherStop) -> bool:
     """What the Trainer does on every rank after each boundary."""
     return callback.context._core.preempt.should_preempt()
 
@@ -209,7 +209,7 @@ def test_fetcher_reads_the_trials_state_with_the_task_session(monkeypatch):
     with master.serving() as url:
         info = det.ClusterInfo(url, "c", "a", [0], "3.1", "3.1.1", TOKEN, "TRIAL")
         info._trial_info = det.TrialInfo(3, 1, 0, {}, {}, 0, 1, False, None)
-        fetch = searcher_stop.trial_state_fetcher(info)
+        fetch = workarounds.trial_state_fetcher(info)
         assert fetch() == "STATE_RUNNING"
         master.state = "STATE_STOPPING_COMPLETED"
         assert fetch() == "STATE_STOPPING_COMPLETED"
@@ -217,5 +217,5 @@ def test_fetcher_reads_the_trials_state_with_the_task_session(monkeypatch):
     with socket.socket() as closed:  # a port nothing listens on: the master is down
         closed.bind(("127.0.0.1", 0))
         info.master_url = f"http://127.0.0.1:{closed.getsockname()[1]}"
-        reader = searcher_stop.StateReader(searcher_stop.trial_state_fetcher(info))
+        reader = workarounds.StateReader(workarounds.trial_state_fetcher(info))
         assert reader.ask() is False

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import copy
+import functools
 import io
 import pathlib
 
 import pytest
 import torch
+from conftest import built_trial
 
 import constants
 import model_def
@@ -22,7 +24,7 @@ def checkpoints(config_dir: pathlib.Path) -> list[pathlib.Path]:
 def test_every_task_trains_validates_and_checkpoints(task, local_config, tmp_path):
     local_config["data"]["task"] = task
     local_config["checkpoint_storage"] = {"save_trial_latest": 2}  # keep both epochs
-    history = local_run.run_local(model_def.BertPyTorch, local_config)
+    history = local_run.run_local(model_def.run, local_config)
 
     assert len(history) == 2  # one validation per epoch
     final = history[-1]
@@ -38,7 +40,7 @@ def test_every_task_trains_validates_and_checkpoints(task, local_config, tmp_pat
 
 def test_training_learns_the_cue_words(local_config):
     local_config["hyperparameters"]["num_train_epochs"] = 10
-    history = local_run.run_local(model_def.BertPyTorch, local_config)
+    history = local_run.run_local(model_def.run, local_config)
     assert history[-1]["validation_loss"] < history[0]["validation_loss"]
     assert history[-1]["acc"] >= 0.9  # the label is cued by a word in every sentence
 
@@ -56,7 +58,7 @@ def test_schedule_spans_exactly_the_run(local_config, monkeypatch):
 
     monkeypatch.setattr(model_def.BertPyTorch, "train_batch", spy)
     local_config["hyperparameters"].update(warmup_ratio=0.25, num_train_epochs=2)
-    local_run.run_local(model_def.BertPyTorch, local_config)
+    local_run.run_local(model_def.run, local_config)
     # 48 examples / batch 8 = 6 steps per epoch, 12 in all, 3 of them warmup.
     peak = local_config["hyperparameters"]["learning_rate"]
     assert used == pytest.approx(
@@ -81,7 +83,7 @@ def test_per_task_global_batch_size_sets_the_batches_steps_and_periods(local_con
     local_config["hyperparameters"]["per_task"] = {"MRPC": {"global_batch_size": 16}}
     local_config["min_validation_period"] = {"records": 48}
     recorder = progress.RunRecorder(io.StringIO(), interactive=False)
-    local_run.run_local(model_def.BertPyTorch, local_config, recorder=recorder)
+    local_run.run_local(model_def.run, local_config, recorder=recorder)
     # 48 examples / batch 16 = 3 steps per epoch, 6 in all; 48 records = 3 batches.
     assert sizes == [16] * 6
     assert trials[-1].total_steps == 6
@@ -92,7 +94,7 @@ def test_per_task_global_batch_size_sets_the_batches_steps_and_periods(local_con
 def test_no_weight_decay_on_biases_and_layer_norm(local_config):
     local_config["hyperparameters"]["weight_decay"] = 0.01
     with local_run.local_context(local_config) as context:
-        trial = model_def.BertPyTorch(context)
+        trial = built_trial(context)
     decayed, plain = trial.optimizer.param_groups
     names = {id(p): n for n, p in trial.model.named_parameters()}
     assert decayed["weight_decay"] == 0.01 and plain["weight_decay"] == 0.0
@@ -105,35 +107,35 @@ def test_no_weight_decay_on_biases_and_layer_norm(local_config):
 def test_misspelled_hyperparameter_names_the_key(local_config):
     local_config["hyperparameters"]["learnig_rate"] = 1e-3
     with pytest.raises(ValueError, match="hyperparameters: unknown key.*learnig_rate"):
-        local_run.run_local(model_def.BertPyTorch, local_config)
+        local_run.run_local(model_def.run, local_config)
 
 
 def test_misspelled_data_key_names_the_key(local_config):
     local_config["data"]["dataa_dir"] = "x"
     with pytest.raises(ValueError, match="data: unknown key.*dataa_dir"):
-        local_run.run_local(model_def.BertPyTorch, local_config)
+        local_run.run_local(model_def.run, local_config)
 
 
 def test_unknown_task_and_model_type_list_the_choices(local_config):
     local_config["data"]["task"] = "MRPCC"
     with pytest.raises(ValueError, match="unknown GLUE task 'MRPCC'.*MRPC"):
-        local_run.run_local(model_def.BertPyTorch, local_config)
+        local_run.run_local(model_def.run, local_config)
     local_config["data"]["task"] = "MRPC"
     local_config["hyperparameters"]["model_type"] = "gpt"
     with pytest.raises(ValueError, match="unknown model type 'gpt'.*distilbert"):
-        local_run.run_local(model_def.BertPyTorch, local_config)
+        local_run.run_local(model_def.run, local_config)
 
 
 def test_max_grad_norm_0_turns_clipping_off_as_run_glue_does(local_config, monkeypatch):
     local_config["hyperparameters"]["max_grad_norm"] = 1e9  # never reached: no clipping either
-    unclipped = local_run.run_local(model_def.BertPyTorch, copy.deepcopy(local_config))
+    unclipped = local_run.run_local(model_def.run, copy.deepcopy(local_config))
     local_config["hyperparameters"]["max_grad_norm"] = 0
 
     def no_clipping(*args, **kwargs):
         raise AssertionError("clipped with max_grad_norm 0")
 
     monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", no_clipping)
-    assert local_run.run_local(model_def.BertPyTorch, local_config) == unclipped
+    assert local_run.run_local(model_def.run, local_config) == unclipped
 
 
 @pytest.mark.parametrize("model_type", [t for t in constants.MODEL_CLASSES if t != "auto"])
@@ -190,7 +192,7 @@ def test_training_loss_is_averaged_over_each_reporting_period(local_config):
     # 48 rows in batches of 2: 24 batches an epoch. run_local reports every 20 batches and
     # Determined also ends a reporting period at each epoch's end: 20, 4, 16 and 8 batches.
     local_config["hyperparameters"].update(global_batch_size=2, num_train_epochs=2)
-    local_run.run_local(RecordingTrial, local_config)
+    local_run.run_local(functools.partial(model_def.run, trial_class=RecordingTrial), local_config)
     assert len(losses) == 48
     assert all(isinstance(v, float) for r in returned for v in r.values())
     periods = [(0, 20), (20, 24), (24, 40), (40, 48)]

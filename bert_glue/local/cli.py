@@ -1,5 +1,5 @@
 """The local run's command line, apart from torch: `--help` and a mistake in the config or the
-command line answer before torch loads."""
+command line answer before torch loads; then main() hands the run to local_run.py."""
 
 from __future__ import annotations
 
@@ -7,30 +7,35 @@ import argparse
 import logging
 import os
 import sys
+from collections.abc import Callable
 
 import yaml
 
-from bert_glue.trial import trial_config
+from bert_glue.container import versions
+from bert_glue.trial import settings
 
 
 def check_before_torch(description: str, argv: list[str]) -> None:
     """Answer --help, or end a local run whose command line or config is wrong with its one
-    error line, before the caller imports torch. A cluster trial (DET_TASK_ID) has neither."""
-    if os.environ.get("DET_TASK_ID"):
-        return
-    args = parse_args(argv, description)
-    logging.disable(logging.WARNING)  # the run says its warnings once, with its logging set up
-    try:
-        checked_config(args)
-    finally:
-        logging.disable(logging.NOTSET)
+    error line, before the caller imports torch; then, here and on a cluster (DET_TASK_ID, which
+    has neither), end with one line if the installed torch or transformers cannot run the trial
+    (versions.py): with a torch it cannot use, transformers fails on its first model class, with
+    an ImportError that names neither the versions nor the fix."""
+    if not os.environ.get("DET_TASK_ID"):
+        args = parse_args(argv, description)
+        logging.disable(logging.WARNING)  # the run says its warnings once, with its logging set up
+        try:
+            checked_config(args)
+        finally:
+            logging.disable(logging.NOTSET)
+    versions.require_supported()
 
 
 def checked_config(args: argparse.Namespace) -> dict:
-    """The config the command line names, checked (trial_config.checked_config), or exit with
+    """The config the command line names, checked (settings.checked_config), or exit with
     one error line that names the file or key."""
     try:
-        return trial_config.checked_config(args.config, args.overrides, args.nproc)
+        return settings.checked_config(args.config, args.overrides, args.nproc)
     except (OSError, ValueError, yaml.YAMLError) as e:
         sys.exit(f"error: {e}")
 
@@ -68,3 +73,11 @@ def parse_args(argv: list[str] | None, description: str) -> argparse.Namespace:
     if args.nproc < 1:
         parser.error(f"--nproc {args.nproc}: need at least 1 process")
     return args
+
+
+def main(argv: list[str] | None, run: Callable, script: str) -> int:
+    """`python SCRIPT [CONFIG] [section.key=value ...] [options]`: one local run of the config,
+    each trial trained by run(context, latest_checkpoint, ...) (model_def.run)."""
+    from bert_glue.local import local_run  # torch and the rest: only once a run starts
+
+    return local_run.main(argv, run, script)

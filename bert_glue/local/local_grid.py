@@ -20,9 +20,11 @@ import os
 import pathlib
 import shutil
 
+import data
 from bert_glue.local import progress
 from bert_glue.results import glue_results
-from bert_glue.trial import checkpointing, custom_task, metrics, trial_config
+from bert_glue.trial import checkpointing, metrics
+from bert_glue.trial.settings import Settings, local_hparams
 from constants import ConfigError
 
 PROGRESS = "progress.json"
@@ -76,7 +78,7 @@ def grid_trials(config: dict) -> list[GridTrial]:
     for combination in itertools.product(*searched.values()):
         chosen = dict(zip(searched, combination, strict=True))
         trial = {**config, "hyperparameters": {**hparams, **chosen}}
-        trial["hyperparameters"] = trial_config.local_hparams(trial)
+        trial["hyperparameters"] = local_hparams(trial)
         name = "_".join(f"{key}={value}" for key, value in chosen.items()) or "trial"
         trials.append(GridTrial(name, trial))
     return trials
@@ -84,8 +86,8 @@ def grid_trials(config: dict) -> list[GridTrial]:
 
 def trial_label(trial: GridTrial) -> tuple[str, int | None]:
     """The trial's task (as constants.TASKS spells it) and seed."""
-    hparams, data = trial_config.settings(trial.config["hyperparameters"], trial.config["data"])
-    return custom_task.task_from_config(data).name, hparams["seed"]
+    settings = Settings.of(trial.config)
+    return data.task_from_config(settings.data).name, settings.hparams.seed
 
 
 def write_json(path: pathlib.Path, value) -> None:
@@ -141,9 +143,10 @@ class TrialFolder:
         at = {checkpointing.batches_trained(storage / uuid): uuid for uuid in done["checkpoints"]}
         validations = [tuple(v) for v in done["validations"]]
         task, seed = trial_label(self.trial)
-        stops_early = trial_config.early_stopping(self.trial.config["hyperparameters"], task)
-        searcher = self.trial.config["searcher"]
-        reported = metrics.reported_validation(validations, set(at), stops_early, searcher)
+        settings = Settings.of(self.trial.config)
+        reported = metrics.reported_validation(
+            validations, set(at), settings.early_stopping, settings.searcher
+        )
         kept = at.get(reported[0]) or done["checkpoints"][-1]
         for uuid in done["checkpoints"]:
             if uuid != kept:

@@ -4,8 +4,8 @@ Determined's Trainer API in local mode, with what a person at a terminal wants a
 progress bars (or a line every reporting period when the output is no terminal), TensorBoard
 event files, a closing summary and an optional plot. `--nproc N` relaunches the same command in
 N processes under torchrun; `--resume` continues from a checkpoint exactly where it stopped.
-The runner takes the trial class it runs (model_def.main passes BertPyTorch), so nothing here
-imports the trial.
+The runner takes the function that builds and trains the trial (model_def.main passes
+model_def.run, which a cluster runs too), so nothing here imports the trial.
 """
 
 from __future__ import annotations
@@ -16,14 +16,13 @@ import io
 import logging
 import os
 import pathlib
-import random
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 
 import determined as det
-import numpy as np
 import torch
 from determined import pytorch
 from transformers.utils import logging as hf_logging
@@ -34,7 +33,8 @@ import download_glue_data
 from bert_glue.determined_0_38 import workarounds
 from bert_glue.local import cli, local_grid, progress
 from bert_glue.results import glue_results
-from bert_glue.trial import checkpointing, custom_task, fit_config, metrics, trial_config
+from bert_glue.trial import checkpointing, metrics
+from bert_glue.trial.settings import Settings, local_hparams
 
 logger = logging.getLogger(__name__)
 
@@ -46,13 +46,6 @@ USER_ERRORS = (
     download_glue_data.DownloadError,
     metrics.Diverged,
 )
-
-
-def seed_everything(seed: int) -> None:
-    """What Determined does on a cluster before building the trial, for local runs."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def distributed_context() -> det.core.DistributedContext | None:
@@ -72,7 +65,7 @@ def local_context(
 ):
     """The trial context of a local run (no cluster) of this config: a context manager."""
     return pytorch.init(
-        hparams=trial_config.local_hparams(config),
+        hparams=local_hparams(config),
         exp_conf=config,
         distributed=distributed,
         enable_tensorboard_logging=tensorboard,
@@ -80,23 +73,24 @@ def local_context(
 
 
 def run_local(
-    trial_class: type[pytorch.PyTorchTrial],
+    run: Callable,
     config: dict,
     resume: str | None = None,
     recorder: progress.RunRecorder | None = None,
     tensorboard: pathlib.Path | None = None,
     context_dir: str | os.PathLike | None = None,
 ) -> list[dict]:
-    """Train trial_class as the config says, with no cluster; returns every validation's metrics.
+    """Train the config's trial with run(context, latest_checkpoint, watcher=, ready=)
+    (model_def.run) with no cluster; returns every validation's metrics.
 
     TensorBoard event files go into the folder `tensorboard`, none when it is None.
 
     The trial must set `max_length` (a pytorch.TrainUnit), `total_steps` (optimizer steps in
-    all), `global_batch_size` and `per_slot_batch_size` (its batches, which may not be the
-    context's), `dev_set`, `data_seconds` (time spent downloading and featurizing) and
-    `early_stopping` (the callback of bert_glue/trial/early_stopping.py, whose reason the
-    summary gives).
-    Checkpoints copy context_dir (Determined's context directory), by default the trial module's
+    all), `per_slot_batch_size` (its batches, which may not be the context's), `task`,
+    `settings`, `dev_set`, `data_seconds` (time spent downloading and featurizing) and
+    `early_stopping` (the callback of bert_glue/trial/callbacks.py, whose reason the summary
+    gives).
+    Checkpoints copy context_dir (Determined's context directory), by default run's module's
     folder. Of the run's checkpoints in local storage, those that the config's
     checkpoint_storage.save_trial_best and save_trial_latest do not keep are deleted. Resumed
     from a run that had finished or stopped early, it trains nothing and the recorder's
@@ -105,43 +99,50 @@ def run_local(
     recorder = recorder or progress.RunRecorder(io.StringIO(), interactive=False)  # quiet
     recorder.retention = checkpointing.Retention.of(config)
     config.setdefault("reproducibility", {}).setdefault("experiment_seed", 42)
-    seed_everything(config["reproducibility"]["experiment_seed"])
     checkpoint, resumed = None, contextlib.nullcontext()
     if resume:
-        _, data_config = trial_config.settings(trial_config.local_hparams(config), config["data"])
-        task = custom_task.task_from_config(data_config)
+        task = data.task_from_config(Settings.of(config).data)
         checkpoint = checkpointing.find_checkpoint(resume, task)
         resumed = workarounds.starting_at(checkpointing.batches_trained(checkpoint))
-    with local_context(config, distributed_context(), tensorboard is not None) as context:
-        trial = workarounds.with_batch_hooks(trial_class, recorder)(context)
-        dist = context.distributed
-        dev_batches = -(-len(trial.dev_set) // trial.per_slot_batch_size)
-        recorder.begin(
-            trial.total_steps,
-            -(-dev_batches // dist.get_size()),
-            trial.data_seconds,
-            dist.rank == 0,
-            has_test_files(trial.task, config["data"]["data_dir"]),
-        )
-        if tensorboard and dist.rank == 0:
-            workarounds.write_tensorboard_to(context, tensorboard)
-            logger.info(f"TensorBoard events: tensorboard --logdir {tensorboard.parent}")
-        # Checkpoints copy the working directory: the trial's, whatever the command was run from.
-        here = checkpointing.in_directory(context_dir or module_dir(trial_class))
-        if checkpoint is not None:
-            batches = checkpointing.batches_trained(checkpoint)
-            if batches and checkpoint.parent == checkpointing.storage_dir().resolve():
-                recorder.checkpoints.append((batches, checkpoint.name))  # this run's, continued
-            recorder.stop_reason = resumed_reason(trial, checkpoint, batches)
-        if recorder.stop_reason is not None:
-            return []
-        reported_as_is = workarounds.reducer_errors_as_raised(metrics.Diverged)
-        with workarounds.loadable_rng_state(), resumed, here, reported_as_is:
-            pytorch.Trainer(trial, context).fit(
-                max_length=trial.max_length,
-                latest_checkpoint=str(checkpoint) if checkpoint else None,
-                **fit_config.fit_options(config, trial.global_batch_size, local=True),
+    # Checkpoints copy the working directory: the trial's, whatever the command was run from.
+    here = checkpointing.in_directory(context_dir or module_dir(run))
+    distributed = distributed_context()
+    with local_context(config, distributed, tensorboard is not None) as context:
+        training, trains = contextlib.ExitStack(), []
+
+        def ready(trial: pytorch.PyTorchTrial) -> bool:
+            """Whether to train the trial just built; the progress bars' totals first."""
+            dist = context.distributed
+            dev_batches = -(-len(trial.dev_set) // trial.per_slot_batch_size)
+            recorder.begin(
+                trial.total_steps,
+                -(-dev_batches // dist.get_size()),
+                trial.data_seconds,
+                dist.rank == 0,
+                has_test_files(trial.task, trial.settings.data.data_dir),
             )
+            if tensorboard and dist.rank == 0:
+                workarounds.write_tensorboard_to(context, tensorboard)
+                logger.info(f"TensorBoard events: tensorboard --logdir {tensorboard.parent}")
+            if checkpoint is not None:
+                batches = checkpointing.batches_trained(checkpoint)
+                if batches and checkpoint.parent == checkpointing.storage_dir().resolve():
+                    recorder.checkpoints.append((batches, checkpoint.name))  # continued
+                recorder.stop_reason = resumed_reason(trial, checkpoint, batches)
+            if recorder.stop_reason is not None:
+                return False
+            # Built where the command was run (its data_dir may be relative); trained here.
+            training.enter_context(resumed)
+            training.enter_context(here)
+            trains.append(trial)
+            return True
+
+        with training:
+            trial = run(
+                context, str(checkpoint) if checkpoint else None, watcher=recorder, ready=ready
+            )
+        if not trains:
+            return []
         recorder.stop_reason = trial.early_stopping.reason
     return [metrics for _, metrics in recorder.validations]
 
@@ -168,8 +169,13 @@ def default_tensorboard_folder() -> pathlib.Path:
     return pathlib.Path("runs", f"{stamp}_{socket.gethostname()}").resolve()
 
 
-def module_dir(cls: type) -> pathlib.Path:
-    return pathlib.Path(sys.modules[cls.__module__].__file__).resolve().parent
+def module_of(run: Callable):
+    """The module that defines run (a functools.partial's function)."""
+    return sys.modules[getattr(run, "func", run).__module__]
+
+
+def module_dir(run: Callable) -> pathlib.Path:
+    return pathlib.Path(module_of(run).__file__).resolve().parent
 
 
 def torchrun_command(nproc: int, script: str, args: list[str]) -> tuple[list[str], dict]:
@@ -186,9 +192,9 @@ def torchrun_command(nproc: int, script: str, args: list[str]) -> tuple[list[str
     return command, {**os.environ, **env}
 
 
-def main(argv: list[str] | None, trial_class: type[pytorch.PyTorchTrial], script: str) -> int:
+def main(argv: list[str] | None, run: Callable, script: str) -> int:
     """`python SCRIPT [CONFIG] [section.key=value ...] [options]`: one local run of the config."""
-    args = cli.parse_args(argv, description=sys.modules[trial_class.__module__].__doc__)
+    args = cli.parse_args(argv, description=module_of(run).__doc__)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     # huggingface_hub prints its records itself and also passes them on to the root logger's
     # handler: each would show twice.
@@ -203,7 +209,7 @@ def main(argv: list[str] | None, trial_class: type[pytorch.PyTorchTrial], script
     config = cli.checked_config(args)
     if local_grid.is_grid(config):
         try:
-            return run_grid(trial_class, config, args)
+            return run_grid(run, config, args)
         except USER_ERRORS as e:
             sys.exit(f"error: {e}")
     if args.nproc > 1 and "LOCAL_RANK" not in os.environ:
@@ -211,15 +217,16 @@ def main(argv: list[str] | None, trial_class: type[pytorch.PyTorchTrial], script
     recorder = progress.RunRecorder()
     try:
         tensorboard = None if args.no_tensorboard else default_tensorboard_folder()
-        run_local(trial_class, config, args.resume, recorder, tensorboard)
+        run_local(run, config, args.resume, recorder, tensorboard)
     except USER_ERRORS as e:  # a mistake in the config or the files: the message says what
         sys.exit(f"error: {e}")
     if os.environ.get("RANK", "0") != "0":
         return 0
     write_outputs(args, recorder, config)
     command = ["python", as_typed(script), args.config, *args.overrides]
-    init_from = config["data"].get("init_from")
-    print(progress.summary(recorder, config["searcher"], command, init_from), file=sys.stderr)
+    settings = Settings.of(config)
+    summary = progress.summary(recorder, settings.searcher, command, settings.data.init_from)
+    print(summary, file=sys.stderr)
     return 0
 
 
@@ -236,7 +243,7 @@ def without_retry_notices(record: logging.LogRecord) -> bool:
     return not record.getMessage().startswith("Retrying in ")
 
 
-def run_grid(trial_class: type[pytorch.PyTorchTrial], config: dict, args) -> int:
+def run_grid(run: Callable, config: dict, args) -> int:
     """Every trial of a grid search in turn, skipping finished ones (local_grid.py)."""
     for option in ("resume", "metrics_out", "plot"):
         if getattr(args, option):
@@ -248,22 +255,19 @@ def run_grid(trial_class: type[pytorch.PyTorchTrial], config: dict, args) -> int
         raise constants.ConfigError("--nproc: a local grid search trains each trial in one process")
     trials = local_grid.grid_trials(config)
     for trial in trials:  # every trial's settings checked before hours of training
-        hparams, data_config = trial_config.settings(
-            trial.config["hyperparameters"], trial.config["data"]
-        )
-        trial_config.check_batch_split(hparams, str(data_config["task"]), 1)
-        metrics.check_searcher(custom_task.task_from_config(data_config), config["searcher"])
+        settings = Settings.of(trial.config, slots=1)
+        metrics.check_searcher(data.task_from_config(settings.data), settings.searcher)
     # Absolute: each trial trains in the trial's folder (checkpoints copy it), not the command's.
     results_dir = pathlib.Path(
         args.results_dir or pathlib.Path("results", config["name"])
     ).resolve()
-    metric = config["searcher"]["metric"]
+    metric = Settings.of(trials[0].config).searcher.metric
     for i, trial in enumerate(trials, 1):
         folder = local_grid.TrialFolder(results_dir, trial)
         label = f"[{i}/{len(trials)}] {trial.name}"
         result = folder.result()
         if result is None:
-            result = run_grid_trial(trial_class, folder, label, not args.no_tensorboard)
+            result = run_grid_trial(run, folder, label, not args.no_tensorboard)
         else:
             print(f"{label}: finished before, skipped", file=sys.stderr)
         value = glue_results.reported_metrics(result)[metric]
@@ -275,7 +279,7 @@ def run_grid(trial_class: type[pytorch.PyTorchTrial], config: dict, args) -> int
 
 
 def run_grid_trial(
-    trial_class: type[pytorch.PyTorchTrial],
+    run: Callable,
     folder: local_grid.TrialFolder,
     label: str,
     tensorboard: bool,
@@ -286,7 +290,7 @@ def run_grid_trial(
     recorder = local_grid.GridRecorder(folder, start)
     # In the trial's folder: `tensorboard --logdir <results dir>` names each run by its trial.
     events = folder.path if tensorboard else None
-    run_local(trial_class, folder.trial.config, resume, recorder, events)
+    run_local(run, folder.trial.config, resume, recorder, events)
     if recorder.validations:
         progress.plot_history(recorder, folder.path / "curves.png")
     return folder.finish()

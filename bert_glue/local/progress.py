@@ -22,6 +22,7 @@ import tqdm
 from determined import pytorch
 
 from bert_glue.trial import checkpointing, metrics
+from bert_glue.trial.settings import Searcher
 
 
 @dataclasses.dataclass
@@ -196,14 +197,14 @@ def metric_names(validations: list[tuple[int, dict]]) -> list[str]:
 
 
 def summary(
-    recorder: RunRecorder, searcher: dict, command: list[str], init_from: str | None = None
+    recorder: RunRecorder, searcher: Searcher, command: list[str], init_from: str | None = None
 ) -> str:
     """The closing table: final and best metrics, where the starting weights came from (when
     data.init_from set them), the best and the last checkpoint, where the time went, and the
     commands that resume from the last checkpoint and predict (when the task's test files are
     there) and export from the best."""
     lines = ["", "Run summary"]
-    metric, smaller = searcher["metric"], metrics.smaller_is_better(searcher)
+    metric, smaller = searcher.metric, searcher.smaller_is_better
     if recorder.validations:
         final_batch, final = recorder.validations[-1]
         best_batch, best = metrics.best_validation(recorder.validations, metric, smaller) or (

@@ -22,28 +22,28 @@ from transformers import PreTrainedModel
 
 import constants
 from bert_glue.trial import checkpointing, pretrained
+from bert_glue.trial.settings import Settings
 
 
 @dataclasses.dataclass
 class FineTuned:
     task: constants.GlueTask
-    hparams: dict  # with the trial's defaults filled in
-    data_config: dict
+    settings: Settings
     model: PreTrainedModel  # in eval mode, on the CPU
     tokenizer: object
 
 
 def load(path: str | os.PathLike) -> FineTuned:
     saved = checkpointing.read(path)
-    name = saved.data_config["model_name_or_path"]
-    model_type = saved.hparams["model_type"]
-    model_class = constants.get_model_classes(model_type).model
+    name = saved.settings.data.model_name_or_path
+    model_type = saved.settings.hparams.model_type
+    classes = saved.settings.model_classes
     # Built from the config alone: every weight comes from the checkpoint.
     config = pretrained.task_model_config(saved.task, model_type, name)
-    model = model_class.from_config(config) if model_type == "auto" else model_class(config)
+    model = classes.model.from_config(config) if model_type == "auto" else classes.model(config)
     model.load_state_dict(saved.weights)
-    tokenizer = pretrained.tokenizer(model_type, name)
-    return FineTuned(saved.task, saved.hparams, saved.data_config, model.eval(), tokenizer)
+    tokenizer = classes.tokenizer.from_pretrained(name)
+    return FineTuned(saved.task, saved.settings, model.eval(), tokenizer)
 
 
 def export(checkpoint_dir: str | os.PathLike, output_dir: str | os.PathLike) -> None:

@@ -18,7 +18,8 @@ from determined.experimental import client
 
 import constants
 from bert_glue.results.glue_table import COMPLETED, TrialResult
-from bert_glue.trial import checkpointing, metrics, trial_config
+from bert_glue.trial import checkpointing, metrics
+from bert_glue.trial.settings import Settings
 
 # A local grid trial's folder holds this file once the trial has finished (local_grid.py).
 RESULT = "result.json"
@@ -98,9 +99,8 @@ def experiment_results(experiment_id: int) -> list[TrialResult]:
         start = start_label(
             data.get("init_from"), functools.partial(cluster_source_task, determined)
         )
-        searcher = (experiment.config or {}).get("searcher", {})
         return [
-            trial_result(experiment_id, trial, searcher, data.get("model_name_or_path"), start)
+            trial_result(experiment_id, trial, experiment.config, start)
             for trial in experiment.list_trials()
         ]
 
@@ -143,15 +143,15 @@ def find_experiment(
 
 
 def trial_result(
-    experiment_id: int, trial: client.Trial, searcher: dict, model: str | None, start: str = ""
+    experiment_id: int, trial: client.Trial, config: dict, start: str = ""
 ) -> TrialResult:
-    hparams = trial.hparams
-    if "task" not in hparams:
+    if "task" not in trial.hparams:
         raise ValueError(
             f"experiment {experiment_id} trial {trial.id} has no hyperparameter 'task': that "
             "experiment is not a GLUE grid (glue.yaml searches over task and seed)"
         )
-    task, seed = hparams["task"], hparams.get("seed")
+    settings = Settings.of(config, trial.hparams)
+    task, seed = settings.hparams.task, settings.hparams.seed
     validations = sorted(
         (v.steps_completed, dict(v.metrics)) for v in trial.iter_metrics("validation")
     )
@@ -160,8 +160,9 @@ def trial_result(
         for c in trial.list_checkpoints()
         if c.state == client.CheckpointState.COMPLETED
     }
-    stops_early = trial_config.early_stopping(hparams, task)
-    reported = metrics.reported_validation(validations, set(checkpoints), stops_early, searcher)
+    reported = metrics.reported_validation(
+        validations, set(checkpoints), settings.early_stopping, settings.searcher
+    )
     checkpoint = reported and checkpoints.get(reported[0])
     return TrialResult(
         name=trial_name(task, seed),
@@ -171,8 +172,8 @@ def trial_result(
         metrics=reported and reported[1],
         checkpoint=checkpoint and functools.partial(download, checkpoint),
         checkpoint_ref=checkpoint and checkpoint.uuid,
-        model=model,
-        settings=dict(hparams),
+        model=settings.data.model_name_or_path,
+        settings=dict(trial.hparams),
         start=start,
     )
 
@@ -218,4 +219,4 @@ def cluster_source_task(determined: client.Determined, init_from: str) -> str | 
 
 def trained_task(hparams: dict, experiment_config: dict) -> str:
     """The task a trial trained: hyperparameters.task (a GLUE grid), else data.task."""
-    return str(hparams.get("task") or experiment_config["data"]["task"])
+    return str(Settings.of(experiment_config, hparams).data.task)

@@ -18,7 +18,7 @@ import torch
 import constants
 import data
 from bert_glue.results import finetuned
-from bert_glue.trial import custom_task, metrics
+from bert_glue.trial import batching, metrics
 
 logger = logging.getLogger(__name__)
 
@@ -46,12 +46,14 @@ def predict_logits(trained: finetuned.FineTuned, features: data.Features, batch_
     model, tokenizer = trained.model, trained.tokenizer
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
-    with_token_types = constants.feeds_token_types(trained.hparams["model_type"], tokenizer, model)
+    with_token_types = constants.feeds_token_types(
+        trained.settings.hparams.model_type, tokenizer, model
+    )
     order = torch.argsort(features.lengths, stable=True)
     loader = torch.utils.data.DataLoader(
         torch.utils.data.Subset(data.GlueDataset(features), order.tolist()),
         batch_size=batch_size,
-        collate_fn=data.Collator(tokenizer, with_token_types),
+        collate_fn=batching.Collator(tokenizer, with_token_types),
     )
     outputs = []
     for batch in loader:
@@ -72,12 +74,12 @@ def write_predictions(
     task, data_dir = trained.task, pathlib.Path(data_dir)
     if not task.test:
         raise constants.ConfigError(
-            f"no test file to predict: the checkpoint's config names none ({custom_task.KEY}.test)"
+            f"no test file to predict: the checkpoint's config names none ({data.CUSTOM_KEY}.test)"
         )
     missing = [split.path for split in task.test.values() if not (data_dir / split.path).is_file()]
     if missing and task.custom:
         raise FileNotFoundError(
-            f"no test file to predict: {custom_task.KEY}.test {missing[0]} is not in {data_dir}; "
+            f"no test file to predict: {data.CUSTOM_KEY}.test {missing[0]} is not in {data_dir}; "
             "put it there, or pass --data-dir the folder that holds it"
         )
     if missing:
@@ -90,7 +92,7 @@ def write_predictions(
     output_dir = pathlib.Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    max_seq_length = trained.hparams["max_seq_length"]
+    max_seq_length = trained.settings.hparams.max_seq_length
     for name, split in task.test.items():
         examples = data.read_examples(task, split, data_dir)
         features = data.featurize(examples, trained.tokenizer, max_seq_length)
@@ -132,5 +134,5 @@ def predict(
     """The checkpoint's test predictions, read from data_dir (default: the checkpoint's)."""
     trained = finetuned.load(checkpoint_dir)
     return write_predictions(
-        trained, data_dir or trained.data_config["data_dir"], output_dir, batch_size
+        trained, data_dir or trained.settings.data.data_dir, output_dir, batch_size
     )

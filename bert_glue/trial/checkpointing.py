@@ -26,7 +26,8 @@ import appdirs
 import torch
 
 import constants
-from bert_glue.trial import custom_task, metrics, trial_config
+import data
+from bert_glue.trial.settings import CUSTOM, Searcher, Settings
 from constants import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -46,8 +47,8 @@ def find_checkpoint(name: str, task: constants.GlueTask) -> pathlib.Path:
     path = complete_checkpoint(name, f"--resume {name}")
     try:
         saved = json.loads((path / "load_data.json").read_text())
-        _, saved_data = trial_config.settings(saved["hparams"], saved["experiment_config"]["data"])
-        saved_task = custom_task.task_from_config(saved_data)
+        saved_settings = Settings.of(saved["experiment_config"], saved["hparams"])
+        saved_task = data.task_from_config(saved_settings.data)
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise ConfigError(
             f"--resume {name}: {path / 'load_data.json'} names no data.task ({e!r}); "
@@ -142,12 +143,12 @@ class Retention:
                     f"checkpoint_storage.{key}: expected a whole number >= 0, got {count!r}"
                 )
             counts[key] = count
-        searcher = config["searcher"]
+        searcher = Searcher.of(config)
         return cls(
             counts["save_trial_best"],
             max(counts["save_trial_latest"], 1),
-            searcher["metric"],
-            metrics.smaller_is_better(searcher),
+            searcher.metric,
+            searcher.smaller_is_better,
         )
 
     def kept(self, checkpoints: list[tuple[int, str]], validations: list[tuple[int, dict]]) -> set:
@@ -191,8 +192,7 @@ class Saved:
     """What a checkpoint holds of the trial: its settings, its task and the model's weights."""
 
     task: constants.GlueTask
-    hparams: dict  # with the trial's defaults filled in
-    data_config: dict
+    settings: Settings
     weights: dict[str, torch.Tensor]  # the model's state_dict, on the CPU
 
 
@@ -208,21 +208,19 @@ def read(path: str | os.PathLike) -> Saved:
             "state_dict.pth); download a cluster checkpoint with `det checkpoint download UUID`"
         )
     load_data = json.loads(files[0].read_text())
-    hparams, data_config = trial_config.settings(
-        load_data["hparams"], load_data["experiment_config"]["data"]
-    )
+    settings = Settings.of(load_data["experiment_config"], load_data["hparams"])
     # Determined pickles RNG states (numpy arrays) beside the weights, which weights_only
     # refuses: load only checkpoints you trust, as with any pickle.
     with workarounds.loadable_rng_state():
         state = torch.load(files[1], map_location="cpu")
     weights = state["models_state_dict"][0]
     torch.nn.modules.utils.consume_prefix_in_state_dict_if_present(weights, "module.")  # DDP
-    return Saved(task_of(data_config, state), hparams, data_config, weights)
+    return Saved(task_of(settings, state), settings, weights)
 
 
-def task_of(data_config: dict, state: dict) -> constants.GlueTask:
+def task_of(settings: Settings, state: dict) -> constants.GlueTask:
     """The checkpoint's task; a custom one with the label names it was trained with, which need
     no training file (trial/callbacks.py's TaskLabels records them)."""
-    if str(data_config["task"]).lower() != custom_task.NAME:
-        return custom_task.task_from_config(data_config)
-    return custom_task.task_from_config(data_config, state["callbacks"]["task_labels"]["labels"])
+    if str(settings.data.task).lower() != CUSTOM:
+        return data.task_from_config(settings.data)
+    return data.task_from_config(settings.data, state["callbacks"]["task_labels"]["labels"])

@@ -1,7 +1,9 @@
-"""GLUE validation metrics over a whole dev set (never averaged per batch)."""
+"""GLUE validation metrics over a whole dev set (never averaged per batch): what each metric is,
+which a task reports, and which validation a searcher would call best."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from math import isfinite
@@ -11,6 +13,7 @@ import torch
 from scipy import stats
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
+from bert_glue.trial.settings import Searcher
 from constants import ConfigError, GlueTask
 
 logger = logging.getLogger(__name__)
@@ -33,32 +36,53 @@ def loss(task: GlueTask, logits: np.ndarray, labels: np.ndarray) -> float:
     return torch.nn.functional.cross_entropy(logits_t, labels_t.long()).item()
 
 
-def compute_metrics(task: GlueTask, logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """The task's metrics (named as in transformers' old glue_compute_metrics) plus the loss.
+@dataclasses.dataclass(frozen=True)
+class Metric:
+    """One validation metric: its kind of task, and how it is computed from the dev set's
+    predictions and labels, or as the mean of other metrics (as GLUE scores MRPC and STS-B)."""
 
-    F1 is binary (of label 1) for two labels, the unweighted mean over labels for more.
-    """
+    kind: str  # "classification" or "regression"
+    compute: Callable[[GlueTask, np.ndarray, np.ndarray], float] | None = None
+    mean_of: tuple[str, ...] = ()
+
+
+def _f1(task: GlueTask, preds: np.ndarray, labels: np.ndarray) -> float:
+    """Binary (of label 1) for two labels, the unweighted mean over labels for more: over every
+    label, also one the dev set lacks (its F1 counts as 0)."""
+    if task.num_labels == 2:
+        return float(f1_score(labels, preds))
+    return float(f1_score(labels, preds, average="macro", labels=range(task.num_labels)))
+
+
+# Every metric a task may report (constants.TASKS names each GLUE task's, data.custom its own),
+# named as in transformers' old glue_compute_metrics, in report order.
+METRICS = {
+    "pearson": Metric("regression", lambda _, p, y: correlation(stats.pearsonr, "pearson", p, y)),
+    "spearmanr": Metric(
+        "regression", lambda _, p, y: correlation(stats.spearmanr, "spearmanr", p, y)
+    ),
+    "corr": Metric("regression", mean_of=("pearson", "spearmanr")),
+    "acc": Metric("classification", lambda _, p, y: float(accuracy_score(y, p))),
+    "f1": Metric("classification", _f1),
+    "acc_and_f1": Metric("classification", mean_of=("acc", "f1")),
+    "mcc": Metric("classification", lambda _, p, y: float(matthews_corrcoef(y, p))),
+}
+DEFAULT_METRICS = {  # own data's, unless data.custom.metrics names others
+    "classification": ("acc", "f1"),
+    "regression": ("pearson", "spearmanr", "corr"),  # STS-B's
+}
+
+
+def compute_metrics(task: GlueTask, logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """The task's metrics plus the loss."""
     preds = predictions(task, logits)
     results: dict[str, float] = {LOSS: loss(task, logits, labels)}
-    if "pearson" in task.metrics:
-        results["pearson"] = correlation(stats.pearsonr, "pearson", preds, labels)
-    if "spearmanr" in task.metrics:
-        results["spearmanr"] = correlation(stats.spearmanr, "spearmanr", preds, labels)
-    if "corr" in task.metrics:
-        results["corr"] = (results["pearson"] + results["spearmanr"]) / 2
-    if "acc" in task.metrics:
-        results["acc"] = float(accuracy_score(labels, preds))
-    if "f1" in task.metrics:
-        results["f1"] = float(
-            f1_score(labels, preds)
-            if task.num_labels == 2
-            # Over every label, also one the dev set lacks (its F1 counts as 0).
-            else f1_score(labels, preds, average="macro", labels=range(task.num_labels))
-        )
-    if "acc_and_f1" in task.metrics:
-        results["acc_and_f1"] = (results["acc"] + results["f1"]) / 2
-    if "mcc" in task.metrics:
-        results["mcc"] = float(matthews_corrcoef(labels, preds))
+    for name, metric in METRICS.items():
+        if name in task.metrics:
+            if metric.mean_of:
+                results[name] = sum(results[m] for m in metric.mean_of) / len(metric.mean_of)
+            else:
+                results[name] = metric.compute(task, preds, labels)
     return results
 
 
@@ -116,11 +140,6 @@ def reported_metrics(task: GlueTask) -> tuple[str, ...]:
     return tuple(compute_split_metrics(task, splits, logits, labels))
 
 
-def smaller_is_better(searcher: dict) -> bool:
-    """searcher.smaller_is_better, unset meaning true as in Determined."""
-    return searcher.get("smaller_is_better", True)
-
-
 Validation = tuple[int, dict]  # batches trained, and the metrics at that point
 
 
@@ -136,30 +155,30 @@ def best_validation(
 
 
 def reported_validation(
-    validations: list[Validation], checkpointed: set[int], early_stopping: bool, searcher: dict
+    validations: list[Validation], checkpointed: set[int], early_stopping: bool, searcher: Searcher
 ) -> Validation | None:
     """The validation a finished trial is reported at, among those whose checkpoint it kept
     (`checkpointed`: their batch counts), if any: its last or, with early stopping on, its best,
     as a trial that stopped early trained `patience` validations past its best."""
     candidates = [v for v in validations if v[0] in checkpointed] or validations
     if early_stopping:
-        best = best_validation(candidates, searcher["metric"], smaller_is_better(searcher))
+        best = best_validation(candidates, searcher.metric, searcher.smaller_is_better)
         if best is not None:
             return best
     return candidates[-1] if candidates else None
 
 
-def check_searcher(task: GlueTask, searcher: dict) -> None:
+def check_searcher(task: GlueTask, searcher: Searcher) -> None:
     """searcher.metric must be one the trial reports, and smaller_is_better must suit it."""
     names = reported_metrics(task)
-    metric = searcher.get("metric")
+    metric = searcher.metric
     if metric not in names:
         raise ConfigError(
             f"searcher.metric: {metric!r} is not a metric the trial reports for {task.name}; "
             f"choose one of {', '.join(names)}"
         )
     is_loss = metric.startswith(LOSS)
-    smaller = smaller_is_better(searcher)
+    smaller = searcher.smaller_is_better
     if smaller != is_loss:
         kind = "a loss, smaller is better" if is_loss else "a score, larger is better"
         raise ConfigError(

@@ -10,6 +10,7 @@ from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
 import constants
 from bert_glue.trial import metrics
+from bert_glue.trial.settings import Searcher
 
 RNG = np.random.default_rng(0)
 LABELS = RNG.integers(0, 2, 101)
@@ -122,7 +123,7 @@ def test_reported_metrics_are_what_a_real_validation_reports():
 )
 def test_check_searcher_names_the_key_and_the_choices(task, searcher, message):
     with pytest.raises(constants.ConfigError) as error:
-        metrics.check_searcher(constants.TASKS[task], searcher)
+        metrics.check_searcher(constants.TASKS[task], Searcher.of({"searcher": searcher}))
     assert str(error.value).startswith(message)
 
 
@@ -130,7 +131,7 @@ def test_check_searcher_accepts_each_reported_metric_with_its_direction():
     for task in constants.TASKS.values():
         for name in metrics.reported_metrics(task):
             smaller = name.startswith("validation_loss")
-            metrics.check_searcher(task, {"metric": name, "smaller_is_better": smaller})
+            metrics.check_searcher(task, Searcher(name, smaller))
 
 
 @pytest.mark.parametrize("constant", ["predictions", "labels"])
@@ -163,7 +164,7 @@ def test_best_validation_follows_the_searcher(smaller_is_better, best_batch):
 
 
 VALIDATIONS = [(6, {"acc": 0.6}), (12, {"acc": 0.8}), (18, {"acc": 0.7}), (24, {"acc": 0.65})]
-SEARCHER = {"metric": "acc", "smaller_is_better": False}
+SEARCHER = Searcher("acc", smaller_is_better=False)
 
 
 @pytest.mark.parametrize(

@@ -7,24 +7,24 @@ import pytest
 from conftest import REPO
 
 import constants
-from bert_glue.trial import trial_config
+from bert_glue.trial import settings
 
 
 @pytest.fixture
 def const_config() -> dict:
-    return trial_config.load_config(str(REPO / "const.yaml"), [])
+    return settings.load_config(str(REPO / "const.yaml"), [])
 
 
 def test_overrides_are_parsed_as_yaml_and_checked():
     const = str(REPO / "const.yaml")
-    config = trial_config.load_config(
+    config = settings.load_config(
         const, ["hyperparameters.learning_rate=3e-5", "data.task=RTE", "data.download_data=false"]
     )
     assert config["hyperparameters"]["learning_rate"] == 3e-5
     assert config["data"]["task"] == "RTE" and config["data"]["download_data"] is False
     for bad in ["hyperparameters.lr=1", "learning_rate=1", "searcher.name=grid", "data.task"]:
         with pytest.raises(ValueError, match="bad override"):
-            trial_config.load_config(const, [bad])
+            settings.load_config(const, [bad])
 
 
 def test_exponents_read_as_numbers_as_determined_s_cli_reads_them(tmp_path):
@@ -32,7 +32,7 @@ def test_exponents_read_as_numbers_as_determined_s_cli_reads_them(tmp_path):
     config = tmp_path / "config.yaml"
     config.write_text("hyperparameters:\n  learning_rate: 2e-5\n  adam_epsilon: 1E-08\n")
     overrides = ["hyperparameters.weight_decay=[1e-2, 5e-3]", "data.task=1e5"]
-    loaded = trial_config.load_config(str(config), overrides)
+    loaded = settings.load_config(str(config), overrides)
     assert loaded["hyperparameters"] == {
         "learning_rate": 2e-5,
         "adam_epsilon": 1e-8,
@@ -40,7 +40,7 @@ def test_exponents_read_as_numbers_as_determined_s_cli_reads_them(tmp_path):
     }
     assert loaded["data"]["task"] == 1e5
     overrides = ["data.task=MRPC", "data.data_dir=2e-5x", "hyperparameters.seed=12"]
-    loaded = trial_config.load_config(str(config), overrides)
+    loaded = settings.load_config(str(config), overrides)
     assert loaded["data"] == {"task": "MRPC", "data_dir": "2e-5x"}
     assert loaded["hyperparameters"]["seed"] == 12
 
@@ -63,7 +63,7 @@ def test_exponents_read_as_numbers_as_determined_s_cli_reads_them(tmp_path):
 def test_hyperparameters_of_the_wrong_type_name_the_key(const_config, hparams, message):
     const_config["hyperparameters"].update(hparams)
     with pytest.raises(constants.ConfigError) as error:
-        trial_config.settings(const_config["hyperparameters"], const_config["data"])
+        settings.Settings.of(const_config)
     assert message in str(error.value)
 
 
@@ -75,9 +75,9 @@ def test_searched_hyperparameter_needs_a_value_locally(const_config):
         "maxval": -4,
     }
     with pytest.raises(ValueError, match="hyperparameters.learning_rate=<value>"):
-        trial_config.local_hparams(const_config)
+        settings.local_hparams(const_config)
     const_config["hyperparameters"]["learning_rate"] = {"type": "const", "val": 1e-4}
-    assert trial_config.local_hparams(const_config)["learning_rate"] == 1e-4
+    assert settings.local_hparams(const_config)["learning_rate"] == 1e-4
 
 
 # "auto" builds whatever config.json names: tests/test_custom.py runs four encoders through it.
@@ -85,7 +85,7 @@ def test_searched_hyperparameter_needs_a_value_locally(const_config):
 
 def test_a_misspelt_override_names_the_nearest_key_and_the_choices():
     with pytest.raises(constants.ConfigError) as error:
-        trial_config.load_config(str(REPO / "const.yaml"), ["hyperparameters.learnig_rate=1e-5"])
+        settings.load_config(str(REPO / "const.yaml"), ["hyperparameters.learnig_rate=1e-5"])
     message = str(error.value)
     assert message.startswith(
         "bad override 'hyperparameters.learnig_rate=1e-5': hyperparameters has no key "
@@ -95,7 +95,7 @@ def test_a_misspelt_override_names_the_nearest_key_and_the_choices():
 
 
 def test_nested_keys_can_be_overridden(tmp_path):
-    config = trial_config.load_config(
+    config = settings.load_config(
         str(REPO / "custom.yaml"),
         ["data.custom.labels=[no, yes]", "hyperparameters.per_task.MRPC.num_train_epochs=4"],
     )
@@ -103,53 +103,55 @@ def test_nested_keys_can_be_overridden(tmp_path):
     assert config["data"]["custom"]["train"]  # the rest of the block stays
     assert config["hyperparameters"]["per_task"] == {"MRPC": {"num_train_epochs": 4}}
     with pytest.raises(constants.ConfigError, match="data.task is not a mapping"):
-        trial_config.load_config(str(REPO / "custom.yaml"), ["data.task.name=RTE"])
+        settings.load_config(str(REPO / "custom.yaml"), ["data.task.name=RTE"])
+
+
+def mrpc_settings(**hparams) -> settings.Settings:
+    """The settings of a trial of MRPC with these hyperparameters."""
+    required = {"global_batch_size": 32, "learning_rate": 2e-5, "num_train_epochs": 3}
+    data = {"task": "mrpc", "model_name_or_path": "m", "data_dir": "d"}
+    config = {"hyperparameters": {**required, "model_type": "bert", **hparams}, "data": data}
+    return settings.Settings.of(config)
+
+
+def levers(device: settings.Device, packable: bool = True, **hparams) -> settings.Levers:
+    return mrpc_settings(**hparams).on(device, packable).levers
 
 
 @pytest.mark.parametrize(("slots", "graphed"), [(1, True), (2, False), (8, False)])
 def test_auto_cuda_graphs_only_on_one_gpu(slots, graphed):
     """Graphs of a DDP-wrapped model have never run on several GPUs: auto leaves them off."""
-    required = {"global_batch_size": 8, "learning_rate": 1e-5, "num_train_epochs": 1}
-    hp = trial_config.hyperparameters({**required, "model_type": "bert"})
-    device = trial_config.Device("cuda", native_bf16=True, processes=slots)
-    assert trial_config.levers(hp, device, packable=True).cuda_graphs is graphed
+    device = settings.Device("cuda", native_bf16=True, processes=slots)
+    assert levers(device).cuda_graphs is graphed
     for choice in (True, False):
-        assert (
-            trial_config.levers({**hp, "cuda_graphs": choice}, device, True).cuda_graphs is choice
-        )
-
-
-@pytest.fixture
-def auto_hp() -> dict:
-    required = {"global_batch_size": 8, "learning_rate": 1e-5, "num_train_epochs": 1}
-    return trial_config.hyperparameters({**required, "model_type": "bert"})
+        assert levers(device, cuda_graphs=choice).cuda_graphs is choice
 
 
 @pytest.mark.parametrize(
     ("device", "precision", "packing", "attention", "workers"),
     [
-        (trial_config.Device("cpu", native_bf16=False, processes=1), "fp32", False, "eager", 0),
-        (trial_config.Device("cpu", native_bf16=True, processes=1), "bf16", False, "eager", 0),
-        (trial_config.Device("cuda", native_bf16=True, processes=1), "bf16", True, None, 2),
-        (trial_config.Device("cuda", native_bf16=False, processes=8), "fp16", True, None, 2),
+        (settings.Device("cpu", native_bf16=False, processes=1), "fp32", False, "eager", 0),
+        (settings.Device("cpu", native_bf16=True, processes=1), "bf16", False, "eager", 0),
+        (settings.Device("cuda", native_bf16=True, processes=1), "bf16", True, None, 2),
+        (settings.Device("cuda", native_bf16=False, processes=8), "fp16", True, None, 2),
     ],
     ids=["cpu", "cpu-bf16", "a100", "v100x8"],
 )
-def test_auto_levers_for_each_device(auto_hp, device, precision, packing, attention, workers):
-    levers = trial_config.levers(auto_hp, device, packable=True)
-    assert (levers.precision, levers.packing) == (precision, packing)
-    assert (levers.attn_implementation, levers.dataloader_workers) == (attention, workers)
-    assert levers.fast_dropout is (device.kind == "cpu")
-    assert levers.group_by_length is not packing  # a packed batch has no padding to save
-    assert trial_config.levers(auto_hp, device, packable=False).packing is False
+def test_auto_levers_for_each_device(device, precision, packing, attention, workers):
+    resolved = levers(device)
+    assert (resolved.precision, resolved.packing) == (precision, packing)
+    assert (resolved.attn_implementation, resolved.dataloader_workers) == (attention, workers)
+    assert resolved.fast_dropout is (device.kind == "cpu")
+    assert resolved.group_by_length is not packing  # a packed batch has no padding to save
+    assert levers(device, packable=False).packing is False
 
 
-def test_fp16_and_cuda_graphs_on_a_cpu_name_the_key(auto_hp):
-    cpu = trial_config.Device("cpu", native_bf16=True, processes=1)
+def test_fp16_and_cuda_graphs_on_a_cpu_name_the_key():
+    cpu = settings.Device("cpu", native_bf16=True, processes=1)
     with pytest.raises(constants.ConfigError, match=r"^hyperparameters.precision: fp16 needs"):
-        trial_config.levers({**auto_hp, "precision": "fp16"}, cpu, packable=True)
+        levers(cpu, precision="fp16")
     with pytest.raises(constants.ConfigError, match=r"^hyperparameters.cuda_graphs: CUDA graphs"):
-        trial_config.levers({**auto_hp, "cuda_graphs": True}, cpu, packable=True)
+        levers(cpu, cuda_graphs=True)
 
 
 def test_glue_tasks_with_coded_labels_name_them_as_the_dataset_card_does():
@@ -180,20 +182,14 @@ def test_glue_tasks_with_coded_labels_name_them_as_the_dataset_card_does():
     ],
 )
 def test_early_stopping_is_the_tasks_own_setting(hparams, stops_early):
-    assert trial_config.early_stopping(hparams, "mrpc") is stops_early  # data.task's any case
-
-
-def mrpc_settings(**hparams) -> dict:
-    """settings() of a trial of MRPC with these hyperparameters."""
-    required = {"global_batch_size": 32, "learning_rate": 2e-5, "num_train_epochs": 3}
-    data = {"task": "mrpc", "model_name_or_path": "m", "data_dir": "d"}
-    hp, _ = trial_config.settings({**required, "model_type": "bert", **hparams}, data)
-    return hp
+    assert mrpc_settings(**hparams).early_stopping is stops_early  # data.task's any case
 
 
 def test_per_task_sets_the_tasks_global_batch_size():
-    assert mrpc_settings(per_task={"MRPC": {"global_batch_size": 16}})["global_batch_size"] == 16
-    assert mrpc_settings(per_task={"RTE": {"global_batch_size": 16}})["global_batch_size"] == 32
+    per_task = mrpc_settings(per_task={"MRPC": {"global_batch_size": 16}})
+    assert per_task.hparams.global_batch_size == 16
+    other_task = mrpc_settings(per_task={"RTE": {"global_batch_size": 16}})
+    assert other_task.hparams.global_batch_size == 32
 
 
 @pytest.mark.parametrize(
@@ -214,7 +210,7 @@ def test_per_task_sets_the_tasks_global_batch_size():
     ],
 )
 def test_a_batch_that_does_not_split_names_the_key_that_sets_it(hparams, key):
-    hp = mrpc_settings(**hparams)
+    trial = mrpc_settings(**hparams)
     with pytest.raises(constants.ConfigError, match=f"^{key} examples do not split evenly"):
-        trial_config.check_batch_split(hp, "mrpc", 2)
-    trial_config.check_batch_split(hp, "mrpc", 3)  # 9 per step: 3 per slot
+        trial.check_batch_split(2)
+    trial.check_batch_split(3)  # 9 per step: 3 per slot

@@ -1,12 +1,15 @@
-"""Padding-free (packed) batches: a batch's examples as one row of real tokens.
+"""How examples become batches: padded ones, padding-free (packed) ones, grouped by length,
+and Determined's loader over them.
 
-A packed batch holds every example's tokens back to back in one row ([1, T]), with position ids
-that restart at each example, its token types, the examples' boundaries (`cu_seqlens`, int32,
-as FlashAttention takes them) and each example's first token (`first_tokens`), where the
-classification heads read it. The attention registered here ("packed") never crosses an
-example: on CUDA in bf16 or fp16 it is FlashAttention-2 with variable lengths (torch's aten
-flash kernel, attention dropout included); elsewhere (CPUs, fp32) each example is laid out in
-a padded block for the attention alone, so the dense layers still see real tokens only.
+Padded batches (Collator) pad each batch to its longest example, rounded up. Packed batches
+(PackedCollator) need no padding at all. A packed batch holds every example's tokens back to
+back in one row ([1, T]), with position ids that restart at each example, its token types, the
+examples' boundaries (`cu_seqlens`, int32, as FlashAttention takes them) and each example's
+first token (`first_tokens`), where the classification heads read it. The attention registered
+here ("packed") never crosses an example: on CUDA in bf16 or fp16 it is FlashAttention-2 with
+variable lengths (torch's aten flash kernel, attention dropout included); elsewhere (CPUs, fp32)
+each example is laid out in a padded block for the attention alone, so the dense layers still
+see real tokens only.
 
     collate = PackedCollator(with_token_types=True, position_offset=0)
     model = use_packing(model)                       # BERT, RoBERTa or DistilBERT
@@ -18,13 +21,106 @@ padding is one more segment of its own, so it attends to itself only, and nothin
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
+from determined import pytorch
 from torch import nn
+from torch.nn import functional as F
+from torch.nn.utils.rnn import pad_sequence
+from torch.utils.data import Sampler
 from transformers import AttentionInterface, AttentionMaskInterface
 
-from constants import ConfigError
+from bert_glue.trial.settings import Settings
+from constants import ConfigError, feeds_token_types
+
+
+class Collator:
+    """Pads a batch to its longest example (or to a fixed length) on the tokenizer's side.
+
+    multiple_of rounds the padded length up: fewer distinct shapes, each of which costs the
+    kernel libraries a plan on its first use, and lengths that suit the matrix units.
+    """
+
+    def __init__(
+        self,
+        tokenizer,
+        with_token_types: bool,
+        pad_to: int | None = None,
+        multiple_of: int = 1,
+        max_length: int | None = None,
+    ) -> None:
+        self.pad_id = tokenizer.pad_token_id
+        self.pad_type_id = tokenizer.pad_token_type_id
+        self.side = tokenizer.padding_side
+        self.with_token_types = with_token_types
+        self.pad_to = pad_to
+        self.multiple_of = multiple_of
+        self.max_length = max_length
+
+    def _width(self, rows: Sequence[torch.Tensor]) -> int:
+        """pad_to, else the longest row rounded up to multiple_of (at most max_length)."""
+        if self.pad_to:
+            return self.pad_to
+        width = -(-max(len(row) for row in rows) // self.multiple_of) * self.multiple_of
+        return min(width, self.max_length or width)
+
+    def _pad(self, rows: Sequence[torch.Tensor], value: int, width: int) -> torch.Tensor:
+        padded = pad_sequence(rows, batch_first=True, padding_value=value, padding_side=self.side)
+        extra = width - padded.shape[1]
+        if extra > 0:
+            padded = F.pad(padded, (extra, 0) if self.side == "left" else (0, extra), value=value)
+        return padded.long()  # the cache stores narrow integer types
+
+    def __call__(self, items: Sequence[tuple]) -> dict[str, torch.Tensor]:
+        ids, types, labels, splits = zip(*items, strict=True)
+        width = self._width(ids)
+        input_ids = self._pad(ids, self.pad_id, width)
+        lengths = torch.tensor([len(row) for row in ids])
+        positions = torch.arange(input_ids.shape[1])
+        if self.side == "left":
+            positions = positions.flip(0)
+        batch = {
+            "input_ids": input_ids,
+            "attention_mask": (positions < lengths[:, None]).long(),
+            "labels": torch.stack(labels),
+            "split": torch.tensor(splits),
+        }
+        if self.with_token_types:
+            batch["token_type_ids"] = self._pad(types, self.pad_type_id, width)
+        return batch
+
+
+class LengthGroupedBatchSampler(Sampler[list[int]]):
+    """Shuffled batches of similar length, so dynamic padding wastes little.
+
+    Each pass shuffles all indices, sorts windows of `batch_size * group_batches` examples by
+    length, cuts them into batches and shuffles the batches. The generator is seeded, so the
+    sequence of passes is the same on every run; Determined's DataLoader repeats, shards and
+    skips (on resume) these batches like any other batch sampler's.
+    """
+
+    def __init__(
+        self, lengths: torch.Tensor, batch_size: int, seed: int, group_batches: int = 50
+    ) -> None:
+        self.lengths = lengths
+        self.batch_size = batch_size
+        self.window = batch_size * group_batches
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return -(-len(self.lengths) // self.batch_size)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        order = torch.randperm(len(self.lengths), generator=self.generator)
+        batches = []
+        for start in range(0, len(order), self.window):
+            window = order[start : start + self.window]
+            window = window[torch.argsort(self.lengths[window], descending=True, stable=True)]
+            batches += [w.tolist() for w in window.split(self.batch_size)]
+        for b in torch.randperm(len(batches), generator=self.generator).tolist():
+            yield batches[b]
+
 
 ATTENTION = "packed"
 # model_type -> (the encoder module whose output the head reads, first position id): RoBERTa
@@ -209,3 +305,37 @@ def use_packing(model: nn.Module) -> nn.Module:
     encoder.register_forward_hook(read_first_tokens, with_kwargs=True)
     model.set_attn_implementation(ATTENTION)
     return model
+
+
+def collator(settings: Settings, tokenizer, model: nn.Module):
+    """Packed batches, their length bucketed for CUDA graphs; or padded batches."""
+    hp, levers = settings.hparams, settings.levers
+    token_types = feeds_token_types(hp.model_type, tokenizer, model)
+    if levers.packing:
+        return PackedCollator(
+            token_types,
+            position_offset=position_offset(model.config),
+            pad_id=tokenizer.pad_token_id,
+            bucket=hp.max_seq_length if levers.cuda_graphs else None,
+        )
+    return Collator(
+        tokenizer,
+        with_token_types=token_types,
+        pad_to=hp.max_seq_length if hp.pad_to_max_length else None,
+        multiple_of=hp.pad_to_multiple_of,
+        max_length=hp.max_seq_length,
+    )
+
+
+def loader(
+    dataset: torch.utils.data.Dataset, collate, workers: int, cuda: bool, **kwargs
+) -> pytorch.DataLoader:
+    """Determined's DataLoader (it shards and resumes); pinned memory for the GPU's copies."""
+    return pytorch.DataLoader(
+        dataset,
+        collate_fn=collate,
+        num_workers=workers,
+        pin_memory=cuda,
+        persistent_workers=workers > 0,
+        **kwargs,
+    )

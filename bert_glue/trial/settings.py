@@ -1,0 +1,588 @@
+"""The experiment config as the trial reads it: one frozen Settings, built and checked once.
+
+Determined's YAML is the configuration. Settings.of() reads the `hyperparameters` and `data`
+keys the trial reads (required ones, and every optional one with its default: here and nowhere
+else), the searcher's metric and the run's periods, checks what Determined itself would let
+through to fail later, and, given the device, resolves the levers' "auto". A local run's
+`section.key=value` overrides are applied here too. Nothing here imports torch or transformers:
+the command line is checked before either loads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import logging
+import os
+import pathlib
+import re
+
+import yaml
+
+from constants import TASKS, ConfigError, GlueTask, ModelClasses, get_model_classes, get_task
+
+logger = logging.getLogger(__name__)
+
+CUSTOM = "custom"  # data.task of own data (data.py's task_from_config)
+AUTO = "auto"
+
+
+@dataclasses.dataclass(frozen=True)
+class Hyperparameters:
+    """`hyperparameters`: the four required keys, then every optional one with its default."""
+
+    global_batch_size: int
+    learning_rate: float
+    num_train_epochs: int
+    model_type: str
+    max_seq_length: int = 128  # tokens per pair, after truncation
+    adam_epsilon: float = 1e-8
+    weight_decay: float = 0.0  # never applied to biases and LayerNorm weights
+    warmup_ratio: float = 0.0  # share of all optimizer steps spent warming the LR up linearly
+    max_grad_norm: float = 1.0  # clip the gradients' norm to this, as run_glue; 0: no clipping
+    pad_to_max_length: bool = False  # pad every batch to max_seq_length, not its longest
+    pad_to_multiple_of: int = 8  # round a batch's padded length up: few shapes for the kernels
+    group_by_length: str | bool = AUTO  # batch similar lengths together; auto: unless packing
+    precision: str = AUTO  # auto: bf16 (or fp16) on GPUs and on CPUs with native bf16, else fp32
+    fused_adamw: str | bool = AUTO  # auto: fused on CPUs and CUDA GPUs (kernels for both)
+    fast_dropout: str | bool = AUTO  # auto: on CPUs, where torch's dropout draws slowly
+    attn_implementation: str = AUTO  # auto: SDPA on GPUs, eager on CPUs; or eager, sdpa
+    dataloader_workers: str | int = AUTO  # auto: 2 on GPUs, to batch while the GPU steps; 0 on CPUs
+    torch_compile: bool = False  # compile the model: slow first steps, faster ones after (GPUs)
+    packing: str | bool = AUTO  # padding-free batches (batching.py); auto: on GPUs, not on CPUs
+    cuda_graphs: str | bool = AUTO  # replay each bucketed shape's step as a CUDA graph; auto: GPUs
+    # Early stopping (early_stopping.py): end the trial once searcher.metric stops improving.
+    early_stopping_patience: int | None = None  # validations in a row without improvement
+    early_stopping_min_delta: float = 0.0  # what an improvement must exceed
+    # For searches over tasks and seeds (glue.yaml):
+    task: str | None = None  # a GLUE task, in place of data.task, so that a searcher can vary it
+    seed: int | None = None  # seeds all of the trial's randomness; None: Determined's trial seed
+    per_task: dict | None = None  # task -> the hyperparameters that differ for it, {MRPC: {...}}
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """`data`: where the task's files and the pre-trained model are."""
+
+    task: str  # a GLUE task, or custom (hyperparameters.task, when set)
+    model_name_or_path: str
+    data_dir: str
+    download_data: bool = False  # fetch the task's files into data_dir when they are missing
+    path_to_mrpc: str = ""  # a folder with msr_paraphrase_{train,test}.txt, not downloading
+    cache_dir: str | None = None  # tokenized-feature cache; None: ~/.cache/bert_glue_features
+    custom: dict | None = None  # with task: custom, your own files (data.py's task_from_config)
+    max_train_samples: int | None = None  # train on this many examples (a fixed random subset)
+    # Where the starting weights come from, when not model_name_or_path: a fine-tuned model or a
+    # checkpoint of this trial (pretrained.py).
+    init_from: str | None = None
+
+    @classmethod
+    def of(cls, values: dict) -> DataConfig:
+        data = _with_defaults("data", values, cls)
+        source = data.init_from
+        if source is not None and not (isinstance(source, str) and source.strip()):
+            raise ConfigError(
+                f"data.init_from: {source!r} names no model or checkpoint; give a Hub name, a "
+                "folder or a checkpoint uuid, or leave it unset"
+            )
+        return data
+
+
+@dataclasses.dataclass(frozen=True)
+class Searcher:
+    """What the searcher ranks validations by."""
+
+    metric: str | None
+    smaller_is_better: bool = True  # unset meaning true, as in Determined
+
+    @classmethod
+    def of(cls, config: dict) -> Searcher:
+        searcher = config.get("searcher") or {}
+        return cls(searcher.get("metric"), searcher.get("smaller_is_better", True))
+
+
+@dataclasses.dataclass(frozen=True)
+class Periods:
+    """Trainer.fit's periods and checkpoint policy: min_validation_period, min_checkpoint_period
+    (each a (unit, count): "batches" or "epochs"), checkpoint_policy, scheduling_unit (None:
+    the launcher's default) and perform_initial_validation. In script mode Determined 0.38.1's
+    Trainer reads none of them from the config (only its legacy harness did)."""
+
+    validation: tuple[str, int]
+    checkpoint: tuple[str, int]
+    checkpoint_policy: str
+    reporting: int | None
+    step_zero_validation: bool
+
+    @classmethod
+    def of(cls, config: dict, global_batch_size: int) -> Periods:
+        """Unset periods (or Determined's default of 0 batches) validate and checkpoint every
+        epoch; records count in whole batches of the task's global_batch_size."""
+        policy = config.get("checkpoint_policy") or "best"
+        if policy not in ("best", "all", "none"):
+            raise ConfigError(f"checkpoint_policy: {policy!r} is not one of best, all, none")
+        reporting = config.get("scheduling_unit")
+        return cls(
+            validation=_period(config, "min_validation_period", global_batch_size),
+            checkpoint=_period(config, "min_checkpoint_period", global_batch_size),
+            checkpoint_policy=policy,
+            reporting=None if reporting is None else _count("scheduling_unit", reporting),
+            step_zero_validation=bool(config.get("perform_initial_validation")),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Device:
+    """What "auto" depends on: the kind of device, whether its matrix units do bf16 natively
+    (CUDA compute capability 8.0 and later; CPUs with AMX or AVX-512 BF16), and how many
+    processes train together."""
+
+    kind: str  # "cpu" or "cuda"
+    native_bf16: bool
+    processes: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Levers:
+    """The levers with "auto" resolved: what the trial does on this device."""
+
+    precision: str  # fp32, bf16 or fp16 (with a loss scaler)
+    attn_implementation: str | None  # None: transformers' default (SDPA)
+    fast_dropout: bool
+    fused_adamw: bool
+    packing: bool
+    cuda_graphs: bool
+    group_by_length: bool
+    dataloader_workers: int
+    torch_compile: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """The trial's settings: its task's hyperparameters (per_task's values in place), data,
+    searcher and periods, and, once a device is known, the levers resolved for it."""
+
+    hparams: Hyperparameters
+    data: DataConfig
+    searcher: Searcher
+    periods: Periods
+    experiment_seed: int | None  # reproducibility.experiment_seed
+    levers: Levers | None = None  # None until on(device)
+
+    @classmethod
+    def of(
+        cls,
+        config: dict,
+        hparams: dict | None = None,
+        slots: int | None = None,
+    ) -> Settings:
+        """The settings of an experiment config and a trial's hyperparameter values (by default
+        the config's own, as a local run takes them), checked; with slots, the batch's split
+        across them too.
+
+        hyperparameters.task, when set, is the task (data.task then stays unset); the
+        hyperparameters under hyperparameters.per_task.<task> then replace the ones they name.
+        """
+        values = local_hparams(config) if hparams is None else hparams
+        data = dict(config.get("data") or {})
+        top = _with_defaults("hyperparameters", values, Hyperparameters)
+        if top.seed is not None and (not isinstance(top.seed, int) or top.seed < 0):
+            raise ConfigError(f"hyperparameters.seed: {top.seed!r} is not an integer >= 0")
+        if top.task is not None:
+            if data.get("task") is not None:
+                raise ConfigError(
+                    f"data.task {data['task']!r} and hyperparameters.task {top.task!r}: "
+                    "set the task in one place"
+                )
+            data["task"] = top.task
+        check_numbers("hyperparameters", values)
+        check_levers("hyperparameters", values)
+        data_config = DataConfig.of(data)
+        task_values = task_hyperparameters(top.per_task or {}, str(data_config.task))
+        hp = dataclasses.replace(top, **task_values)
+        check_length(hp.num_train_epochs, config.get("searcher") or {})
+        settings = cls(
+            hparams=hp,
+            data=data_config,
+            searcher=Searcher.of(config),
+            periods=Periods.of(config, hp.global_batch_size),
+            experiment_seed=(config.get("reproducibility") or {}).get("experiment_seed"),
+        )
+        if slots is not None:
+            settings.check_batch_split(slots)
+        return settings
+
+    def on(self, device: Device, packable: bool) -> Settings:
+        """These settings with the levers resolved for the device; packable: whether
+        batching.py's padding-free batches serve the model's type."""
+        return dataclasses.replace(self, levers=_levers(self.hparams, device, packable))
+
+    @property
+    def model_classes(self) -> ModelClasses:
+        return get_model_classes(self.hparams.model_type)
+
+    @property
+    def early_stopping(self) -> bool:
+        return self.hparams.early_stopping_patience is not None
+
+    def key(self, name: str) -> str:
+        """Where the task's value of a hyperparameter is set: per_task's entry, or the top."""
+        per_task = self.hparams.per_task or {}
+        entry = per_task_entry(per_task, str(self.data.task))
+        if entry is not None and name in per_task[entry]:
+            return f"hyperparameters.per_task.{entry}.{name}"
+        return f"hyperparameters.{name}"
+
+    def check_batch_split(self, slots: int) -> None:
+        """Every slot (process) must get the same number of examples per optimizer step."""
+        size = self.hparams.global_batch_size
+        if size % slots:
+            raise ConfigError(
+                f"{self.key('global_batch_size')}: {size} examples do not split evenly across "
+                f"{slots} slots (processes); use a multiple of {slots}"
+            )
+
+
+REQUIRED_HPARAMS = tuple(
+    f.name for f in dataclasses.fields(Hyperparameters) if f.default is dataclasses.MISSING
+)
+OPTIONAL_HPARAMS = {
+    f.name: f.default
+    for f in dataclasses.fields(Hyperparameters)
+    if f.default is not dataclasses.MISSING
+}
+REQUIRED_DATA = tuple(
+    f.name for f in dataclasses.fields(DataConfig) if f.default is dataclasses.MISSING
+)
+OPTIONAL_DATA = {
+    f.name: f.default
+    for f in dataclasses.fields(DataConfig)
+    if f.default is not dataclasses.MISSING
+}
+COUNT_HPARAMS = ("global_batch_size", "num_train_epochs", "max_seq_length", "pad_to_multiple_of")
+NUMBER_HPARAMS = (
+    "learning_rate",
+    "adam_epsilon",
+    "weight_decay",
+    "warmup_ratio",
+    "max_grad_norm",
+    "early_stopping_min_delta",
+)
+# The levers: each one's documented values; _levers() resolves "auto" for the device.
+# attn_implementation takes "auto" or any name transformers knows; dataloader_workers "auto" or
+# a count >= 0.
+SWITCH = (AUTO, True, False)
+LEVER_VALUES = {
+    "precision": (AUTO, "fp32", "bf16", "fp16"),
+    "group_by_length": SWITCH,
+    "fused_adamw": SWITCH,
+    "fast_dropout": SWITCH,
+    "packing": SWITCH,
+    "cuda_graphs": SWITCH,
+    "torch_compile": (True, False),
+    "pad_to_max_length": (True, False),
+}
+# What per_task may not change: the keys that pick the trial.
+TRIAL_KEYS = ("task", "seed", "per_task")
+# The sections and keys a local run's overrides may change.
+OVERRIDABLE = {
+    "hyperparameters": (*REQUIRED_HPARAMS, *OPTIONAL_HPARAMS),
+    "data": (*REQUIRED_DATA, *OPTIONAL_DATA),
+    "reproducibility": ("experiment_seed",),
+    "searcher": ("metric", "smaller_is_better"),  # e.g. for data.task=STS-B, which has no acc
+    "checkpoint_storage": ("save_trial_best", "save_trial_latest"),  # the checkpoints kept
+}
+LENGTH_UNITS = ("batches", "records", "epochs")  # of min_validation_period, min_checkpoint_period
+
+
+def with_defaults(section: str, values: dict, required: tuple, optional: dict) -> dict:
+    """values with defaults filled in; an unknown or missing key is an error that names it."""
+    known = (*required, *optional)
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ConfigError(
+            f"{section}: unknown key(s) {', '.join(unknown)}; known: {', '.join(known)}"
+        )
+    missing = [key for key in required if values.get(key) is None]
+    if missing:
+        raise ConfigError(f"{section}: missing required key(s) {', '.join(missing)}")
+    return {**optional, **values}
+
+
+def _with_defaults(section: str, values: dict, cls: type):
+    required = tuple(f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING)
+    optional = {
+        f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING
+    }
+    return cls(**with_defaults(section, values, required, optional))
+
+
+def check_length(epochs: int, searcher: dict) -> None:
+    """The run's length is hyperparameters.num_train_epochs, over which the LR schedule runs.
+
+    A searcher that stops trials early (adaptive_asha) counts progress in searcher.time_metric
+    up to searcher.max_time; those must be the same epochs, or its rungs would fall elsewhere
+    than the trial's schedule (Determined itself only logs a warning).
+    """
+    time_metric, max_time = searcher.get("time_metric"), searcher.get("max_time")
+    if time_metric is not None and (time_metric, max_time) != ("epochs", epochs):
+        raise ConfigError(
+            f"searcher: time_metric {time_metric!r} and max_time {max_time} must be 'epochs' and "
+            f"{epochs}, the run's length (hyperparameters.num_train_epochs)"
+        )
+
+
+def _period(config: dict, key: str, global_batch_size: int) -> tuple[str, int]:
+    length = config.get(key) or {}
+    if not isinstance(length, dict) or len(length) > 1 or not set(length) <= set(LENGTH_UNITS):
+        raise ConfigError(f"{key}: expected one of {', '.join(LENGTH_UNITS)} with a count")
+    unit, count = next(iter(length.items()), ("epochs", 0))
+    count = _count(f"{key}.{unit}", count, minimum=0)
+    if count == 0:
+        return ("epochs", 1)
+    if unit == "records":
+        return ("batches", max(count // global_batch_size, 1))
+    return (unit, count)
+
+
+def _count(key: str, value, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{key}: expected a whole number >= {minimum}, got {value!r}")
+    return value
+
+
+def check_numbers(section: str, values: dict) -> None:
+    """A count must be an integer >= 1 and a rate a number >= 0: "2e-5" in quotes is neither."""
+    for key, value in values.items():
+        wrong = isinstance(value, bool) or not isinstance(value, int | float)
+        count = not wrong and isinstance(value, int) and value >= 1
+        if key in COUNT_HPARAMS and not count:
+            raise ConfigError(f"{section}.{key}: {value!r} is not an integer >= 1")
+        if key == "early_stopping_patience" and value is not None and not count:
+            raise ConfigError(
+                f"{section}.{key}: {value!r} is not an integer >= 1 (validations without "
+                "improvement) or null (no early stopping)"
+            )
+        if key in NUMBER_HPARAMS and (wrong or value < 0):
+            raise ConfigError(f"{section}.{key}: {value!r} is not a number >= 0")
+        if key == "warmup_ratio" and value > 1:
+            raise ConfigError(f"{section}.{key}: {value!r} is a share of the steps, 0 to 1")
+
+
+def check_levers(section: str, values: dict) -> None:
+    """Each lever takes only its documented values: "false" in quotes is not false."""
+    for key, value in values.items():
+        choices = LEVER_VALUES.get(key)
+        if choices is not None and not any(_same(value, choice) for choice in choices):
+            shown = ", ".join(str(c).lower() if isinstance(c, bool) else c for c in choices)
+            raise ConfigError(f"{section}.{key}: {value!r} is not one of {shown}")
+    workers = values.get("dataloader_workers", AUTO)
+    if workers != AUTO and (
+        isinstance(workers, bool) or not isinstance(workers, int) or workers < 0
+    ):
+        raise ConfigError(f"{section}.dataloader_workers: {workers!r} is not auto or a count >= 0")
+    attention = values.get("attn_implementation", AUTO)
+    if not isinstance(attention, str) or not attention:
+        raise ConfigError(
+            f"{section}.attn_implementation: {attention!r} is not auto or an attention name "
+            "(eager, sdpa, ...)"
+        )
+
+
+def _same(value, choice) -> bool:
+    return value is choice if isinstance(choice, bool) else value == choice
+
+
+def _levers(hp: Hyperparameters, device: Device, packable: bool) -> Levers:
+    """The levers for this device; packable: whether batching.py serves the model's type.
+
+    auto: bf16 where it is native, else fp16 on GPUs (with a loss scaler) and fp32 on CPUs;
+    eager attention, fast dropout and no workers on CPUs, where SDPA's backward and torch's
+    dropout are slow and batching is cheap; packing on GPUs in bf16 or fp16, for the model
+    types it serves; CUDA graphs on one GPU (a DDP-wrapped model's graphs have not run on
+    several); length grouping unless packing (a packed batch has no padding).
+    """
+    cuda = device.kind == "cuda"
+    precision = hp.precision
+    if precision == AUTO:
+        precision = "bf16" if device.native_bf16 else "fp16" if cuda else "fp32"
+    if precision == "fp16" and not cuda:
+        raise ConfigError("hyperparameters.precision: fp16 needs a GPU; use bf16 or fp32")
+    if hp.cuda_graphs is True and not cuda:
+        raise ConfigError("hyperparameters.cuda_graphs: CUDA graphs need a GPU; use false or auto")
+    packing = _resolved(hp.packing, cuda and precision != "fp32" and packable)
+    return Levers(
+        precision=precision,
+        attn_implementation=_resolved(hp.attn_implementation, None if cuda else "eager"),
+        fast_dropout=_resolved(hp.fast_dropout, not cuda),
+        fused_adamw=_resolved(hp.fused_adamw, device.kind in ("cpu", "cuda")),
+        packing=packing,
+        cuda_graphs=_resolved(hp.cuda_graphs, cuda and device.processes == 1),
+        group_by_length=_resolved(hp.group_by_length, not packing),
+        dataloader_workers=_resolved(hp.dataloader_workers, 2 if cuda else 0),
+        torch_compile=hp.torch_compile,
+    )
+
+
+def _resolved(choice, default):
+    return default if choice == AUTO else choice
+
+
+def per_task_entry(per_task: dict, task: str) -> str | None:
+    """per_task's name for the task (data.task's spelling in any case), None if it has none."""
+    return next((name for name in per_task if name.lower() == task.lower()), None)
+
+
+def task_hyperparameters(per_task: dict, task: str) -> dict:
+    """hyperparameters.per_task's entry for the task (data.task's spelling in any case)."""
+    unknown = sorted(str(name) for name in per_task if name not in TASKS)
+    if unknown:
+        raise ConfigError(
+            f"hyperparameters.per_task: unknown GLUE task(s) {', '.join(unknown)}; "
+            f"choose from {', '.join(TASKS)}"
+        )
+    name = per_task_entry(per_task, task)
+    if name is None:
+        return {}
+    section, values = f"hyperparameters.per_task.{name}", per_task[name]
+    if not isinstance(values, dict):
+        raise ConfigError(f"{section}: expected hyperparameter: value pairs, got {values!r}")
+    optional = {key: v for key, v in OPTIONAL_HPARAMS.items() if key not in TRIAL_KEYS}
+    with_defaults(section, values, (), {**dict.fromkeys(REQUIRED_HPARAMS), **optional})
+    check_numbers(section, values)
+    check_levers(section, values)
+    return values
+
+
+class ConfigLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading scalars as YAML 1.2 does (and so Determined's CLI, whose
+    ruamel.yaml reads the config a cluster trains on): 3e-5 is a number (YAML 1.1 wants
+    3.0e-5), and only true and false are booleans (YAML 1.1 also reads labels such as yes, no,
+    on and off as booleans)."""
+
+
+BOOL = "tag:yaml.org,2002:bool"
+ConfigLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != BOOL]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+ConfigLoader.add_implicit_resolver(
+    BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def missing_files(task: GlueTask, data_dir: str | os.PathLike) -> list[str]:
+    """The task's train and dev files that data_dir lacks."""
+    splits = (task.train, *task.dev.values())
+    return [s.path for s in splits if not (pathlib.Path(data_dir) / s.path).is_file()]
+
+
+def missing_data(task: GlueTask, data_dir: str | os.PathLike, download: bool) -> str | None:
+    """Why the task's train and dev files cannot be had, or None: present, or to be downloaded."""
+    missing = missing_files(task, data_dir)
+    if not missing:
+        return None
+    if task.custom:
+        return f"data.custom: {', '.join(missing)} not found in data.data_dir {data_dir}"
+    if download:
+        return None
+    return (
+        f"GLUE {task.name} data not found in {data_dir} (expected {', '.join(missing)}). "
+        "Set data.download_data: true, point data.data_dir at a GLUE folder, or run "
+        f"`python download_glue_data.py --data-dir {data_dir} --tasks {task.name}`."
+    )
+
+
+def checked_config(path: str, overrides: list[str], slots: int) -> dict:
+    """A local run's config, its settings checked as the trial will check them, and a GLUE
+    task's data present or to be downloaded: what can be known before torch loads."""
+    config = load_config(path, overrides)
+    if config.get("searcher", {}).get("name") == "grid":  # each trial's settings are its own
+        return config
+    data = Settings.of(config, slots=slots).data
+    if str(data.task).lower() != CUSTOM:  # own data: its files name its columns
+        problem = missing_data(get_task(data.task), data.data_dir, data.download_data)
+        if problem:
+            raise FileNotFoundError(problem)
+    return config
+
+
+def load_config(path: str, overrides: list[str]) -> dict:
+    """The YAML config with `section.key=value` overrides applied (values parsed as YAML)."""
+    with open(path) as f:
+        config = yaml.load(f, ConfigLoader)
+    for override in overrides:
+        apply_override(config, override)
+    warn_shadowed(config, [o.partition("=")[0] for o in overrides])
+    return config
+
+
+def apply_override(config: dict, override: str) -> None:
+    """One `section.key=value`; a key may go deeper (data.custom.labels=[no,yes])."""
+    key, sep, value = override.partition("=")
+    section, _, path = key.partition(".")
+    names = path.split(".")
+    if not sep or not path:
+        raise ConfigError(f"bad override {override!r}: expected section.key=value")
+    if section not in OVERRIDABLE:
+        raise ConfigError(
+            f"bad override {override!r}: the section is one of {', '.join(OVERRIDABLE)}"
+        )
+    if names[0] not in OVERRIDABLE[section]:
+        near = difflib.get_close_matches(names[0], OVERRIDABLE[section], n=1)
+        hint = f"did you mean {section}.{near[0]}? " if near else ""
+        raise ConfigError(
+            f"bad override {override!r}: {section} has no key {names[0]!r}; {hint}"
+            f"the keys are {', '.join(OVERRIDABLE[section])}"
+        )
+    target = config.setdefault(section, {})
+    for depth, name in enumerate(names[:-1], 1):
+        if target.get(name) is None:
+            target[name] = {}
+        target = target[name]
+        if not isinstance(target, dict):
+            inner = ".".join([section, *names[:depth]])
+            raise ConfigError(f"bad override {override!r}: {inner} is not a mapping")
+    target[names[-1]] = yaml.load(value, ConfigLoader)
+
+
+def warn_shadowed(config: dict, keys: list[str]) -> None:
+    """Say when an override is not what some tasks train with: per_task wins over it."""
+    per_task = config.get("hyperparameters", {}).get("per_task")
+    if not isinstance(per_task, dict):
+        return
+    for key in keys:
+        section, _, name = key.partition(".")
+        tasks = [t for t, values in per_task.items() if isinstance(values, dict) and name in values]
+        if section == "hyperparameters" and tasks:
+            logger.warning(
+                f"{key}: hyperparameters.per_task sets {name} for {', '.join(tasks)}, which "
+                f"train with that value instead; override hyperparameters.per_task to change it"
+            )
+
+
+def local_hparams(config: dict) -> dict:
+    """Hyperparameter values for a local run: constants as they are, `const` ones unwrapped."""
+    return {
+        name: const_value(f"hyperparameters.{name}", value)
+        for name, value in config["hyperparameters"].items()
+    }
+
+
+def const_value(key: str, value):
+    """A hyperparameter's one value; nested hyperparameters (a mapping with no type) likewise."""
+    if not isinstance(value, dict):
+        return value
+    if "type" not in value:
+        return {name: const_value(f"{key}.{name}", v) for name, v in value.items()}
+    if value["type"] != "const":
+        raise ConfigError(
+            f"{key} is searched ({value['type']}); a local run needs one value: add the "
+            f"override {key}=<value>"
+        )
+    return value["val"]

@@ -44,6 +44,7 @@ NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight")  # weights AdamW do
 class BertPyTorch(pytorch.PyTorchTrial):
     def __init__(self, context: pytorch.PyTorchTrialContext, settings: Settings) -> None:
         self.context = context
+        self.settings, self.levers = settings, settings.levers
         hp = settings.hparams
         self.task = data.task_from_config(settings.data)
         if context.distributed.rank == 0:
@@ -62,25 +63,13 @@ class BertPyTorch(pytorch.PyTorchTrial):
             pretrained.check_pretrained(name, hp.model_type, self.task, hp.max_seq_length)
             model_config = pretrained.task_model_config(self.task, hp.model_type, name)
             init_source = pretrained.init_source(settings.data.init_from)  # a uuid: downloaded
-            self.settings = settings.on(device_of(context), batching.serves(model_config))
             self.tokenizer = settings.model_classes.tokenizer.from_pretrained(name)
             started = time.perf_counter()
             self.train_set, self.dev_set = data.load_datasets(
                 self.task, settings.data, self.tokenizer, hp.max_seq_length
             )
             self.data_seconds = time.perf_counter() - started  # downloading and featurizing
-            model = settings.model_classes.model.from_pretrained(
-                name,
-                config=model_config,
-                attn_implementation=self.settings.levers.attn_implementation,
-            )
-            if init_source is not None:  # its weights replace the pre-trained ones
-                model = pretrained.load_into(model, init_source, self.task)
-            else:
-                logger.info(
-                    f"{name}: a new {self.task.name} head, {model_config.num_labels} output(s)"
-                )
-        self.levers = self.settings.levers
+            model = self._pretrained(model_config, init_source)
         self.autocast_dtype, self.scaler = mixed_precision(self.levers.precision, context)
         self.model = self._prepared(model)
         self.collate = batching.collator(self.settings, self.tokenizer, model)
@@ -99,6 +88,16 @@ class BertPyTorch(pytorch.PyTorchTrial):
             callbacks.TrainingLoss(self._training_at), "loss", for_validation=False
         )
         self.early_stopping = callbacks.EarlyStopping(context, settings, self.total_steps)
+
+    def _pretrained(self, model_config, init_source: pretrained.Source | None) -> nn.Module:
+        name = self.settings.data.model_name_or_path
+        model = self.settings.model_classes.model.from_pretrained(
+            name, config=model_config, attn_implementation=self.levers.attn_implementation
+        )
+        if init_source is not None:  # its weights replace the pre-trained ones
+            return pretrained.load_into(model, init_source, self.task)
+        logger.info(f"{name}: a new {self.task.name} head, {model_config.num_labels} output(s)")
+        return model
 
     def _prepared(self, model: nn.Module) -> nn.Module:
         """The model with the levers' changes, wrapped by Determined (DDP on several slots)."""
@@ -350,6 +349,8 @@ def run(
     settings = Settings.of(
         context.get_experiment_config(), context.get_hparams(), context.distributed.get_size()
     )
+    packable = batching.serves(pretrained.model_type(settings))
+    settings = settings.on(device_of(context), packable)  # the levers, resolved for the device
     local = det.get_cluster_info() is None
     if local:  # a cluster's trial is seeded with its trial seed by Determined
         seed_everything(settings.experiment_seed)

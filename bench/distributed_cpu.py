@@ -33,7 +33,7 @@ import constants
 import data
 import model_def
 from bert_glue.determined_0_38 import workarounds
-from bert_glue.trial import pretrained
+from bert_glue.trial.settings import Device, Settings
 
 
 def mrpc_subset(data_dir: pathlib.Path, out: pathlib.Path, train_rows: int) -> None:
@@ -47,12 +47,17 @@ def mrpc_subset(data_dir: pathlib.Path, out: pathlib.Path, train_rows: int) -> N
 
 def warm_feature_cache(config: dict) -> None:
     """Tokenize before timing, so that neither run pays for it."""
-    cfg, hp = config["data"], config["hyperparameters"]
-    tokenizer = pretrained.tokenizer(hp["model_type"], cfg["model_name_or_path"])
-    task = constants.get_task(cfg["task"])
+    trial = Settings.of(config)
+    tokenizer = trial.model_classes.tokenizer.from_pretrained(trial.data.model_name_or_path)
+    task = constants.get_task(trial.data.task)
     for split in (task.train, *task.dev.values()):
         data.load_features(
-            task, split, cfg["data_dir"], tokenizer, hp["max_seq_length"], cfg["cache_dir"]
+            task,
+            split,
+            trial.data.data_dir,
+            tokenizer,
+            trial.hparams.max_seq_length,
+            trial.data.cache_dir,
         )
 
 
@@ -91,8 +96,13 @@ def run(config: pathlib.Path, nproc: int, work: pathlib.Path) -> dict:
 def validate_here(checkpoint: pathlib.Path) -> dict[str, float]:
     """The checkpoint's dev metrics, computed in this one process."""
     with workarounds.loadable_rng_state():
+        saved = json.loads((checkpoint / "load_data.json").read_text())
+        settings = Settings.of(saved["experiment_config"], saved["hparams"])
+        cpu = Device("cpu", model_def.cpu_has_bf16())
         trial = pytorch.load_trial_from_checkpoint_path(
-            str(checkpoint), trial_class=model_def.BertPyTorch
+            str(checkpoint),
+            trial_class=model_def.BertPyTorch,
+            trial_kwargs={"settings": settings.on(cpu, packable=True)},
         )
     trial.model.eval()
     with torch.no_grad():

@@ -256,7 +256,7 @@ def step_glue_projection(args, out: Recorder) -> None:
     import model_def
     import train_speed
     from bert_glue.local import local_run
-    from bert_glue.trial import settings
+    from bert_glue.trial.settings import load_config
 
     tmp = pathlib.Path(tempfile.mkdtemp())
     os.environ["XDG_CACHE_HOME"], os.environ["XDG_DATA_HOME"] = str(tmp / "c"), str(tmp / "d")
@@ -267,10 +267,10 @@ def step_glue_projection(args, out: Recorder) -> None:
         batch, steps, warmup = 256, 12, 6
     overrides = [f"data.model_name_or_path={model}", f"data.data_dir={args.data_dir}"]
     overrides += ["data.download_data=false", f"hyperparameters.global_batch_size={batch}"]
-    config = settings.load_config(str(REPO / "const.yaml"), overrides + args.overrides)
+    config = load_config(str(REPO / "const.yaml"), overrides + args.overrides)
     with local_run.local_context(config) as context:
-        trial = model_def.BertPyTorch(context)
-    max_length = config["hyperparameters"]["max_seq_length"]
+        trial = model_def.run(context, ready=lambda _: False)  # built, not trained
+    max_length = trial.settings.hparams.max_seq_length
     if args.dry_run:
         lengths = task_lengths(args.data_dir, trial.tokenizer, max_length)
     else:

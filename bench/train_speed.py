@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import dataclasses
+import functools
 import multiprocessing
 import os
 import pathlib
@@ -52,7 +53,8 @@ import constants
 import data
 import model_def
 from bert_glue.local import local_run
-from bert_glue.trial import batching, metrics, settings
+from bert_glue.trial import batching, metrics
+from bert_glue.trial.settings import LEVER_VALUES, Settings, load_config
 
 BASELINES = ("hf_padded", "hf_dynamic")
 ORIGINAL_SETTINGS = [
@@ -177,8 +179,8 @@ class MeteredTrial(model_def.BertPyTorch):
     meter: Meter
     max_steps: int | None
 
-    def __init__(self, context) -> None:
-        super().__init__(context)
+    def __init__(self, context, settings: Settings) -> None:
+        super().__init__(context, settings)
         self.meter.describe(self.model)
 
     def build_callbacks(self) -> dict[str, model_def.pytorch.PyTorchCallback]:
@@ -198,7 +200,8 @@ def run_project(config: dict, meter: Meter, max_steps: int | None) -> dict[str, 
     cwd = os.getcwd()
     os.chdir(REPO)
     try:
-        history = local_run.run_local(MeteredTrial, config, context_dir=REPO)
+        run = functools.partial(model_def.run, trial_class=MeteredTrial)
+        history = local_run.run_local(run, config, context_dir=REPO)
     finally:
         os.chdir(cwd)
     meter.pause()
@@ -223,23 +226,23 @@ class EncodedPairs(torch.utils.data.Dataset):
 def run_hf(config: dict, meter: Meter, max_steps: int | None, padded: bool) -> dict[str, float]:
     import transformers
 
-    hp, cfg = settings.local_hparams(config), config["data"]
-    seed = config["reproducibility"]["experiment_seed"]
-    task = constants.get_task(cfg["task"])
-    transformers.set_seed(seed)
-    tokenizer = transformers.AutoTokenizer.from_pretrained(cfg["model_name_or_path"])
+    trial = Settings.of(config)
+    hp, name = trial.hparams, trial.data.model_name_or_path
+    task = constants.get_task(trial.data.task)
+    transformers.set_seed(trial.experiment_seed)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(name)
     model = transformers.AutoModelForSequenceClassification.from_pretrained(
-        cfg["model_name_or_path"], num_labels=task.num_labels
+        name, num_labels=task.num_labels
     )
     meter.describe(model)
 
     def encode(split: constants.Split) -> tuple[EncodedPairs, data.Examples]:
-        examples = data.read_examples(task, split, cfg["data_dir"])
+        examples = data.read_examples(task, split, trial.data.data_dir)
         encoded = tokenizer(
             examples.text_a,
             examples.text_b,
             truncation=True,
-            max_length=hp["max_seq_length"],
+            max_length=hp.max_seq_length,
             padding="max_length" if padded else False,
         )
         return EncodedPairs(dict(encoded), examples.labels.tolist()), examples
@@ -257,16 +260,16 @@ def run_hf(config: dict, meter: Meter, max_steps: int | None, padded: bool) -> d
     with tempfile.TemporaryDirectory() as output_dir:
         args = transformers.TrainingArguments(
             output_dir=output_dir,
-            per_device_train_batch_size=hp["global_batch_size"],
-            per_device_eval_batch_size=hp["global_batch_size"],
-            learning_rate=hp["learning_rate"],
-            weight_decay=hp["weight_decay"],
-            adam_epsilon=hp["adam_epsilon"],
-            max_grad_norm=hp["max_grad_norm"],
-            warmup_steps=hp["warmup_ratio"],  # a float below 1 is a share of all steps
-            num_train_epochs=hp["num_train_epochs"],
+            per_device_train_batch_size=hp.global_batch_size,
+            per_device_eval_batch_size=hp.global_batch_size,
+            learning_rate=hp.learning_rate,
+            weight_decay=hp.weight_decay,
+            adam_epsilon=hp.adam_epsilon,
+            max_grad_norm=hp.max_grad_norm,
+            warmup_steps=hp.warmup_ratio,  # a float below 1 is a share of all steps
+            num_train_epochs=hp.num_train_epochs,
             max_steps=max_steps or -1,
-            seed=seed,
+            seed=trial.experiment_seed,
             eval_strategy="no",
             save_strategy="no",
             report_to="none",
@@ -305,10 +308,10 @@ def run_variant(
     if name in ("project", "original"):
         settings = ORIGINAL_SETTINGS if name == "original" else []
         extra_overrides = extra.split(",") if extra else []
-        config = settings.load_config(config_path, overrides + settings + extra_overrides)
+        config = load_config(config_path, overrides + settings + extra_overrides)
         final = run_project(config, meter, max_steps)
     elif name in BASELINES and not extra:
-        config = settings.load_config(config_path, overrides)
+        config = load_config(config_path, overrides)
         total_steps = max_steps and max_steps + warmup_steps
         final = run_hf(config, meter, total_steps, padded=name == "hf_padded")
     else:
@@ -459,9 +462,7 @@ def main() -> None:
         help="train on this many copies of the train file: long epochs for large batches",
     )
     parser.add_argument("--vocab-from", help="bert-base-random's tokenizer; default: MiniLM's")
-    parser.add_argument(
-        "--precision", choices=settings.LEVER_VALUES["precision"], help="the project's"
-    )
+    parser.add_argument("--precision", choices=LEVER_VALUES["precision"], help="the project's")
     parser.add_argument(
         "--variants", nargs="+", default=["project", *BASELINES], help="run in this order"
     )
@@ -475,7 +476,7 @@ def main() -> None:
         overrides.append(f"hyperparameters.num_train_epochs={args.epochs}")
     if args.precision:
         overrides.append(f"hyperparameters.precision={args.precision}")
-    config = settings.load_config(args.config, overrides)
+    config = load_config(args.config, overrides)
     seed = config.setdefault("reproducibility", {}).setdefault("experiment_seed", 42)
     with tempfile.TemporaryDirectory() as tmp:
         # Fresh feature caches and local checkpoints for every run of the benchmark.

@@ -23,6 +23,7 @@ import model_def
 from bert_glue.determined_0_38 import workarounds
 from bert_glue.results import glue_results
 from bert_glue.trial import callbacks
+from bert_glue.trial.settings import Settings
 
 NAN = math.nan
 STEPS_PER_EPOCH = 6  # 48 training rows in batches of 8 (local_config)
@@ -88,10 +89,20 @@ class TrialContext(FakeContext):
         return {"searcher": {"metric": "acc", "smaller_is_better": False}}
 
 
+def settings_with(patience: int | None) -> Settings:
+    """A trial's settings whose searcher maximises acc, with this early_stopping_patience."""
+    hparams = {"global_batch_size": 8, "learning_rate": 1e-3, "num_train_epochs": 1}
+    config = {
+        "hyperparameters": {**hparams, "model_type": "bert", "early_stopping_patience": patience},
+        "data": {"task": "MRPC", "model_name_or_path": "m", "data_dir": "d"},
+        "searcher": TrialContext.get_experiment_config(None)["searcher"],
+    }
+    return Settings.of(config)
+
+
 def callback_on(rank: int, chief_says=None, patience=1, total_batches=100):
     context = TrialContext(FakeDistributed(rank, chief_says))
-    hp = {"early_stopping_patience": patience, "early_stopping_min_delta": 0.0}
-    callback = callbacks.EarlyStopping(context, hp, total_batches)
+    callback = callbacks.EarlyStopping(context, settings_with(patience), total_batches)
     callback.on_trial_startup(0, None)
     return callback
 

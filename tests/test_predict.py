@@ -100,7 +100,7 @@ def test_prediction_strings_clip_scores_and_name_labels():
 
 
 def test_missing_test_file_says_how_to_get_it(tmp_path):
-    trained = finetuned.FineTuned(constants.TASKS["MNLI"], {}, {}, model=None, tokenizer=None)
+    trained = finetuned.FineTuned(constants.TASKS["MNLI"], None, model=None, tokenizer=None)
     with pytest.raises(FileNotFoundError, match="diagnostic/diagnostic.tsv.*--tasks MNLI,diagn"):
         predictions.write_predictions(trained, tmp_path, tmp_path / "out", batch_size=8)
 

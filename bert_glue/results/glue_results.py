@@ -19,7 +19,7 @@ from determined.experimental import client
 import constants
 from bert_glue.results.glue_table import COMPLETED, TrialResult
 from bert_glue.trial import checkpointing, metrics
-from bert_glue.trial.settings import Settings
+from bert_glue.trial.settings import Recorded
 
 # A local grid trial's folder holds this file once the trial has finished (local_grid.py).
 RESULT = "result.json"
@@ -150,8 +150,8 @@ def trial_result(
             f"experiment {experiment_id} trial {trial.id} has no hyperparameter 'task': that "
             "experiment is not a GLUE grid (glue.yaml searches over task and seed)"
         )
-    settings = Settings.of(config, trial.hparams)
-    task, seed = settings.hparams.task, settings.hparams.seed
+    recorded = Recorded.of(config, trial.hparams)
+    task, seed = recorded.task, recorded.seed
     validations = sorted(
         (v.steps_completed, dict(v.metrics)) for v in trial.iter_metrics("validation")
     )
@@ -161,7 +161,7 @@ def trial_result(
         if c.state == client.CheckpointState.COMPLETED
     }
     reported = metrics.reported_validation(
-        validations, set(checkpoints), settings.early_stopping, settings.searcher
+        validations, set(checkpoints), recorded.early_stopping, recorded.searcher
     )
     checkpoint = reported and checkpoints.get(reported[0])
     return TrialResult(
@@ -172,7 +172,7 @@ def trial_result(
         metrics=reported and reported[1],
         checkpoint=checkpoint and functools.partial(download, checkpoint),
         checkpoint_ref=checkpoint and checkpoint.uuid,
-        model=settings.data.model_name_or_path,
+        model=recorded.model_name_or_path,
         settings=dict(trial.hparams),
         start=start,
     )
@@ -219,4 +219,4 @@ def cluster_source_task(determined: client.Determined, init_from: str) -> str | 
 
 def trained_task(hparams: dict, experiment_config: dict) -> str:
     """The task a trial trained: hyperparameters.task (a GLUE grid), else data.task."""
-    return str(Settings.of(experiment_config, hparams).data.task)
+    return Recorded.of(experiment_config, hparams).task

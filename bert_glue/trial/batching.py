@@ -292,9 +292,9 @@ def read_first_tokens(module: nn.Module, args: tuple, kwargs: dict, output):
     return output
 
 
-def serves(config) -> bool:
-    """Whether packed batches can feed a model of this config's type."""
-    return config.model_type in ENCODERS
+def serves(model_type: str) -> bool:
+    """Whether packed batches can feed a model of this type."""
+    return model_type in ENCODERS
 
 
 def use_packing(model: nn.Module) -> nn.Module:

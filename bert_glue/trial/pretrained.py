@@ -57,6 +57,7 @@ from transformers.utils import (
 
 import constants
 from bert_glue.trial import checkpointing
+from bert_glue.trial.settings import Settings
 from constants import ConfigError, GlueTask
 
 logger = logging.getLogger(__name__)
@@ -86,6 +87,13 @@ def check_pretrained(name: str, model_type: str, task: GlueTask, max_seq_length:
     config = auto_config(raw, name) if model_type == "auto" else classes.config.from_dict(raw)
     check_positions(config, max_seq_length, name)
     check_head(config, task, name)
+
+
+def model_type(settings: Settings) -> str:
+    """The model's type: hyperparameters.model_type, or for auto the one its config.json names."""
+    if settings.hparams.model_type != "auto":
+        return settings.hparams.model_type
+    return str(config_dict(settings.data.model_name_or_path, MODEL_KEY).get("model_type"))
 
 
 def config_dict(name: str, key: str) -> dict:

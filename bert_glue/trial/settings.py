@@ -243,6 +243,33 @@ class Settings:
             )
 
 
+@dataclasses.dataclass(frozen=True)
+class Recorded:
+    """What a report needs of a trial that the master or a checkpoint recorded, read without
+    checking the rest (the trial may be of an older version): the task it trained, its seed,
+    whether it stopped early, its searcher and its model."""
+
+    task: str
+    seed: int | None
+    early_stopping: bool
+    searcher: Searcher
+    model_name_or_path: str | None
+
+    @classmethod
+    def of(cls, config: dict, hparams: dict) -> Recorded:
+        data = config.get("data") or {}
+        task = str(hparams.get("task") or data.get("task"))
+        task_values = task_hyperparameters(hparams.get("per_task") or {}, task)
+        patience = {**hparams, **task_values}.get("early_stopping_patience")
+        return cls(
+            task=task,
+            seed=hparams.get("seed"),
+            early_stopping=patience is not None,
+            searcher=Searcher.of(config),
+            model_name_or_path=data.get("model_name_or_path"),
+        )
+
+
 REQUIRED_HPARAMS = tuple(
     f.name for f in dataclasses.fields(Hyperparameters) if f.default is dataclasses.MISSING
 )

@@ -351,7 +351,8 @@ def run(
     )
     packable = batching.serves(pretrained.model_type(settings))
     settings = settings.on(device_of(context), packable)  # the levers, resolved for the device
-    local = det.get_cluster_info() is None
+    info = det.get_cluster_info()
+    local = info is None or info.task_type != "TRIAL"  # as pytorch.init tells them apart
     if local:  # a cluster's trial is seeded with its trial seed by Determined
         seed_everything(settings.experiment_seed)
     if watcher is not None:

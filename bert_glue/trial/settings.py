@@ -270,22 +270,18 @@ class Recorded:
         )
 
 
-REQUIRED_HPARAMS = tuple(
-    f.name for f in dataclasses.fields(Hyperparameters) if f.default is dataclasses.MISSING
-)
-OPTIONAL_HPARAMS = {
-    f.name: f.default
-    for f in dataclasses.fields(Hyperparameters)
-    if f.default is not dataclasses.MISSING
-}
-REQUIRED_DATA = tuple(
-    f.name for f in dataclasses.fields(DataConfig) if f.default is dataclasses.MISSING
-)
-OPTIONAL_DATA = {
-    f.name: f.default
-    for f in dataclasses.fields(DataConfig)
-    if f.default is not dataclasses.MISSING
-}
+def _required(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING)
+
+
+def _optional(cls: type) -> dict:
+    return {
+        f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING
+    }
+
+
+REQUIRED_HPARAMS, OPTIONAL_HPARAMS = _required(Hyperparameters), _optional(Hyperparameters)
+REQUIRED_DATA, OPTIONAL_DATA = _required(DataConfig), _optional(DataConfig)
 COUNT_HPARAMS = ("global_batch_size", "num_train_epochs", "max_seq_length", "pad_to_multiple_of")
 NUMBER_HPARAMS = (
     "learning_rate",
@@ -337,11 +333,8 @@ def with_defaults(section: str, values: dict, required: tuple, optional: dict) -
 
 
 def _with_defaults(section: str, values: dict, cls: type):
-    required = tuple(f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING)
-    optional = {
-        f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING
-    }
-    return cls(**with_defaults(section, values, required, optional))
+    """cls, a dataclass of a section's keys, from the section's values and cls's defaults."""
+    return cls(**with_defaults(section, values, _required(cls), _optional(cls)))
 
 
 def check_length(epochs: int, searcher: dict) -> None:

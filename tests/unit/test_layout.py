@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 import subprocess
 import sys
 
@@ -68,3 +69,94 @@ def test_a_mistake_answers_before_torch_loads(overrides: list[str], message: str
     assert error.startswith("error: ") and message in error, done.stdout + done.stderr[-2000:]
     assert torch_loaded == "torch False"
     assert done.stderr == ""  # one line, nothing else
+
+
+PRODUCT = sorted(
+    path
+    for path in [*REPO.glob("*.py"), *(REPO / "bert_glue").rglob("*.py"), *REPO.glob("bench/*.py")]
+)
+SETTINGS = REPO / "bert_glue" / "trial" / "settings.py"
+
+
+def project_imports(path) -> set[str]:
+    """The project modules a file imports (bert_glue.x.y, or a module at the root), anywhere in
+    it: `from bert_glue.trial import a, b` names two."""
+    roots = {p.stem for p in REPO.glob("*.py")}
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.split(".")[0] in {"bert_glue", *roots}}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            if node.module in roots:
+                found.add(node.module)
+            elif node.module.startswith("bert_glue"):
+                for alias in node.names:
+                    module = f"{node.module}.{alias.name}"
+                    is_module = (REPO / (module.replace(".", "/") + ".py")).is_file()
+                    found.add(module if is_module else node.module)
+    return found
+
+
+def folder_imports(folder: str) -> set[tuple[str, str]]:
+    """(file, module) for every project module a file of bert_glue/<folder> imports."""
+    return {
+        (path.name, module)
+        for path in (REPO / "bert_glue" / folder).glob("*.py")
+        for module in project_imports(path)
+    }
+
+
+def test_settings_are_read_by_name_in_the_settings_module_only():
+    reads = [
+        f"{path.relative_to(REPO)}:{number}"
+        for path in PRODUCT
+        if path != SETTINGS
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if re.search(r"\b(hp|hparams|cfg)\[", line)
+    ]
+    assert reads == []
+
+
+def test_model_classes_are_read_by_name():
+    indexed = [
+        str(path.relative_to(REPO))
+        for path in PRODUCT
+        if re.search(r"(get_model_classes\([^)]*\)|model_classes)\[", path.read_text())
+    ]
+    assert indexed == []
+
+
+def test_the_trial_imports_at_most_eight_project_modules():
+    modules = project_imports(REPO / "model_def.py")
+    assert len(modules) <= 8, sorted(modules)
+    # Of the local launcher only its command line: checked before torch, then handed on.
+    assert {m for m in modules if m.startswith("bert_glue.local")} == {"bert_glue.local.cli"}
+
+
+@pytest.mark.parametrize(
+    ("folder", "never"),
+    [("trial", ("bert_glue.local", "bert_glue.results")), ("results", ("bert_glue.local",))],
+)
+def test_layers_point_one_way_down(folder: str, never: tuple[str, ...]):
+    assert {(f, m) for f, m in folder_imports(folder) if m.startswith(never)} == set()
+    assert all(m != "model_def" for _, m in folder_imports(folder))
+
+
+def test_one_call_fits_the_trial_on_a_cluster_and_locally():
+    calls = [
+        f"{path.relative_to(REPO)}:{number}"
+        for path in PRODUCT
+        if path.parent.name != "bench"
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if re.search(r"\bTrainer\(", line)
+    ]
+    assert len(calls) == 1 and calls[0].startswith("model_def.py:"), calls
+
+
+def test_the_settings_module_loads_neither_torch_nor_transformers():
+    probe = (
+        "import sys\nfrom bert_glue.trial import settings\n"
+        "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True)
+    assert done.stdout.strip() == "[]", done.stderr[-2000:]

@@ -396,7 +396,7 @@ def _unit(period: tuple[str, int]) -> pytorch.TrainUnit:
 def main(argv: list[str] | None = None) -> int:
     info = det.get_cluster_info()
     if info is None or info.task_type != "TRIAL":
-        return cli.main(argv, run, script=__file__)
+        return cli.main(argv, run, __file__, __doc__)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     with pytorch.init(hparams=info.trial.hparams) as context:
         try:

@@ -159,14 +159,11 @@ def run_glue(
 ) -> int:
     """The local run of a grid config (glue.yaml) into the results folder."""
     import model_def
-    from bert_glue.local import local_run
+    from bert_glue.local import cli
 
     options = ["--results-dir", str(results)] + ([] if tensorboard else ["--no-tensorboard"])
-    return local_run.main(
-        [str(config), *overrides, *options],
-        run or model_def.run,
-        script=model_def.__file__,
-    )
+    argv = [str(config), *overrides, *options]
+    return cli.main(argv, run or model_def.run, model_def.__file__, model_def.__doc__)
 
 
 def built_trial(context, trial_class=None):

@@ -75,9 +75,11 @@ def parse_args(argv: list[str] | None, description: str) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None, run: Callable, script: str) -> int:
+def main(argv: list[str] | None, run: Callable, script: str, description: str) -> int:
     """`python SCRIPT [CONFIG] [section.key=value ...] [options]`: one local run of the config,
     each trial trained by run(context, latest_checkpoint, ...) (model_def.run)."""
     from bert_glue.local import local_run  # torch and the rest: only once a run starts
 
-    return local_run.main(argv, run, script)
+    args = parse_args(argv, description)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    return local_run.main(args, checked_config(args), run, script, argv)

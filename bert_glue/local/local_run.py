@@ -31,7 +31,7 @@ import constants
 import data
 import download_glue_data
 from bert_glue.determined_0_38 import workarounds
-from bert_glue.local import cli, local_grid, progress
+from bert_glue.local import local_grid, progress
 from bert_glue.results import glue_results
 from bert_glue.trial import checkpointing, metrics
 from bert_glue.trial.settings import Settings, local_hparams
@@ -169,13 +169,10 @@ def default_tensorboard_folder() -> pathlib.Path:
     return pathlib.Path("runs", f"{stamp}_{socket.gethostname()}").resolve()
 
 
-def module_of(run: Callable):
-    """The module that defines run (a functools.partial's function)."""
-    return sys.modules[getattr(run, "func", run).__module__]
-
-
 def module_dir(run: Callable) -> pathlib.Path:
-    return pathlib.Path(module_of(run).__file__).resolve().parent
+    """The folder of the module that defines run (a functools.partial's function)."""
+    module = sys.modules[getattr(run, "func", run).__module__]
+    return pathlib.Path(module.__file__).resolve().parent
 
 
 def torchrun_command(nproc: int, script: str, args: list[str]) -> tuple[list[str], dict]:
@@ -192,10 +189,11 @@ def torchrun_command(nproc: int, script: str, args: list[str]) -> tuple[list[str
     return command, {**os.environ, **env}
 
 
-def main(argv: list[str] | None, run: Callable, script: str) -> int:
-    """`python SCRIPT [CONFIG] [section.key=value ...] [options]`: one local run of the config."""
-    args = cli.parse_args(argv, description=module_of(run).__doc__)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+def main(
+    args: argparse.Namespace, config: dict, run: Callable, script: str, argv: list[str] | None
+) -> int:
+    """One local run of the config that the command line (cli.main: args, argv) names, or each
+    trial of a grid config in turn, trained by run (model_def.run)."""
     # huggingface_hub prints its records itself and also passes them on to the root logger's
     # handler: each would show twice.
     hub = logging.getLogger("huggingface_hub")
@@ -206,7 +204,6 @@ def main(argv: list[str] | None, run: Callable, script: str) -> int:
         hf_logging.set_verbosity_error()  # transformers' load report of the new head
         hf_logging.disable_progress_bar()  # and its bar of weights loaded
         logging.getLogger("huggingface_hub.utils._http").addFilter(without_retry_notices)
-    config = cli.checked_config(args)
     if local_grid.is_grid(config):
         try:
             return run_grid(run, config, args)

@@ -43,6 +43,12 @@ NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight")  # weights AdamW do
 
 class BertPyTorch(pytorch.PyTorchTrial):
     def __init__(self, context: pytorch.PyTorchTrialContext, settings: Settings) -> None:
+        """settings: Settings.of(...).on(device, packable), as run() builds them."""
+        if settings.levers is None:
+            raise ValueError(
+                "BertPyTorch: settings.levers is None; resolve them for the device with "
+                "settings.on(device, packable), as run() does"
+            )
         self.context = context
         self.settings, self.levers = settings, settings.levers
         hp = settings.hparams

@@ -485,7 +485,7 @@ def main() -> None:
         model = model_path(args.model, args.vocab_from, pathlib.Path(tmp, "model"), seed)
         overrides.append(f"data.model_name_or_path={os.path.abspath(model)}")
         if args.train_copies > 1:
-            task = constants.get_task(config["data"]["task"])
+            task = constants.get_task(Settings.of(config).data.task)
             data_dir = repeat_train_file(task, data_dir, args.train_copies, pathlib.Path(tmp))
         overrides.append(f"data.data_dir={data_dir}")
         results = []

@@ -2,8 +2,8 @@
 
 Every relative link reaches a file (and a `#anchor` a heading of it), the README stays one page,
 and the README's hyperparameter table lists exactly the trial's keys with their defaults. Reads
-files only: no model, no network, and no import of determined, torch or transformers
-(bert_glue/trial/settings.py imports determined, so its two tables are read with ast).
+files only: no model, no network, and no import of determined, torch or transformers (the
+settings module the hyperparameter table is checked against imports none of them).
 """
 
 from __future__ import annotations

@@ -133,7 +133,7 @@ def reducer_errors_as_raised(*kinds: type[Exception]) -> Iterator[None]:
 # context.set_stop_requested() writes on the way out: a trial stopped this way is done, never
 # resumed, and its best validation has its checkpoint already (checkpoint_policy best). The
 # process exits 0, which the master records as COMPLETED (docs/search.md). SearcherStop (adaptive
-# ASHA's stop, below) and bert_glue/trial/early_stopping.py both stop this way.
+# ASHA's stop, below) and bert_glue/trial/callbacks.py's EarlyStopping both stop this way.
 #
 # Can go once the Trainer takes a stop request that skips the exit checkpoint.
 

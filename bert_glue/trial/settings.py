@@ -51,7 +51,7 @@ class Hyperparameters:
     torch_compile: bool = False  # compile the model: slow first steps, faster ones after (GPUs)
     packing: str | bool = AUTO  # padding-free batches (batching.py); auto: on GPUs, not on CPUs
     cuda_graphs: str | bool = AUTO  # replay each bucketed shape's step as a CUDA graph; auto: GPUs
-    # Early stopping (early_stopping.py): end the trial once searcher.metric stops improving.
+    # Early stopping (callbacks.py): end the trial once searcher.metric stops improving.
     early_stopping_patience: int | None = None  # validations in a row without improvement
     early_stopping_min_delta: float = 0.0  # what an improvement must exceed
     # For searches over tasks and seeds (glue.yaml):

@@ -12,7 +12,10 @@ run_glue.py v2.2) to today's determined, torch and transformers.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+import os
+import pathlib
 import random
 import sys
 import time
@@ -239,11 +242,11 @@ class BertPyTorch(pytorch.PyTorchTrial):
 # order in which a node's processes share its disk.
 
 
-def device_of(context: pytorch.PyTorchTrialContext) -> Device:
-    """What the levers' auto depends on, read off the trial's device and processes."""
-    device = context.device
+def on_device(settings: Settings, device: torch.device, processes: int = 1) -> Settings:
+    """The settings with the levers resolved for the device that `processes` train on."""
     native_bf16 = cuda_has_bf16(device) if device.type == "cuda" else cpu_has_bf16()
-    return Device(device.type, native_bf16, context.distributed.get_size())
+    packable = batching.serves(pretrained.model_type(settings))
+    return settings.on(Device(device.type, native_bf16, processes), packable)
 
 
 def cpu_has_bf16() -> bool:
@@ -355,8 +358,7 @@ def run(
     settings = Settings.of(
         context.get_experiment_config(), context.get_hparams(), context.distributed.get_size()
     )
-    packable = batching.serves(pretrained.model_type(settings))
-    settings = settings.on(device_of(context), packable)  # the levers, resolved for the device
+    settings = on_device(settings, context.device, context.distributed.get_size())
     info = det.get_cluster_info()
     local = info is None or info.task_type != "TRIAL"  # as pytorch.init tells them apart
     if local:  # a cluster's trial is seeded with its trial seed by Determined
@@ -373,6 +375,21 @@ def run(
             **fit_options(settings.periods, local),
         )
     return trial
+
+
+def load_trial(checkpoint: str | os.PathLike) -> BertPyTorch:
+    """A checkpoint's trial with its weights, in this one process: Determined's
+    pytorch.load_trial_from_checkpoint_path, given the checkpoint's settings for this machine's
+    first GPU, or its CPU."""
+    saved = json.loads((pathlib.Path(checkpoint) / "load_data.json").read_text())
+    settings = Settings.of(saved["experiment_config"], saved["hparams"])
+    device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+    with workarounds.loadable_rng_state():
+        return pytorch.load_trial_from_checkpoint_path(
+            str(checkpoint),
+            trial_class=BertPyTorch,
+            trial_kwargs={"settings": on_device(settings, device)},
+        )
 
 
 LOCAL_REPORTING_BATCHES = 20  # scheduling_unit when a local config sets none (a cluster's: 100)

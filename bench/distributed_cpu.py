@@ -27,13 +27,11 @@ import yaml
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from determined import pytorch
 
 import constants
 import data
 import model_def
-from bert_glue.determined_0_38 import workarounds
-from bert_glue.trial.settings import Device, Settings
+from bert_glue.trial.settings import Settings
 
 
 def mrpc_subset(data_dir: pathlib.Path, out: pathlib.Path, train_rows: int) -> None:
@@ -95,15 +93,7 @@ def run(config: pathlib.Path, nproc: int, work: pathlib.Path) -> dict:
 
 def validate_here(checkpoint: pathlib.Path) -> dict[str, float]:
     """The checkpoint's dev metrics, computed in this one process."""
-    with workarounds.loadable_rng_state():
-        saved = json.loads((checkpoint / "load_data.json").read_text())
-        settings = Settings.of(saved["experiment_config"], saved["hparams"])
-        cpu = Device("cpu", model_def.cpu_has_bf16())
-        trial = pytorch.load_trial_from_checkpoint_path(
-            str(checkpoint),
-            trial_class=model_def.BertPyTorch,
-            trial_kwargs={"settings": settings.on(cpu, packable=True)},
-        )
+    trial = model_def.load_trial(checkpoint)
     trial.model.eval()
     with torch.no_grad():
         for i, batch in enumerate(trial.build_validation_data_loader()):

@@ -32,14 +32,12 @@ import pytest
 import torch
 import yaml
 from conftest import REPO, synthetic_rows
-from determined import pytorch
 from distributed_worker import Recorder
 from fake_hub import FakeHub
 
 import constants
 import data
 import model_def
-from bert_glue.determined_0_38 import workarounds
 from bert_glue.local import local_run
 from bert_glue.trial import settings
 
@@ -348,14 +346,7 @@ def validate_in_one_process(checkpoint: pathlib.Path, model_dir: pathlib.Path) -
         checkpoint = shutil.copytree(checkpoint, checkpoint.parent / f"{checkpoint.name}-local")
         load_data["experiment_config"]["data"]["model_name_or_path"] = str(model_dir)
         (checkpoint / "load_data.json").write_text(json.dumps(load_data))
-    cpu = settings.Device("cpu", model_def.cpu_has_bf16())
-    trial_settings = settings.Settings.of(load_data["experiment_config"], load_data["hparams"])
-    with workarounds.loadable_rng_state():
-        trial = pytorch.load_trial_from_checkpoint_path(
-            str(checkpoint),
-            trial_class=model_def.BertPyTorch,
-            trial_kwargs={"settings": trial_settings.on(cpu, packable=True)},
-        )
+    trial = model_def.load_trial(checkpoint)  # Determined's own loader
     trial.model.eval()
     with torch.no_grad():
         for i, batch in enumerate(trial.build_validation_data_loader()):

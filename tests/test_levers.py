@@ -285,9 +285,8 @@ def test_auto_precision_on_gpus_follows_compute_capability(
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
     with local_run.local_context(local_config) as context:
         monkeypatch.setattr(context, "device", torch.device("cuda", 0))  # as Determined sets it
-        described = model_def.device_of(context)
         trial = settings.Settings.of(context.get_experiment_config(), context.get_hparams())
-        precision = trial.on(described, packable=True).levers.precision
+        precision = model_def.on_device(trial, context.device).levers.precision
         dtype, scaler = model_def.mixed_precision(precision, context)
     assert asked == [torch.device("cuda", 0)], gpu
     assert dtype == expected

@@ -12,10 +12,8 @@ run_glue.py v2.2) to today's determined, torch and transformers.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
-import pathlib
 import random
 import sys
 import time
@@ -381,8 +379,7 @@ def load_trial(checkpoint: str | os.PathLike) -> BertPyTorch:
     """A checkpoint's trial with its weights, in this one process: Determined's
     pytorch.load_trial_from_checkpoint_path, given the checkpoint's settings for this machine's
     first GPU, or its CPU."""
-    saved = json.loads((pathlib.Path(checkpoint) / "load_data.json").read_text())
-    settings = Settings.of(saved["experiment_config"], saved["hparams"])
+    settings = Settings.of_checkpoint(checkpoint)
     device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
     with workarounds.loadable_rng_state():
         return pytorch.load_trial_from_checkpoint_path(

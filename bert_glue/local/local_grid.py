@@ -86,7 +86,10 @@ def grid_trials(config: dict) -> list[GridTrial]:
 
 def trial_label(trial: GridTrial) -> tuple[str, int | None]:
     """The trial's task (as constants.TASKS spells it) and seed."""
-    settings = Settings.of(trial.config)
+    return label_of(Settings.of(trial.config))
+
+
+def label_of(settings: Settings) -> tuple[str, int | None]:
     return data.task_from_config(settings.data).name, settings.hparams.seed
 
 
@@ -142,8 +145,8 @@ class TrialFolder:
         storage = checkpointing.storage_dir()
         at = {checkpointing.batches_trained(storage / uuid): uuid for uuid in done["checkpoints"]}
         validations = [tuple(v) for v in done["validations"]]
-        task, seed = trial_label(self.trial)
         settings = Settings.of(self.trial.config)
+        task, seed = label_of(settings)
         reported = metrics.reported_validation(
             validations, set(at), settings.early_stopping, settings.searcher
         )

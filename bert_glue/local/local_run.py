@@ -34,7 +34,7 @@ from bert_glue.determined_0_38 import workarounds
 from bert_glue.local import local_grid, progress
 from bert_glue.results import glue_results
 from bert_glue.trial import checkpointing, metrics
-from bert_glue.trial.settings import Settings, local_hparams
+from bert_glue.trial.settings import Searcher, Settings, local_hparams
 
 logger = logging.getLogger(__name__)
 
@@ -99,15 +99,15 @@ def run_local(
     recorder = recorder or progress.RunRecorder(io.StringIO(), interactive=False)  # quiet
     recorder.retention = checkpointing.Retention.of(config)
     config.setdefault("reproducibility", {}).setdefault("experiment_seed", 42)
-    checkpoint, resumed = None, contextlib.nullcontext()
+    checkpoint, batches, resumed = None, 0, contextlib.nullcontext()
     if resume:
         task = data.task_from_config(Settings.of(config).data)
         checkpoint = checkpointing.find_checkpoint(resume, task)
-        resumed = workarounds.starting_at(checkpointing.batches_trained(checkpoint))
+        batches = checkpointing.batches_trained(checkpoint)
+        resumed = workarounds.starting_at(batches)
     # Checkpoints copy the working directory: the trial's, whatever the command was run from.
     here = checkpointing.in_directory(context_dir or module_dir(run))
-    distributed = distributed_context()
-    with local_context(config, distributed, tensorboard is not None) as context:
+    with local_context(config, distributed_context(), tensorboard is not None) as context:
         training, trains = contextlib.ExitStack(), []
 
         def ready(trial: pytorch.PyTorchTrial) -> bool:
@@ -125,7 +125,6 @@ def run_local(
                 workarounds.write_tensorboard_to(context, tensorboard)
                 logger.info(f"TensorBoard events: tensorboard --logdir {tensorboard.parent}")
             if checkpoint is not None:
-                batches = checkpointing.batches_trained(checkpoint)
                 if batches and checkpoint.parent == checkpointing.storage_dir().resolve():
                     recorder.checkpoints.append((batches, checkpoint.name))  # continued
                 recorder.stop_reason = resumed_reason(trial, checkpoint, batches)
@@ -258,7 +257,7 @@ def run_grid(run: Callable, config: dict, args) -> int:
     results_dir = pathlib.Path(
         args.results_dir or pathlib.Path("results", config["name"])
     ).resolve()
-    metric = Settings.of(trials[0].config).searcher.metric
+    metric = Searcher.of(config).metric
     for i, trial in enumerate(trials, 1):
         folder = local_grid.TrialFolder(results_dir, trial)
         label = f"[{i}/{len(trials)}] {trial.name}"

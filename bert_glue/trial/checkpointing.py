@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import logging
 import math
 import os
@@ -46,9 +45,7 @@ def find_checkpoint(name: str, task: constants.GlueTask) -> pathlib.Path:
     storage_dir().mkdir(parents=True, exist_ok=True)
     path = complete_checkpoint(name, f"--resume {name}")
     try:
-        saved = json.loads((path / "load_data.json").read_text())
-        saved_settings = Settings.of(saved["experiment_config"], saved["hparams"])
-        saved_task = data.task_from_config(saved_settings.data)
+        saved_task = data.task_from_config(Settings.of_checkpoint(path).data)
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise ConfigError(
             f"--resume {name}: {path / 'load_data.json'} names no data.task ({e!r}); "
@@ -207,8 +204,7 @@ def read(path: str | os.PathLike) -> Saved:
             f"{path}: not a checkpoint of this trial (expected load_data.json and "
             "state_dict.pth); download a cluster checkpoint with `det checkpoint download UUID`"
         )
-    load_data = json.loads(files[0].read_text())
-    settings = Settings.of(load_data["experiment_config"], load_data["hparams"])
+    settings = Settings.of_checkpoint(path)
     # Determined pickles RNG states (numpy arrays) beside the weights, which weights_only
     # refuses: load only checkpoints you trust, as with any pickle.
     with workarounds.loadable_rng_state():

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import logging
 import os
 import pathlib
@@ -211,6 +212,12 @@ class Settings:
         if slots is not None:
             settings.check_batch_split(slots)
         return settings
+
+    @classmethod
+    def of_checkpoint(cls, checkpoint: str | os.PathLike) -> Settings:
+        """The settings a checkpoint's trial trained with (its load_data.json)."""
+        saved = json.loads((pathlib.Path(checkpoint) / "load_data.json").read_text())
+        return cls.of(saved["experiment_config"], saved["hparams"])
 
     def on(self, device: Device, packable: bool) -> Settings:
         """These settings with the levers resolved for the device; packable: whether

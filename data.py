@@ -5,27 +5,9 @@ Pure functions and small classes that need no Determined context, so they can be
     examples = read_examples(constants.TASKS["MRPC"], constants.TASKS["MRPC"].train, data_dir)
     dataset = load_dataset(task, task.train, data_dir, tokenizer, max_seq_length=128)
 
-Own data (`data.task: custom`): the task table's entry for your own labelled files is built from
-data.custom:
-
-    data:
-      task: custom
-      data_dir: my_data            # the files below are relative to it
-      custom:
-        train: train.csv
-        validation: dev.csv
-        test: test.csv             # optional: predict.py writes predictions.tsv for it
-        text_a: premise
-        text_b: hypothesis         # optional: single texts without it
-        label: gold
-        labels: infer              # or [no, yes, maybe]; or regression
-        metrics: [acc, f1]         # optional: by default [acc, f1]; regression's: STS-B's
-
-The task's score (reported as glue_score, metrics.py) is the mean of its metrics, those computed
-from others (acc_and_f1, corr) aside, as GLUE scores MRPC and STS-B.
-
-Everything downstream (reading, caching, metrics, predictions, export) takes the GlueTask built
-here like a GLUE task's. `task_from_config` is the one place a data config becomes a task.
+Own data (`data.task: custom`, bert_glue/trial/custom_task.py) is read the same way: everything
+downstream (reading, caching, metrics, predictions, export) takes its GlueTask like a GLUE
+task's. `task_from_config` is the one place a data config becomes a task.
 """
 
 from __future__ import annotations
@@ -50,9 +32,10 @@ import tqdm
 from torch.utils.data import Dataset
 
 import download_glue_data
-from bert_glue.trial import metrics
-from bert_glue.trial.settings import CUSTOM, DataConfig, missing_data, missing_files, with_defaults
-from constants import FORMATS, ConfigError, GlueTask, Split, get_task
+from bert_glue.trial import custom_task
+from bert_glue.trial.custom_task import CUSTOM_KEY
+from bert_glue.trial.settings import DataConfig, missing_data, missing_files
+from constants import ConfigError, GlueTask, Split, get_task
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +48,6 @@ CONTROL = re.compile(r"[\x01-\x08\x0b\x0c\x0e-\x1f\x7f]")
 SEPARATED = {"csv": "comma-separated", "tsv": "tab-separated", "tsv_noquote": "tab-separated"}
 # What read_fields' columns are called in data.custom; only custom files name their columns.
 COLUMN_KEYS = ("text_a", "text_b", "label", "index")
-CUSTOM_KEY = "data.custom"
 
 
 class DataError(ValueError):
@@ -87,7 +69,10 @@ def task_data_present(task: GlueTask, data_dir: str | os.PathLike) -> bool:
 def prepare_data(
     task: GlueTask, data_dir: str | os.PathLike, download: bool, path_to_mrpc: str = ""
 ) -> None:
-    """Make sure the task's train and dev files are in data_dir, downloading them if allowed."""
+    """Make sure a GLUE task's train and dev files are in data_dir, downloading them if allowed.
+    Own data's are checked as its task is built (task_from_config)."""
+    if task.custom:
+        return
     problem = missing_data(task, data_dir, download)
     if problem:
         raise FileNotFoundError(problem)
@@ -521,17 +506,7 @@ class GlueDataset(Dataset):
         return self.features.lengths
 
 
-# Own data: `data.task: custom`.
-
-CUSTOM_REQUIRED = ("train", "validation", "text_a", "label")
-CUSTOM_OPTIONAL = {
-    "test": None,  # a file to predict (predict.py); its label column, if any, is not read
-    "format": None,  # None: from each file's extension (FORMAT_OF_SUFFIX)
-    "text_b": None,  # the second text of a pair
-    "labels": "infer",  # infer: the training file's label values, sorted; or names; regression
-    "metrics": None,  # None: metrics.DEFAULT_METRICS
-}
-FORMAT_OF_SUFFIX = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl"}
+# Own data: `data.task: custom` (bert_glue/trial/custom_task.py).
 
 
 def task_from_config(data: DataConfig, labels: Sequence[str] | None = None) -> GlueTask:
@@ -539,32 +514,12 @@ def task_from_config(data: DataConfig, labels: Sequence[str] | None = None) -> G
 
     `labels` are the label names a checkpoint recorded, used instead of inferring them again.
     """
-    if str(data.task).lower() != CUSTOM:
-        if data.custom is not None:
-            raise ConfigError(f"{CUSTOM_KEY}: read only with data.task: {CUSTOM}; remove it")
+    custom = custom_task.checked(data)
+    if custom is None:
         return get_task(data.task)
-    if not isinstance(data.custom, dict):
-        raise ConfigError(
-            f"data.task: {CUSTOM} needs a {CUSTOM_KEY} section: train, validation, text_a, label "
-            "(docs/own-data.md)"
-        )
-    spec = with_defaults(CUSTOM_KEY, data.custom, CUSTOM_REQUIRED, CUSTOM_OPTIONAL)
-    splits = {role: _split(spec, role) for role in ("train", "validation", "test")}
     if labels is None:
-        labels = _labels(spec, splits["train"], data.data_dir)
-    labels = tuple(labels)
-    kind = "regression" if not labels else "classification"
-    task_metrics = _metrics(spec["metrics"], kind)
-    return GlueTask(
-        CUSTOM,
-        labels,
-        task_metrics,
-        train=splits["train"],
-        dev={"": splits["validation"]},
-        test={"predictions": splits["test"]} if splits["test"] else {},
-        custom=True,
-        score=tuple(name for name in task_metrics if not metrics.METRICS[name].mean_of),
-    )
+        labels = custom.labels if custom.labels is not None else infer_labels(custom, data.data_dir)
+    return custom.task(labels)
 
 
 def warn_of_missing_test(task: GlueTask, data_dir: str | os.PathLike) -> None:
@@ -579,58 +534,13 @@ def warn_of_missing_test(task: GlueTask, data_dir: str | os.PathLike) -> None:
             )
 
 
-def _split(spec: dict, role: str) -> Split | None:
-    path = spec[role]
-    if path is None:
-        return None
-    fmt = spec["format"] or FORMAT_OF_SUFFIX.get(pathlib.PurePath(path).suffix.lower())
-    if fmt not in FORMATS:
-        raise ConfigError(
-            f"{CUSTOM_KEY}.format: {spec['format'] or path!r} is no format; "
-            f"set {CUSTOM_KEY}.format to one of {', '.join(FORMATS)}"
-            + ("" if spec["format"] else " (or name the file .csv, .tsv, .jsonl or .json)")
-        )
-    for key in ("text_a", "text_b", "label"):
-        if spec[key] is not None and not (isinstance(spec[key], str) and spec[key]):
-            raise ConfigError(f"{CUSTOM_KEY}.{key}: {spec[key]!r} is not a column name")
-    return Split(
-        str(path),
-        spec["text_a"],
-        spec["text_b"],
-        spec["label"] if role != "test" else None,
-        header=fmt != "jsonl",
-        format=fmt,
-        require_text=True,
-    )
-
-
-def _labels(spec: dict, train: Split, data_dir: str | os.PathLike) -> tuple[str, ...]:
-    labels = spec["labels"]
-    if labels == "regression":
-        return ()
-    if labels == "infer":
-        return infer_labels(train, data_dir)
-    if (
-        not isinstance(labels, list)
-        or len(labels) < 2
-        or not all(isinstance(label, str) and label for label in labels)
-    ):
-        raise ConfigError(
-            f"{CUSTOM_KEY}.labels: {labels!r}; give infer, regression or a list of two or more "
-            "label names (quote names YAML reads as numbers or booleans: ['0', '1'])"
-        )
-    if len(set(labels)) != len(labels):
-        raise ConfigError(f"{CUSTOM_KEY}.labels: {labels} names a label twice")
-    return tuple(labels)
-
-
-def infer_labels(train: Split, data_dir: str | os.PathLike) -> tuple[str, ...]:
+def infer_labels(custom: custom_task.CustomData, data_dir: str | os.PathLike) -> tuple[str, ...]:
     """The training file's label values, sorted (as strings), so every run orders them alike."""
+    problem = custom.missing(data_dir)
+    if problem:
+        raise FileNotFoundError(problem)
+    train = custom.files["train"]
     path = pathlib.Path(data_dir) / train.path
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{CUSTOM_KEY}.train: {train.path} not found in data.data_dir {data_dir}"
-        )
     labels = sorted({label for _, (_, _, label, _) in read_fields(path, train)})
     if len(labels) < 2:
         raise DataError(
@@ -639,20 +549,3 @@ def infer_labels(train: Split, data_dir: str | os.PathLike) -> tuple[str, ...]:
             "regression)"
         )
     return tuple(labels)
-
-
-def _metrics(names: list | None, kind: str) -> tuple[str, ...]:
-    if names is None:
-        return metrics.DEFAULT_METRICS[kind]
-    known = {name: m.mean_of for name, m in metrics.METRICS.items() if m.kind == kind}
-    unknown = [name for name in names if name not in known] if isinstance(names, list) else names
-    if unknown or not names:
-        raise ConfigError(
-            f"{CUSTOM_KEY}.metrics: {unknown or names!r} not a {kind} metric; "
-            f"choose from {', '.join(known)}"
-        )
-    for name in names:
-        missing = [need for need in known[name] if need not in names]
-        if missing:
-            raise ConfigError(f"{CUSTOM_KEY}.metrics: {name} needs {' and '.join(known[name])} too")
-    return tuple(names)

@@ -12,6 +12,8 @@ import json
 import pathlib
 import random
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -323,7 +325,7 @@ def test_custom_settings_are_checked(tmp_path):
         ({"metrics": ["acc_and_f1"], "labels": ["a", "b"]}, "acc_and_f1 needs acc and f1 too"),
         ({"train": "t.txt", "labels": ["a", "b"]}, "format: 't.txt' is no format"),
         ({"colour": 1}, "data.custom: unknown key\\(s\\) colour"),
-        ({"labels": "infer"}, "data.custom.train: t.csv not found"),
+        ({"labels": "infer"}, "data.custom.train t.csv, data.custom.validation d.csv not found"),
     ]:
         with pytest.raises((constants.ConfigError, FileNotFoundError), match=message):
             task(**custom)
@@ -362,8 +364,55 @@ def test_a_missing_file_is_named_alone(custom_config, tmp_path):
     with pytest.raises(SystemExit) as exit_:
         model_def.main([write_config(config, tmp_path), "--no-tensorboard"])
     assert exit_.value.code == (
-        f"error: data.custom: valid.csv not found in data.data_dir {tmp_path / 'own'}"
+        f"error: data.custom.validation valid.csv not found in data.data_dir {tmp_path / 'own'}, "
+        "which holds dev.csv, test.csv, train.csv; set data.custom.validation to your files' "
+        "paths relative to it"
     )
+
+
+def early_answer(argv: list[str], cwd: pathlib.Path) -> tuple[str, bool]:
+    """What `python model_def.py ARGV` ends with when the config is wrong, and whether torch had
+    loaded by then."""
+    probe = (
+        "import runpy, sys\n"
+        f"sys.argv, sys.path[0] = ['model_def.py', *{argv!r}], {str(REPO)!r}\n"
+        f"try:\n    runpy.run_path({str(REPO / 'model_def.py')!r}, run_name='__main__')\n"
+        "except SystemExit as e:\n    print(e.code)\n    print('torch' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=cwd, capture_output=True, text=True, timeout=60
+    )
+    assert done.stderr == "", done.stderr[-2000:]  # one line, nothing else
+    *_, error, torch_loaded = done.stdout.strip().splitlines()
+    return error, torch_loaded == "True"
+
+
+@pytest.mark.parametrize(
+    ("files", "overrides", "message"),
+    [
+        (
+            ("train.csv", "dev.csv"),
+            ["data.custom.labels=[0, 1]"],
+            "error: data.custom.labels: [0, 1]; give infer, regression or a list of two or more "
+            "label names (quote names YAML reads as numbers or booleans: ['0', '1'])",
+        ),
+        (
+            ("train.tsv", "dev.tsv"),
+            [],
+            "error: data.custom.train train.csv, data.custom.validation dev.csv not found in "
+            "data.data_dir own, which holds dev.tsv, train.tsv; set data.custom.train and "
+            "data.custom.validation to your files' paths relative to it",
+        ),
+    ],
+    ids=["labels as numbers", "tsv files, csv names"],
+)
+def test_own_data_mistakes_answer_before_torch_loads(files, overrides, message, tmp_path):
+    """custom.yaml as docs/own-data.md runs it, its data_dir relative to the folder run in."""
+    (tmp_path / "own").mkdir()
+    for name in files:
+        (tmp_path / "own" / name).write_text("text,label\na,x\n")
+    argv = [str(REPO / "custom.yaml"), "data.data_dir=own", *overrides]
+    assert early_answer(argv, tmp_path) == (message, False)
 
 
 def test_the_summary_prints_predict_only_with_test_files(custom_config, tmp_path):

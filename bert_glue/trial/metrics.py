@@ -9,9 +9,6 @@ from collections.abc import Callable
 from math import isfinite
 
 import numpy as np
-import torch
-from scipy import stats
-from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
 from bert_glue.trial.settings import Searcher
 from constants import ConfigError, GlueTask
@@ -30,6 +27,8 @@ def predictions(task: GlueTask, logits: np.ndarray) -> np.ndarray:
 
 def loss(task: GlueTask, logits: np.ndarray, labels: np.ndarray) -> float:
     """The mean of the same loss the model trains with (MSE or cross-entropy)."""
+    import torch  # here, as scipy and scikit-learn below: METRICS is read before torch loads
+
     logits_t, labels_t = torch.from_numpy(logits).float(), torch.from_numpy(labels)
     if task.is_regression:
         return torch.nn.functional.mse_loss(logits_t[:, 0], labels_t.float()).item()
@@ -49,23 +48,36 @@ class Metric:
 def _f1(task: GlueTask, preds: np.ndarray, labels: np.ndarray) -> float:
     """Binary (of label 1) for two labels, the unweighted mean over labels for more: over every
     label, also one the dev set lacks (its F1 counts as 0)."""
+    from sklearn.metrics import f1_score
+
     if task.num_labels == 2:
         return float(f1_score(labels, preds))
     return float(f1_score(labels, preds, average="macro", labels=range(task.num_labels)))
 
 
+def _accuracy(task: GlueTask, preds: np.ndarray, labels: np.ndarray) -> float:
+    from sklearn.metrics import accuracy_score
+
+    return float(accuracy_score(labels, preds))
+
+
+def _mcc(task: GlueTask, preds: np.ndarray, labels: np.ndarray) -> float:
+    from sklearn.metrics import matthews_corrcoef
+
+    return float(matthews_corrcoef(labels, preds))
+
+
 # Every metric a task may report (constants.TASKS names each GLUE task's, data.custom its own),
-# named as in transformers' old glue_compute_metrics, in report order.
+# named as in transformers' old glue_compute_metrics, in report order. Read without scipy and
+# scikit-learn (data.custom's check before torch loads): each metric imports its own.
 METRICS = {
-    "pearson": Metric("regression", lambda _, p, y: correlation(stats.pearsonr, "pearson", p, y)),
-    "spearmanr": Metric(
-        "regression", lambda _, p, y: correlation(stats.spearmanr, "spearmanr", p, y)
-    ),
+    "pearson": Metric("regression", lambda _, p, y: correlation("pearsonr", "pearson", p, y)),
+    "spearmanr": Metric("regression", lambda _, p, y: correlation("spearmanr", "spearmanr", p, y)),
     "corr": Metric("regression", mean_of=("pearson", "spearmanr")),
-    "acc": Metric("classification", lambda _, p, y: float(accuracy_score(y, p))),
+    "acc": Metric("classification", _accuracy),
     "f1": Metric("classification", _f1),
     "acc_and_f1": Metric("classification", mean_of=("acc", "f1")),
-    "mcc": Metric("classification", lambda _, p, y: float(matthews_corrcoef(y, p))),
+    "mcc": Metric("classification", _mcc),
 }
 DEFAULT_METRICS = {  # own data's, unless data.custom.metrics names others
     "classification": ("acc", "f1"),
@@ -86,16 +98,18 @@ def compute_metrics(task: GlueTask, logits: np.ndarray, labels: np.ndarray) -> d
     return results
 
 
-def correlation(measure: Callable, name: str, preds: np.ndarray, labels: np.ndarray) -> float:
-    """A correlation, or 0.0 with a warning where it is undefined: constant predictions (an
-    untrained or collapsed regressor) or constant labels."""
+def correlation(measure: str, name: str, preds: np.ndarray, labels: np.ndarray) -> float:
+    """scipy.stats' correlation `measure`, or 0.0 with a warning where it is undefined: constant
+    predictions (an untrained or collapsed regressor) or constant labels."""
+    from scipy import stats
+
     constant = [what for what, x in (("predictions", preds), ("labels", labels)) if np.ptp(x) == 0]
     if constant and np.isfinite(preds).all():
         logger.warning(
             f"{name} is undefined for constant {' and '.join(constant)}: reported as 0.0"
         )
         return 0.0
-    return float(measure(preds, labels)[0])
+    return float(getattr(stats, measure)(preds, labels)[0])
 
 
 def compute_split_metrics(

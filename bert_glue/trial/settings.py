@@ -510,13 +510,10 @@ def missing_files(task: GlueTask, data_dir: str | os.PathLike) -> list[str]:
 
 
 def missing_data(task: GlueTask, data_dir: str | os.PathLike, download: bool) -> str | None:
-    """Why the task's train and dev files cannot be had, or None: present, or to be downloaded."""
+    """Why a GLUE task's train and dev files cannot be had, or None: present, or to be
+    downloaded (own data's: custom_task.CustomData.missing)."""
     missing = missing_files(task, data_dir)
-    if not missing:
-        return None
-    if task.custom:
-        return f"data.custom: {', '.join(missing)} not found in data.data_dir {data_dir}"
-    if download:
+    if not missing or download:
         return None
     return (
         f"GLUE {task.name} data not found in {data_dir} (expected {', '.join(missing)}). "
@@ -527,15 +524,21 @@ def missing_data(task: GlueTask, data_dir: str | os.PathLike, download: bool) ->
 
 def checked_config(path: str, overrides: list[str], slots: int) -> dict:
     """A local run's config, its settings checked as the trial will check them, and a GLUE
-    task's data present or to be downloaded: what can be known before torch loads."""
+    task's data present or to be downloaded, or own data's section and files: what can be
+    known before torch loads."""
+    from bert_glue.trial import custom_task  # not at import: it reads this module
+
     config = load_config(path, overrides)
     if config.get("searcher", {}).get("name") == "grid":  # each trial's settings are its own
         return config
     data = Settings.of(config, slots=slots).data
-    if str(data.task).lower() != CUSTOM:  # own data: its files name its columns
+    custom = custom_task.checked(data)
+    if custom is None:
         problem = missing_data(get_task(data.task), data.data_dir, data.download_data)
-        if problem:
-            raise FileNotFoundError(problem)
+    else:
+        problem = custom.missing(data.data_dir)
+    if problem:
+        raise FileNotFoundError(problem)
     return config
 
 

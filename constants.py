@@ -29,6 +29,17 @@ MODEL_CLASSES = {
 }
 
 # Only these models were pre-trained with segment embeddings; the others get no token_type_ids.
+# model_type -> the encoder module whose output the classification head reads: the types that
+# packed batches serve (bert_glue/trial/batching.py).
+PACKED_ENCODERS = {
+    "bert": "bert.encoder",
+    "roberta": "roberta.encoder",
+    "distilbert": "distilbert.transformer",
+}
+# Model types that number positions from pad_token_id + 1 (create_position_ids_from_input_ids)
+POSITIONS_AFTER_PAD = ("roberta", "xlm-roberta", "camembert")
+# Weights AdamW does not decay, as run_glue: biases and LayerNorm weights.
+NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight")
 MODELS_WITH_TOKEN_TYPES = ("bert", "xlnet")
 
 

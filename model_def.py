@@ -29,29 +29,26 @@ import numpy as np
 import torch
 from determined import pytorch
 from torch import nn
-from transformers import AttentionInterface, AttentionMaskInterface, get_linear_schedule_with_warmup
-from transformers.masking_utils import eager_mask
+from transformers import get_linear_schedule_with_warmup
 
+import constants
 import data
 from bert_glue.determined_0_38 import workarounds
-from bert_glue.trial import batching, callbacks, metrics, pretrained
-from bert_glue.trial.settings import Device, Periods, Settings
+from bert_glue.trial import batching, callbacks, device, metrics, pretrained
+from bert_glue.trial.fast_dropout import use_fast_dropout
+from bert_glue.trial.levers import Levers, packable
+from bert_glue.trial.settings import Periods, Settings
 
 logger = logging.getLogger(__name__)
 
-NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight")  # weights AdamW does not decay
-
 
 class BertPyTorch(pytorch.PyTorchTrial):
-    def __init__(self, context: pytorch.PyTorchTrialContext, settings: Settings) -> None:
-        """settings: Settings.of(...).on(device, packable), as run() builds them."""
-        if settings.levers is None:
-            raise ValueError(
-                "BertPyTorch: settings.levers is None; resolve them for the device with "
-                "settings.on(device, packable), as run() does"
-            )
+    def __init__(
+        self, context: pytorch.PyTorchTrialContext, settings: Settings, levers: Levers
+    ) -> None:
+        """levers: resolved for the context's device and checked on it (run(), levers_on())."""
         self.context = context
-        self.settings, self.levers = settings, settings.levers
+        self.settings, self.levers = settings, levers
         hp = settings.hparams
         self.task = data.task_from_config(settings.data)
         if context.distributed.rank == 0:
@@ -77,9 +74,9 @@ class BertPyTorch(pytorch.PyTorchTrial):
             )
             self.data_seconds = time.perf_counter() - started  # downloading and featurizing
             model = self._pretrained(model_config, init_source)
-        self.autocast_dtype, self.scaler = mixed_precision(self.levers.precision, context)
+        self.autocast_dtype, self.scaler = device.mixed_precision(levers.precision, context)
         self.model = self._prepared(model)
-        self.collate = batching.collator(self.settings, self.tokenizer, model)
+        self.collate = batching.collator(settings, levers, self.tokenizer, model)
         self.optimizer = context.wrap_optimizer(self._adamw())
         warmup_steps = round(hp.warmup_ratio * self.total_steps)
         self.schedule = get_linear_schedule_with_warmup(
@@ -95,6 +92,8 @@ class BertPyTorch(pytorch.PyTorchTrial):
             callbacks.TrainingLoss(self._training_at), "loss", for_validation=False
         )
         self.early_stopping = callbacks.EarlyStopping(context, settings, self.total_steps)
+        self.searcher_stop = workarounds.SearcherStop(context)
+        self.portable_checkpoints = callbacks.PortableCheckpoints(self.tokenizer, model.config)
 
     def _pretrained(self, model_config, init_source: pretrained.Source | None) -> nn.Module:
         name = self.settings.data.model_name_or_path
@@ -111,16 +110,19 @@ class BertPyTorch(pytorch.PyTorchTrial):
         if self.levers.fast_dropout:  # eager attention's dropout too, where it can
             use_fast_dropout(model)
         if self.levers.packing:
-            batching.use_packing(model)
+            batching.use_packing(model, self.levers.packed_attention)
         wrapped = self.context.wrap_model(model)
         # Determined's own copy of each batch to the GPU blocks the host until the GPU is idle;
         # _forward copies without blocking instead (the loaders pin memory on GPUs).
         self.context.experimental.disable_auto_to_device()
-        if self.levers.torch_compile or self.levers.cuda_graphs:
-            # In place, so checkpoints keep their keys. Per-batch padding changes the sequence
-            # length, after which torch.compile recompiles once with the length symbolic.
-            # reduce-overhead: a CUDA graph per shape, captured on its first batch, replayed.
+        # In place, so checkpoints keep their keys. Per-batch padding changes the sequence length,
+        # after which torch.compile recompiles once with the length symbolic. CUDA graphs: one per
+        # shape, captured on its first batches, then replayed; with Inductor (reduce-overhead)
+        # when torch_compile asks for it, else by the cudagraphs backend, which needs no compiler.
+        if self.levers.torch_compile:
             wrapped.compile(mode="reduce-overhead" if self.levers.cuda_graphs else None)
+        elif self.levers.cuda_graphs:
+            wrapped.compile(backend="cudagraphs")
         return wrapped
 
     def _adamw(self) -> torch.optim.AdamW:
@@ -129,11 +131,11 @@ class BertPyTorch(pytorch.PyTorchTrial):
         params = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
         groups = [
             {
-                "params": [p for n, p in params if not any(nd in n for nd in NO_DECAY)],
+                "params": [p for n, p in params if not any(nd in n for nd in constants.NO_DECAY)],
                 "weight_decay": hp.weight_decay,
             },
             {
-                "params": [p for n, p in params if any(nd in n for nd in NO_DECAY)],
+                "params": [p for n, p in params if any(nd in n for nd in constants.NO_DECAY)],
                 "weight_decay": 0.0,
             },
         ]
@@ -154,8 +156,8 @@ class BertPyTorch(pytorch.PyTorchTrial):
     def build_callbacks(self) -> dict[str, pytorch.PyTorchCallback]:
         return {
             "early_stopping": self.early_stopping,
-            "portable_checkpoints": callbacks.PortableCheckpoints(),
-            "searcher_stop": workarounds.SearcherStop(self.context),
+            "portable_checkpoints": self.portable_checkpoints,
+            "searcher_stop": self.searcher_stop,
             "task_labels": callbacks.TaskLabels(self.task),
         }
 
@@ -213,6 +215,7 @@ class BertPyTorch(pytorch.PyTorchTrial):
         return len(batch["labels"])  # a packed batch's tokens are in one row
 
     def train_batch(self, batch: dict[str, torch.Tensor], epoch_idx: int, batch_idx: int):
+        self.searcher_stop.before_batch(batch_idx)  # a trial the searcher stopped ends here
         # Dropout draws from torch's global RNG, and a checkpoint holds rank 0's RNG state only.
         # Seeding it from the batch and rank gives every rank of a resumed run the same masks.
         dist = self.context.distributed
@@ -236,30 +239,6 @@ class BertPyTorch(pytorch.PyTorchTrial):
         return {}
 
 
-# The device: what the levers' auto depends on, read off it; mixed precision on it; and the
-# order in which a node's processes share its disk.
-
-
-def on_device(settings: Settings, device: torch.device, processes: int = 1) -> Settings:
-    """The settings with the levers resolved for the device that `processes` train on."""
-    native_bf16 = cuda_has_bf16(device) if device.type == "cuda" else cpu_has_bf16()
-    packable = batching.serves(pretrained.model_type(settings))
-    return settings.on(Device(device.type, native_bf16, processes), packable)
-
-
-def cpu_has_bf16() -> bool:
-    """Whether the CPU multiplies bf16 matrices natively: AMX tiles (Intel) or AVX-512 BF16
-    (Intel, AMD Zen 4 and later); elsewhere bf16 is emulated, and slower than fp32."""
-    return torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
-
-
-def cuda_has_bf16(device: torch.device) -> bool:
-    """Whether the GPU has bf16 tensor cores: compute capability 8.0 (Ampere) and later.
-    torch.cuda.is_bf16_supported() also says yes on V100 (7.0) and T4 (7.5), where bf16 is
-    emulated; there auto takes fp16 with a loss scaler."""
-    return torch.cuda.get_device_capability(device)[0] >= 8
-
-
 @contextlib.contextmanager
 def node_first(distributed: det.core.DistributedContext) -> Iterator[None]:
     """The node's first process runs the block (downloads, writes caches) while the others
@@ -271,76 +250,11 @@ def node_first(distributed: det.core.DistributedContext) -> Iterator[None]:
         distributed.allgather_local(None)
 
 
-def mixed_precision(
-    precision: str, context: pytorch.PyTorchTrialContext
-) -> tuple[torch.dtype | None, torch.amp.GradScaler | None]:
-    """Autocast's dtype (None: fp32) and, for fp16, a loss scaler wrapped by Determined."""
-    if precision == "fp16":
-        return torch.float16, context.wrap_scaler(torch.amp.GradScaler("cuda"))
-    return (torch.bfloat16 if precision == "bf16" else None), None
-
-
 def seed_everything(seed: int) -> None:
     """What Determined does with the trial seed before building the trial on a cluster."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-# Fast dropout: a random mask at a quarter of torch's random draws on CPUs. torch's CPU dropout
-# draws one random number per element (bernoulli_); here each 64-bit random word yields the
-# keep-or-drop decision of four elements, 16 bits each. Same distribution (to 2**-16 in p), same
-# global torch generator, so per-batch seeding and exact resume work as before. What it is
-# worth: docs/performance.md.
-
-# Eager attention, its probabilities dropped out by drop().
-FAST_DROPOUT_ATTENTION = "eager_fast_dropout"
-
-
-def drop(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
-    """x with each element zeroed with probability p (in steps of 2**-16), the rest scaled up
-    so that the expectation stays x; x itself when not training."""
-    if not training or p == 0.0:
-        return x
-    threshold = round(p * 2**16)  # of the 2**16 values of a 16-bit draw, these many drop
-    words = torch.empty((x.numel() + 3) // 4, dtype=torch.int64, device=x.device)
-    draws = words.random_(-(2**63), None).view(torch.int16)[: x.numel()].view(x.shape)
-    # A mask in x's dtype holding 0 or the scale, as torch's dropout makes it: one product.
-    scaled_mask = (draws >= threshold - 2**15).to(x.dtype).mul_(2**16 / (2**16 - threshold))
-    return x * scaled_mask
-
-
-class FastDropout(nn.Dropout):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return drop(x, self.p, self.training)
-
-
-def eager_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **_):
-    """transformers' eager attention (softmax(QK^T * scaling + mask) V) with fast dropout."""
-    scaling = query.size(-1) ** -0.5 if scaling is None else scaling
-    scores = torch.matmul(query, key.transpose(2, 3)) * scaling
-    if attention_mask is not None:
-        scores = scores + attention_mask
-    probabilities = drop(nn.functional.softmax(scores, dim=-1), dropout, module.training)
-    output = torch.matmul(probabilities, value).transpose(1, 2).contiguous()
-    return output, probabilities
-
-
-AttentionInterface.register(FAST_DROPOUT_ATTENTION, eager_attention)
-# The additive mask eager attention takes:
-AttentionMaskInterface.register(FAST_DROPOUT_ATTENTION, eager_mask)
-
-
-def use_fast_dropout(model: nn.Module) -> None:
-    """Every nn.Dropout of the model becomes a FastDropout, and eager attention, in models that
-    take it from transformers' attention interface (BERT, RoBERTa, DistilBERT), drops out its
-    probabilities the same way."""
-    for module in list(model.modules()):
-        for name, child in module.named_children():
-            if type(child) is nn.Dropout:
-                setattr(module, name, FastDropout(child.p))
-    if model.config._attn_implementation == "eager" and model._supports_attention_backend:
-        model.set_attn_implementation(FAST_DROPOUT_ATTENTION)
 
 
 def run(
@@ -356,14 +270,14 @@ def run(
     settings = Settings.of(
         context.get_experiment_config(), context.get_hparams(), context.distributed.get_size()
     )
-    settings = on_device(settings, context.device, context.distributed.get_size())
+    levers = levers_on(settings, context.device, context.distributed)
     info = det.get_cluster_info()
     local = info is None or info.task_type != "TRIAL"  # as pytorch.init tells them apart
     if local:  # a cluster's trial is seeded with its trial seed by Determined
         seed_everything(settings.experiment_seed)
     if watcher is not None:
         trial_class = workarounds.with_batch_hooks(trial_class, watcher)
-    trial = trial_class(context, settings)
+    trial = trial_class(context, settings, levers)
     if ready is not None and not ready(trial):
         return trial
     with workarounds.loadable_rng_state(), workarounds.reducer_errors_as_raised(metrics.Diverged):
@@ -380,13 +294,26 @@ def load_trial(checkpoint: str | os.PathLike) -> BertPyTorch:
     pytorch.load_trial_from_checkpoint_path, given the checkpoint's settings for this machine's
     first GPU, or its CPU."""
     settings = Settings.of_checkpoint(checkpoint)
-    device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+    on = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
     with workarounds.loadable_rng_state():
         return pytorch.load_trial_from_checkpoint_path(
             str(checkpoint),
             trial_class=BertPyTorch,
-            trial_kwargs={"settings": on_device(settings, device)},
+            trial_kwargs={"settings": settings, "levers": levers_on(settings, on)},
         )
+
+
+def levers_on(
+    settings: Settings, on: torch.device, distributed: det.core.DistributedContext | None = None
+) -> Levers:
+    """The levers of the settings on this device (with the distributed context's processes),
+    resolved, checked by the preflight, and said in one line."""
+    processes = distributed.get_size() if distributed is not None else 1
+    found = device.read_device(on, processes)
+    levers = Levers.resolve(settings.hparams, found, packable(pretrained.model_type(settings)))
+    levers = device.preflight(levers, on, distributed)
+    logger.info(levers.line(found))
+    return levers
 
 
 LOCAL_REPORTING_BATCHES = 20  # scheduling_unit when a local config sets none (a cluster's: 100)

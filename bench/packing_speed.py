@@ -30,9 +30,8 @@ sys.path.insert(0, str(REPO))
 
 import constants
 import data
-import model_def
 import train_speed
-from bert_glue.trial import batching
+from bert_glue.trial import batching, device, fast_dropout
 
 VARIANTS = ("padded", "packed", "packed_grouped")
 
@@ -84,16 +83,16 @@ def measure(args) -> dict[str, float]:
     base = AutoModelForSequenceClassification.from_pretrained(
         args.model, num_labels=2, attn_implementation="eager"
     )
-    model_def.use_fast_dropout(base)
+    fast_dropout.use_fast_dropout(base)
     models = {name: copy.deepcopy(base).train() for name in VARIANTS}
     for name in VARIANTS[1:]:
-        batching.use_packing(models[name])
+        batching.use_packing(models[name], "blockwise_attention")
     optimizers = {
         name: torch.optim.AdamW(model.parameters(), lr=2e-5, fused=True)
         for name, model in models.items()
     }
     streams = batch_streams(features, tokenizer, args.batch_size, seed=42)
-    autocast = torch.bfloat16 if model_def.cpu_has_bf16() else None
+    autocast = torch.bfloat16 if device.cpu_has_bf16() else None
     seconds, samples = dict.fromkeys(VARIANTS, 0.0), dict.fromkeys(VARIANTS, 0)
     for round_ in range(args.rounds + 1):  # round 0 warms up
         for name in VARIANTS:

@@ -53,7 +53,7 @@ import constants
 import data
 import model_def
 from bert_glue.local import local_run
-from bert_glue.trial import batching, metrics
+from bert_glue.trial import metrics
 from bert_glue.trial.settings import LEVER_VALUES, Settings, load_config
 
 BASELINES = ("hf_padded", "hf_dynamic")
@@ -143,7 +143,7 @@ class Meter:
 def batch_lengths(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
     """A padded or packed batch's example lengths, and the tokens it holds (padding included)."""
     if "cu_seqlens" in batch:
-        return batching.example_lengths(batch), batch["input_ids"].numel()
+        return batch["cu_seqlens"].diff()[: len(batch["first_tokens"])], batch["input_ids"].numel()
     mask = batch["attention_mask"]
     return mask.sum(1), mask.numel()
 

@@ -16,6 +16,7 @@ FACTS = (
     "gpu_architectures",
     "driver_minimum",
     "pip_constraints",
+    "c_compiler",
     "installed",
 )
 

@@ -14,14 +14,13 @@ from transformers import (
 
 import constants
 import data
-import model_def
-from bert_glue.trial import batching
+from bert_glue.trial import batching, fast_dropout
 
 
 @pytest.mark.parametrize("p", [0.1, 0.3, 0.5])
 def test_drops_at_rate_p_and_keeps_the_expectation(p):
     torch.manual_seed(0)
-    out = model_def.drop(torch.ones(1000, 2000), p)
+    out = fast_dropout.drop(torch.ones(1000, 2000), p)
     dropped = out == 0
     # 2M draws: the rate's standard deviation is below 3.6e-4; the step of p is 2**-16.
     assert dropped.float().mean().item() == pytest.approx(p, abs=2e-3)
@@ -37,8 +36,8 @@ def test_drops_at_rate_p_and_keeps_the_expectation(p):
 
 def test_not_training_or_p_zero_is_the_identity():
     x = torch.randn(3, 5)
-    assert model_def.drop(x, 0.1, training=False) is x
-    assert model_def.drop(x, 0.0) is x
+    assert fast_dropout.drop(x, 0.1, training=False) is x
+    assert fast_dropout.drop(x, 0.0) is x
 
 
 def test_masks_follow_the_global_seed_and_keep_the_dtype():
@@ -46,7 +45,7 @@ def test_masks_follow_the_global_seed_and_keep_the_dtype():
     masks = []
     for seed in (1, 1, 2):
         torch.manual_seed(seed)
-        out = model_def.drop(x, 0.1)
+        out = fast_dropout.drop(x, 0.1)
         assert out.dtype == torch.bfloat16 and out.shape == x.shape
         masks.append(out == 0)
     assert torch.equal(masks[0], masks[1]) and not torch.equal(masks[0], masks[2])
@@ -55,7 +54,7 @@ def test_masks_follow_the_global_seed_and_keep_the_dtype():
 def test_gradient_is_the_scaled_mask():
     torch.manual_seed(0)
     x = torch.randn(64, 33, requires_grad=True)
-    out = model_def.drop(x, 0.2)
+    out = fast_dropout.drop(x, 0.2)
     out.sum().backward()
     scale = 2**16 / (2**16 - round(0.2 * 2**16))
     expected = (out != 0).float() * scale
@@ -84,12 +83,12 @@ def test_a_bert_model_computes_the_same_without_dropout(tiny_model_dir, batch, a
     )
     fast.load_state_dict(plain.state_dict())
     dropouts = sum(type(m) is nn.Dropout for m in plain.modules())
-    model_def.use_fast_dropout(fast)
+    fast_dropout.use_fast_dropout(fast)
 
-    assert sum(type(m) is model_def.FastDropout for m in fast.modules()) == dropouts > 0
+    assert sum(type(m) is fast_dropout.FastDropout for m in fast.modules()) == dropouts > 0
     assert not any(type(m) is nn.Dropout for m in fast.modules())
     # Eager attention drops out its probabilities through drop() too; SDPA keeps its own.
-    expected = model_def.FAST_DROPOUT_ATTENTION if attention == "eager" else attention
+    expected = fast_dropout.FAST_DROPOUT_ATTENTION if attention == "eager" else attention
     assert fast.config._attn_implementation == expected
     assert fast.state_dict().keys() == plain.state_dict().keys()
     with torch.no_grad():
@@ -106,7 +105,7 @@ def test_attention_dropout_is_applied_in_training(tiny_model_dir, batch):
         hidden_dropout_prob=0.0,
         attention_probs_dropout_prob=0.5,
     )
-    model_def.use_fast_dropout(model)
+    fast_dropout.use_fast_dropout(model)
     with torch.no_grad():
         evaluated = model.eval()(**batch).logits
         model.train()
@@ -121,7 +120,7 @@ def test_attention_dropout_is_applied_in_training(tiny_model_dir, batch):
 def test_models_without_the_attention_interface_get_fast_module_dropout():
     config = XLNetConfig(vocab_size=40, d_model=16, n_layer=1, n_head=2, d_inner=32)
     model = XLNetForSequenceClassification(config)
-    model_def.use_fast_dropout(model)
-    assert any(type(m) is model_def.FastDropout for m in model.modules())
+    fast_dropout.use_fast_dropout(model)
+    assert any(type(m) is fast_dropout.FastDropout for m in model.modules())
     assert not any(type(m) is nn.Dropout for m in model.modules())
-    assert model.config._attn_implementation != model_def.FAST_DROPOUT_ATTENTION
+    assert model.config._attn_implementation != fast_dropout.FAST_DROPOUT_ATTENTION

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 
 import pytest
 import torch
@@ -14,7 +15,8 @@ import constants
 import data
 import model_def
 from bert_glue.local import local_run
-from bert_glue.trial import batching, settings
+from bert_glue.trial import batching, device, fast_dropout, levers, settings
+from bert_glue.trial.levers import Levers
 
 
 @pytest.fixture(scope="module")
@@ -83,18 +85,18 @@ def test_eager_attention_gives_the_logits_and_gradients_of_sdpa(
     collate = batching.Collator(tokenizer, with_token_types=True, multiple_of=8)
     batch = model_inputs(collate([mrpc[i] for i in range(16)]))
     runs = {}
-    for name in ("sdpa", "eager", model_def.FAST_DROPOUT_ATTENTION):
+    for name in ("sdpa", "eager", fast_dropout.FAST_DROPOUT_ATTENTION):
         torch.manual_seed(0)
         model = BertForSequenceClassification.from_pretrained(
             no_dropout_model_dir, num_labels=2, attn_implementation=name.split("_")[0]
         )
-        if name == model_def.FAST_DROPOUT_ATTENTION:
-            model_def.use_fast_dropout(model)
+        if name == fast_dropout.FAST_DROPOUT_ATTENTION:
+            fast_dropout.use_fast_dropout(model)
         assert model.config._attn_implementation == name
         out = model(**batch)
         out.loss.backward()
         runs[name] = out.logits, [p.grad for p in model.parameters()]
-    for name in ("eager", model_def.FAST_DROPOUT_ATTENTION):
+    for name in ("eager", fast_dropout.FAST_DROPOUT_ATTENTION):
         torch.testing.assert_close(runs["sdpa"][0], runs[name][0], atol=1e-5, rtol=1e-5)
         for a, b in zip(runs["sdpa"][1], runs[name][1], strict=True):
             torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
@@ -212,9 +214,10 @@ def test_compiled_trial_trains_like_eager(local_config, no_dropout_model_dir, mo
 
     def compile_aot_eager(model, **kwargs):
         compiled.append(model)
-        return real_compile(model, **kwargs, backend="aot_eager")
+        return real_compile(model, **{**kwargs, "backend": "aot_eager"})
 
     monkeypatch.setattr(torch, "compile", compile_aot_eager)
+    monkeypatch.setitem(device.PROBES, "inductor", lambda levers, on: None)
     local_config["data"]["model_name_or_path"] = str(no_dropout_model_dir)
     local_config["hyperparameters"].update(num_train_epochs=1, precision="fp32")
     runs = []
@@ -228,17 +231,85 @@ def test_compiled_trial_trains_like_eager(local_config, no_dropout_model_dir, mo
 @pytest.mark.parametrize("native_bf16", [True, False])
 def test_auto_levers_on_cpus(local_config, monkeypatch, native_bf16):
     """auto: bf16 autocast where the CPU runs it natively, fp32 elsewhere; fused AdamW on CPUs."""
-    monkeypatch.setattr(model_def, "cpu_has_bf16", lambda: native_bf16)
+    monkeypatch.setattr(device, "cpu_has_bf16", lambda: native_bf16)
     with local_run.local_context(local_config) as context:
         trial = built_trial(context)
     assert trial.autocast_dtype == (torch.bfloat16 if native_bf16 else None)
     assert trial.scaler is None
     assert trial.optimizer.defaults["fused"]
     assert (
-        trial.model.config._attn_implementation == model_def.FAST_DROPOUT_ATTENTION
+        trial.model.config._attn_implementation == fast_dropout.FAST_DROPOUT_ATTENTION
     )  # eager, fast dropout
-    assert any(type(m) is model_def.FastDropout for m in trial.model.modules())
+    assert any(type(m) is fast_dropout.FastDropout for m in trial.model.modules())
     assert trial.levers.dataloader_workers == 0
+
+
+def test_the_preflight_probes_the_chosen_features_on_this_cpu():
+    """Every CPU feature a lever may choose runs its probe here without failing."""
+    on = torch.device("cpu")
+    chosen = Levers.resolve(
+        local_hparams(precision="bf16", packing=True), device.read_device(on), packable=True
+    )
+    assert chosen.features() == ["bf16", "blockwise_attention", "fused_adamw"]
+    assert device.preflight(chosen, on) == chosen
+
+
+def local_hparams(**values) -> settings.Hyperparameters:
+    required = {"global_batch_size": 8, "learning_rate": 1e-3, "num_train_epochs": 1}
+    return settings.Hyperparameters(**required, model_type="bert", **values)
+
+
+@pytest.mark.parametrize(
+    ("failing", "hparams", "check", "instead"),
+    [
+        ("fused_adamw", {}, lambda t: not t.optimizer.defaults["fused"], "training without it"),
+        (
+            "blockwise_attention",
+            {"packing": True},
+            lambda t: isinstance(t.collate, batching.Collator) and t.levers.group_by_length,
+            "padded batches",
+        ),
+        ("bf16", {"precision": "bf16"}, lambda t: t.autocast_dtype is None, "training in fp32"),
+    ],
+)
+def test_a_feature_that_fails_its_preflight_is_turned_off_with_one_warning(
+    local_config, monkeypatch, caplog, failing, hparams, check, instead
+):
+    def unavailable(levers, on):
+        raise RuntimeError(f"no {failing} here\nand a second line")
+
+    monkeypatch.setitem(device.PROBES, failing, unavailable)
+    caplog.set_level(logging.INFO)
+    local_config["hyperparameters"].update(hparams)
+    with local_run.local_context(local_config) as context:
+        trial = built_trial(context)
+    assert check(trial)
+    warnings = [r.getMessage() for r in caplog.records if r.getMessage().startswith("preflight:")]
+    assert len(warnings) == 1
+    assert (
+        f"failed on this device (RuntimeError: no {failing} here); {instead} instead"
+        in (warnings[0])
+    )
+    assert warnings[0].endswith(f"set {levers.REQUIREMENTS[failing].lever}")
+    line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("levers on"))
+    assert line == trial.levers.line(device.read_device(torch.device("cpu")))
+
+
+def test_torch_compile_without_a_compiler_is_one_error_before_training(
+    local_config, monkeypatch, tmp_path
+):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no g++ (nor $CXX) to build Inductor's kernels
+    monkeypatch.delenv("CXX", raising=False)
+    local_config["hyperparameters"]["torch_compile"] = True
+    trained = []
+    monkeypatch.setattr(model_def.BertPyTorch, "train_batch", lambda *a: trained.append(a))
+    with pytest.raises(constants.ConfigError) as raised:
+        local_run.run_local(model_def.run, local_config)
+    assert str(raised.value) == (
+        "hyperparameters.torch_compile: torch.compile (Inductor) needs a host C++ compiler (CXX, "
+        "g++), and none is on PATH; set hyperparameters.torch_compile: false"
+    )
+    assert trained == []
 
 
 def test_fused_adamw_steps_like_foreach():
@@ -283,11 +354,13 @@ def test_auto_precision_on_gpus_follows_compute_capability(
 
     monkeypatch.setattr(torch.cuda, "get_device_capability", get_device_capability)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device: gpu)
     with local_run.local_context(local_config) as context:
         monkeypatch.setattr(context, "device", torch.device("cuda", 0))  # as Determined sets it
         trial = settings.Settings.of(context.get_experiment_config(), context.get_hparams())
-        precision = model_def.on_device(trial, context.device).levers.precision
-        dtype, scaler = model_def.mixed_precision(precision, context)
+        found = device.read_device(context.device)
+        precision = Levers.resolve(trial.hparams, found, packable=True).precision
+        dtype, scaler = device.mixed_precision(precision, context)
     assert asked == [torch.device("cuda", 0)], gpu
     assert dtype == expected
     if expected == torch.float16:

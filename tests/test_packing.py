@@ -27,7 +27,7 @@ from transformers import (
 import constants
 import model_def
 from bert_glue.local import local_run
-from bert_glue.trial import batching
+from bert_glue.trial import batching, fast_dropout
 
 MAX_LENGTH = 32
 VOCAB = 40
@@ -90,7 +90,7 @@ def logits_loss_grads(model, inputs: dict) -> tuple:
 
 @pytest.mark.parametrize("bucket", [None, 16], ids=["exact", "bucketed"])
 @pytest.mark.parametrize("batch", list(BATCHES_OF_LENGTHS))
-@pytest.mark.parametrize("model_type", list(batching.ENCODERS))
+@pytest.mark.parametrize("model_type", list(constants.PACKED_ENCODERS))
 def test_packed_logits_loss_and_gradients_equal_padded(model_type, batch, bucket):
     model = tiny_model(model_type)
     token_types = model_type == "bert"
@@ -99,7 +99,7 @@ def test_packed_logits_loss_and_gradients_equal_padded(model_type, batch, bucket
     del padded["split"]
     expected = logits_loss_grads(model, padded)
 
-    batching.use_packing(model)
+    batching.use_packing(model, "blockwise_attention")
     collate = batching.PackedCollator(
         token_types, batching.position_offset(model.config), model.config.pad_token_id, bucket
     )
@@ -127,7 +127,7 @@ def test_positions_restart_and_token_types_are_kept_per_example(model_type, offs
     assert packed["cu_seqlens"].dtype == torch.int32  # FlashAttention's type
     assert packed["first_tokens"].tolist() == [0, 3]
     assert packed["labels"].tolist() == [0, 1]
-    assert batching.example_lengths(packed).tolist() == [3, 5]
+    assert packed["cu_seqlens"].diff()[:2].tolist() == [3, 5]
 
     bucketed = batching.PackedCollator(True, offset, pad_id=7, bucket=4)(items)
     assert bucketed["input_ids"][0].tolist()[8:] == [7] * 4  # 8 real tokens + 1 -> 12
@@ -135,7 +135,7 @@ def test_positions_restart_and_token_types_are_kept_per_example(model_type, offs
     assert bucketed["position_ids"][0].tolist()[8:] == [0, 1, 2, 3]
     assert bucketed["token_type_ids"][0].tolist()[8:] == [0] * 4
     assert bucketed["first_tokens"].tolist() == [0, 3]
-    assert batching.example_lengths(bucketed).tolist() == [3, 5]
+    assert bucketed["cu_seqlens"].diff()[:2].tolist() == [3, 5]
 
 
 def test_bucketing_yields_only_the_declared_shapes():
@@ -174,11 +174,11 @@ def test_packing_keeps_the_fast_dropout_of_attention(tiny_model_dir):
     model = BertForSequenceClassification.from_pretrained(
         tiny_model_dir, attn_implementation="eager"
     )
-    model_def.use_fast_dropout(model)
-    batching.use_packing(model)
+    fast_dropout.use_fast_dropout(model)
+    batching.use_packing(model, "blockwise_attention")
     attention = model.bert.encoder.layer[0].attention.self
-    assert model.config._attn_implementation == batching.ATTENTION
-    assert type(attention.dropout) is model_def.FastDropout
+    assert model.config._attn_implementation == "packed_blockwise_attention"
+    assert type(attention.dropout) is fast_dropout.FastDropout
     assert attention.dropout.p == model.config.attention_probs_dropout_prob == 0.1
     items = examples([(20, 8), (11, 4)])
     inputs = batching.model_inputs(batching.PackedCollator(True, 0)(items), MAX_LENGTH)
@@ -205,7 +205,7 @@ def test_auto_levers_on_cpus_pad_by_length(local_config):
         trial = built_trial(context)
     assert (trial.levers.packing, trial.levers.group_by_length) == (True, False)
     assert trial.collate.bucket is None  # no CUDA graphs: exact rows
-    assert trial.model.config._attn_implementation == batching.ATTENTION
+    assert trial.model.config._attn_implementation == "packed_blockwise_attention"
     batch = next(iter(trial.build_training_data_loader().get_data_loader()))
     assert batch["input_ids"].shape[0] == 1 and trial.get_batch_length(batch) == 8
 
@@ -214,7 +214,7 @@ def test_cuda_graphs_on_a_cpu_is_a_config_error(local_config):
     local_config["hyperparameters"]["cuda_graphs"] = True
     with (
         local_run.local_context(local_config) as context,
-        pytest.raises(constants.ConfigError, match="hyperparameters.cuda_graphs: .*need a GPU"),
+        pytest.raises(constants.ConfigError, match="hyperparameters.cuda_graphs: .*needs a CUDA GPU"),
     ):
         built_trial(context)
 

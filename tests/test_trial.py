@@ -14,7 +14,6 @@ from conftest import built_trial
 import constants
 import model_def
 from bert_glue.local import local_run, progress
-from bert_glue.trial.settings import Settings
 
 
 def checkpoints(config_dir: pathlib.Path) -> list[pathlib.Path]:
@@ -103,12 +102,6 @@ def test_no_weight_decay_on_biases_and_layer_norm(local_config):
         names[id(p)].endswith("bias") or "LayerNorm" in names[id(p)] for p in plain["params"]
     )
     assert not any(names[id(p)].endswith("bias") for p in decayed["params"])
-
-
-def test_the_trial_needs_its_levers_resolved(local_config):
-    unresolved = Settings.of(local_config)
-    with pytest.raises(ValueError, match=r"settings.on\(device, packable\), as run\(\) does"):
-        model_def.BertPyTorch(None, unresolved)
 
 
 def test_misspelled_hyperparameter_names_the_key(local_config):

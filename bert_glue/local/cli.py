@@ -4,15 +4,19 @@ command line answer before torch loads; then main() hands the run to local_run.p
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
+import pathlib
 import sys
 from collections.abc import Callable
 
 import yaml
 
 from bert_glue.container import versions
-from bert_glue.trial import settings
+from bert_glue.trial import levers, settings
+
+IMAGE_FACTS = pathlib.Path(__file__).resolve().parents[2] / "image"
 
 
 def check_before_torch(description: str, argv: list[str]) -> None:
@@ -23,6 +27,8 @@ def check_before_torch(description: str, argv: list[str]) -> None:
     an ImportError that names neither the versions nor the fix."""
     if not os.environ.get("DET_TASK_ID"):
         args = parse_args(argv, description)
+        if args.levers_for:
+            sys.exit(print_levers_for(args))
         logging.disable(logging.WARNING)  # the run says its warnings once, with its logging set up
         try:
             checked_config(args)
@@ -38,6 +44,51 @@ def checked_config(args: argparse.Namespace) -> dict:
         return settings.checked_config(args.config, args.overrides, args.nproc)
     except (OSError, ValueError, yaml.YAMLError) as e:
         sys.exit(f"error: {e}")
+
+
+def print_levers_for(args: argparse.Namespace) -> int:
+    """--levers-for: the levers the config's trial takes on a GPU (or CPU kind) of the catalogue,
+    in the config's image as image/ describes it, without that device; 1 if the image's torch has
+    no kernels for the GPU."""
+    try:
+        config = settings.load_config(args.config, args.overrides)
+        trial = settings.Settings.of(config, slots=args.nproc)
+    except (OSError, ValueError, yaml.YAMLError) as e:
+        sys.exit(f"error: {e}")
+    image = (config.get("environment") or {}).get("image")
+    if isinstance(image, dict):  # environment.image: {cpu: ..., cuda: ...}
+        image = image.get("cpu" if args.levers_for in levers.CPUS else "cuda")
+    facts = image_facts(image)
+    compiler = bool(facts and facts["c_compiler"]["value"])
+    device = levers.catalogued(args.levers_for, args.nproc, compiler)
+    model_type = trial.hparams.model_type
+    if model_type == "auto":  # the type config.json names, where the model is a folder here
+        config_json = pathlib.Path(trial.data.model_name_or_path) / "config.json"
+        model_type = json.loads(config_json.read_text()).get("model_type", model_type)
+    chosen = levers.Levers.resolve(trial.hparams, device, levers.packable(model_type))
+    print(chosen.line(device))
+    if facts is None:
+        print(f"image {image}: no facts file in image/; a C compiler assumed absent")
+        return 0
+    print(
+        f"image {image}: torch {facts['torch']['value']}, "
+        f"{'a' if compiler else 'no'} C compiler, kernels for "
+        f"{' '.join(facts['gpu_architectures']['value'])}"
+    )
+    needed = levers.arch(device.capability) if device.cuda else None
+    if needed and needed not in facts["gpu_architectures"]["value"]:
+        print(f"error: {image}'s torch has no kernels for {device.name} ({needed})")
+        return 1
+    return 0
+
+
+def image_facts(image: str | None) -> dict | None:
+    """What image/ records of a container image (its facts files, each naming its image)."""
+    for path in sorted(IMAGE_FACTS.glob("*.yaml")):
+        facts = yaml.safe_load(path.read_text())
+        if facts["image"] == image:
+            return facts
+    return None
 
 
 def parse_args(argv: list[str] | None, description: str) -> argparse.Namespace:
@@ -64,6 +115,13 @@ def parse_args(argv: list[str] | None, description: str) -> argparse.Namespace:
     )
     parser.add_argument(
         "--verbose", action="store_true", help="show Determined's own log lines too"
+    )
+    parser.add_argument(
+        "--levers-for",
+        choices=[*levers.GPUS, *levers.CPUS],
+        metavar="DEVICE",
+        help="print the levers the config takes on this GPU or CPU kind, in the config's image, "
+        f"and exit: one of {', '.join([*levers.GPUS, *levers.CPUS])}",
     )
     parser.add_argument(
         "--results-dir",

@@ -6,13 +6,14 @@ Padded batches (Collator) pad each batch to its longest example, rounded up. Pac
 back in one row ([1, T]), with position ids that restart at each example, its token types, the
 examples' boundaries (`cu_seqlens`, int32, as FlashAttention takes them) and each example's
 first token (`first_tokens`), where the classification heads read it. The attention registered
-here ("packed") never crosses an example: on CUDA in bf16 or fp16 it is FlashAttention-2 with
-variable lengths (torch's aten flash kernel, attention dropout included); elsewhere (CPUs, fp32)
-each example is laid out in a padded block for the attention alone, so the dense layers still
-see real tokens only.
+here never crosses an example. Its kernel is the levers' packed_attention (levers.py says what
+each needs): FlashAttention-2 with variable lengths on GPUs from compute capability 8.0 in bf16
+or fp16; the memory-efficient kernel with variable lengths on older GPUs (V100, T4); elsewhere
+(CPUs) each example laid out in a padded block for the attention alone. The dense layers see
+real tokens only, whichever kernel attends.
 
     collate = PackedCollator(with_token_types=True, position_offset=0)
-    model = use_packing(model)                       # BERT, RoBERTa or DistilBERT
+    model = use_packing(model, "blockwise_attention")  # BERT, RoBERTa or DistilBERT
     outputs = model(**model_inputs(collate(items), max_seqlen=128))  # logits [B, labels], loss
 
 With `bucket` set (for CUDA graphs), the row is padded to a declared size (bucket_sizes): the
@@ -21,7 +22,7 @@ padding is one more segment of its own, so it attends to itself only, and nothin
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from determined import pytorch
@@ -31,8 +32,9 @@ from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import Sampler
 from transformers import AttentionInterface, AttentionMaskInterface
 
+from bert_glue.trial.levers import Levers
 from bert_glue.trial.settings import Settings
-from constants import ConfigError, feeds_token_types
+from constants import PACKED_ENCODERS, POSITIONS_AFTER_PAD, ConfigError, feeds_token_types
 
 
 class Collator:
@@ -122,28 +124,16 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
             yield batches[b]
 
 
-ATTENTION = "packed"
-# model_type -> (the encoder module whose output the head reads, first position id): RoBERTa
-# numbers positions from its padding index + 1 (create_position_ids_from_input_ids).
-ENCODERS = {
-    "bert": ("bert.encoder", 0),
-    "roberta": ("roberta.encoder", None),
-    "distilbert": ("distilbert.transformer", 0),
-}
-FLASH_DTYPES = (torch.float16, torch.bfloat16)
-
-
 def position_offset(config) -> int:
     """The position id of each example's first token in this model."""
-    offset = ENCODERS[config.model_type][1]
-    return config.pad_token_id + 1 if offset is None else offset
+    return config.pad_token_id + 1 if config.model_type in POSITIONS_AFTER_PAD else 0
 
 
 def check_packable(config) -> None:
-    if config.model_type not in ENCODERS:
+    if config.model_type not in PACKED_ENCODERS:
         raise ConfigError(
             f"hyperparameters.packing: the model is {config.model_type!r}; packed batches serve "
-            f"{', '.join(ENCODERS)} only; set packing: false (or auto) for this model"
+            f"{', '.join(PACKED_ENCODERS)} only; set packing: false (or auto) for this model"
         )
 
 
@@ -203,11 +193,6 @@ class PackedCollator:
         return torch.cat([*rows, *tail]).long()[None]
 
 
-def example_lengths(batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Each example's number of tokens (the padding segment left out)."""
-    return batch["cu_seqlens"].diff()[: len(batch["first_tokens"])]
-
-
 def model_inputs(batch: dict[str, torch.Tensor], max_seqlen: int) -> dict:
     """The keyword arguments a packed model takes for a packed batch (batch["split"] aside).
 
@@ -222,31 +207,49 @@ def model_inputs(batch: dict[str, torch.Tensor], max_seqlen: int) -> dict:
     }
 
 
-def packed_attention(
-    module: nn.Module,
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    scaling: float | None = None,
-    dropout: float = 0.0,
-    *,
-    cu_seq_lens_q: torch.Tensor,
-    max_length_q: int,
-    **_,
-) -> tuple[torch.Tensor, None]:
-    """Attention within each segment of a packed row: query, key, value [1, heads, T, dim] in,
-    [1, T, heads, dim] out, as transformers' attention functions return it."""
-    scaling = query.size(-1) ** -0.5 if scaling is None else scaling
-    q, k, v = (x[0].transpose(0, 1) for x in (query, key, value))  # [T, heads, dim]
-    if q.is_cuda and q.dtype in FLASH_DTYPES:
-        out = torch.ops.aten._flash_attention_forward(
-            q, k, v, cu_seq_lens_q, cu_seq_lens_q, max_length_q, max_length_q, dropout, False,
-            False, scale=scaling,
-        )[0]  # fmt: skip
-    else:
-        out = blockwise_attention(module, q, k, v, cu_seq_lens_q, scaling)
-    return out[None], None
+def packed(kernel: Callable) -> Callable:
+    """transformers' attention function for packed rows, around a kernel that attends within
+    each segment: query, key, value [1, heads, T, dim] in, [1, T, heads, dim] out."""
+
+    def attention(
+        module: nn.Module,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        scaling: float | None = None,
+        dropout: float = 0.0,
+        *,
+        cu_seq_lens_q: torch.Tensor,
+        max_length_q: int,
+        **_,
+    ) -> tuple[torch.Tensor, None]:
+        scaling = query.size(-1) ** -0.5 if scaling is None else scaling
+        q, k, v = (x[0].transpose(0, 1) for x in (query, key, value))  # [T, heads, dim]
+        return kernel(module, q, k, v, cu_seq_lens_q, max_length_q, dropout, scaling)[None], None
+
+    return attention
+
+
+def flash_attention(module, q, k, v, cu_seqlens, max_seqlen, dropout, scaling) -> torch.Tensor:
+    """FlashAttention-2 with variable lengths (torch's aten kernel, dropout included): CUDA
+    GPUs from compute capability 8.0, in bf16 or fp16 (levers.REQUIREMENTS)."""
+    return torch.ops.aten._flash_attention_forward(
+        q, k, v, cu_seqlens, cu_seqlens, max_seqlen, max_seqlen, dropout, False, False,
+        scale=scaling,
+    )[0]  # fmt: skip
+
+
+def memory_efficient_attention(
+    module, q, k, v, cu_seqlens, max_seqlen, dropout, scaling
+) -> torch.Tensor:
+    """The memory-efficient kernel (torch's cutlass kernel, the one SDPA takes on V100 and T4)
+    with variable lengths, dropout included: CUDA GPUs from compute capability 5.0, bf16 from
+    8.0. Its backward needs the log-sum-exp, computed only when a gradient will be taken."""
+    return torch.ops.aten._efficient_attention_forward(
+        q[None], k[None], v[None], None, cu_seqlens, cu_seqlens, max_seqlen, max_seqlen, dropout,
+        0, q.requires_grad, scale=scaling,
+    )[0][0]  # fmt: skip
 
 
 def blockwise_attention(
@@ -255,10 +258,13 @@ def blockwise_attention(
     k: torch.Tensor,
     v: torch.Tensor,
     cu_seqlens: torch.Tensor,
+    max_seqlen: int,
+    dropout: float,
     scaling: float,
 ) -> torch.Tensor:
     """Eager attention with each segment in a block of its own, padded to the longest: the
-    arithmetic of the padded model, its attention dropout (the module's own) included."""
+    arithmetic of the padded model, its attention dropout (the module's own) included. Any
+    device, any precision: the CPUs' kernel, and the fallback of the others."""
     lengths = cu_seqlens.diff().long()
     count, width = len(lengths), int(lengths.max())
     segment = torch.repeat_interleave(torch.arange(count, device=q.device), lengths)
@@ -281,8 +287,15 @@ def no_mask(*args, **kwargs) -> None:
     return None
 
 
-AttentionInterface.register(ATTENTION, packed_attention)
-AttentionMaskInterface.register(ATTENTION, no_mask)
+# levers.PACKED_KERNELS' features -> the attention implementation each registers.
+KERNELS = {
+    "flash_attention": flash_attention,
+    "memory_efficient_attention": memory_efficient_attention,
+    "blockwise_attention": blockwise_attention,
+}
+for _feature, _kernel in KERNELS.items():
+    AttentionInterface.register(f"packed_{_feature}", packed(_kernel))
+    AttentionMaskInterface.register(f"packed_{_feature}", no_mask)
 
 
 def read_first_tokens(module: nn.Module, args: tuple, kwargs: dict, output):
@@ -292,24 +305,20 @@ def read_first_tokens(module: nn.Module, args: tuple, kwargs: dict, output):
     return output
 
 
-def serves(model_type: str) -> bool:
-    """Whether packed batches can feed a model of this type."""
-    return model_type in ENCODERS
-
-
-def use_packing(model: nn.Module) -> nn.Module:
-    """The model, taking packed batches from now on (model_inputs): packed attention in every
-    layer, its classification head fed each example's first token."""
+def use_packing(model: nn.Module, kernel: str) -> nn.Module:
+    """The model, taking packed batches from now on (model_inputs): packed attention with the
+    kernel (a KERNELS name) in every layer, its classification head fed each example's first
+    token."""
     check_packable(model.config)
-    encoder = model.get_submodule(ENCODERS[model.config.model_type][0])
+    encoder = model.get_submodule(PACKED_ENCODERS[model.config.model_type])
     encoder.register_forward_hook(read_first_tokens, with_kwargs=True)
-    model.set_attn_implementation(ATTENTION)
+    model.set_attn_implementation(f"packed_{kernel}")
     return model
 
 
-def collator(settings: Settings, tokenizer, model: nn.Module):
+def collator(settings: Settings, levers: Levers, tokenizer, model: nn.Module):
     """Packed batches, their length bucketed for CUDA graphs; or padded batches."""
-    hp, levers = settings.hparams, settings.levers
+    hp = settings.hparams
     token_types = feeds_token_types(hp.model_type, tokenizer, model)
     if levers.packing:
         return PackedCollator(

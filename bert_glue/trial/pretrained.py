@@ -65,8 +65,6 @@ logger = logging.getLogger(__name__)
 WEIGHT_FILES = (SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME, WEIGHTS_NAME, WEIGHTS_INDEX_NAME)
 MODEL_KEY = "data.model_name_or_path"
 INIT_KEY = "data.init_from"
-# Model types whose position ids start after pad_token_id (RoBERTa's embeddings).
-POSITIONS_AFTER_PAD = ("roberta", "xlm-roberta", "camembert")
 
 
 def check_pretrained(name: str, model_type: str, task: GlueTask, max_seq_length: int) -> None:
@@ -164,7 +162,7 @@ def check_positions(config, max_seq_length: int, name: str) -> None:
     positions = getattr(config, "max_position_embeddings", -1)  # none: no table to run past
     if positions < 0:  # XLNet says -1: its relative positions have no table to run past
         return
-    if config.model_type in POSITIONS_AFTER_PAD:  # they number positions from pad_token_id + 1
+    if config.model_type in constants.POSITIONS_AFTER_PAD:
         positions -= config.pad_token_id + 1
     if max_seq_length > positions:
         raise ConfigError(

@@ -2,8 +2,8 @@
 
 Determined's YAML is the configuration. Settings.of() reads the `hyperparameters` and `data`
 keys the trial reads (required ones, and every optional one with its default: here and nowhere
-else), the searcher's metric and the run's periods, checks what Determined itself would let
-through to fail later, and, given the device, resolves the levers' "auto". A local run's
+else), the searcher's metric and the run's periods, and checks what Determined itself would let
+through to fail later (levers.py resolves the levers' "auto" for a device). A local run's
 `section.key=value` overrides are applied here too. Nothing here imports torch or transformers:
 the command line is checked before either loads.
 """
@@ -20,12 +20,12 @@ import re
 
 import yaml
 
+from bert_glue.trial.levers import AUTO
 from constants import TASKS, ConfigError, GlueTask, ModelClasses, get_model_classes, get_task
 
 logger = logging.getLogger(__name__)
 
 CUSTOM = "custom"  # data.task of own data (data.py's task_from_config)
-AUTO = "auto"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,42 +133,15 @@ class Periods:
 
 
 @dataclasses.dataclass(frozen=True)
-class Device:
-    """What "auto" depends on: the kind of device, whether its matrix units do bf16 natively
-    (CUDA compute capability 8.0 and later; CPUs with AMX or AVX-512 BF16), and how many
-    processes train together."""
-
-    kind: str  # "cpu" or "cuda"
-    native_bf16: bool
-    processes: int = 1
-
-
-@dataclasses.dataclass(frozen=True)
-class Levers:
-    """The levers with "auto" resolved: what the trial does on this device."""
-
-    precision: str  # fp32, bf16 or fp16 (with a loss scaler)
-    attn_implementation: str | None  # None: transformers' default (SDPA)
-    fast_dropout: bool
-    fused_adamw: bool
-    packing: bool
-    cuda_graphs: bool
-    group_by_length: bool
-    dataloader_workers: int
-    torch_compile: bool
-
-
-@dataclasses.dataclass(frozen=True)
 class Settings:
     """The trial's settings: its task's hyperparameters (per_task's values in place), data,
-    searcher and periods, and, once a device is known, the levers resolved for it."""
+    searcher and periods. The levers' auto is resolved for a device apart (levers.py)."""
 
     hparams: Hyperparameters
     data: DataConfig
     searcher: Searcher
     periods: Periods
     experiment_seed: int | None  # reproducibility.experiment_seed
-    levers: Levers | None = None  # None until on(device)
 
     @classmethod
     def of(
@@ -218,11 +191,6 @@ class Settings:
         """The settings a checkpoint's trial trained with (its load_data.json)."""
         saved = json.loads((pathlib.Path(checkpoint) / "load_data.json").read_text())
         return cls.of(saved["experiment_config"], saved["hparams"])
-
-    def on(self, device: Device, packable: bool) -> Settings:
-        """These settings with the levers resolved for the device; packable: whether
-        batching.py's padding-free batches serve the model's type."""
-        return dataclasses.replace(self, levers=_levers(self.hparams, device, packable))
 
     @property
     def model_classes(self) -> ModelClasses:
@@ -298,7 +266,7 @@ NUMBER_HPARAMS = (
     "max_grad_norm",
     "early_stopping_min_delta",
 )
-# The levers: each one's documented values; _levers() resolves "auto" for the device.
+# The levers: each one's documented values; levers.Levers.resolve() resolves "auto".
 # attn_implementation takes "auto" or any name transformers knows; dataloader_workers "auto" or
 # a count >= 0.
 SWITCH = (AUTO, True, False)
@@ -418,41 +386,6 @@ def check_levers(section: str, values: dict) -> None:
 
 def _same(value, choice) -> bool:
     return value is choice if isinstance(choice, bool) else value == choice
-
-
-def _levers(hp: Hyperparameters, device: Device, packable: bool) -> Levers:
-    """The levers for this device; packable: whether batching.py serves the model's type.
-
-    auto: bf16 where it is native, else fp16 on GPUs (with a loss scaler) and fp32 on CPUs;
-    eager attention, fast dropout and no workers on CPUs, where SDPA's backward and torch's
-    dropout are slow and batching is cheap; packing on GPUs in bf16 or fp16, for the model
-    types it serves; CUDA graphs on one GPU (a DDP-wrapped model's graphs have not run on
-    several); length grouping unless packing (a packed batch has no padding).
-    """
-    cuda = device.kind == "cuda"
-    precision = hp.precision
-    if precision == AUTO:
-        precision = "bf16" if device.native_bf16 else "fp16" if cuda else "fp32"
-    if precision == "fp16" and not cuda:
-        raise ConfigError("hyperparameters.precision: fp16 needs a GPU; use bf16 or fp32")
-    if hp.cuda_graphs is True and not cuda:
-        raise ConfigError("hyperparameters.cuda_graphs: CUDA graphs need a GPU; use false or auto")
-    packing = _resolved(hp.packing, cuda and precision != "fp32" and packable)
-    return Levers(
-        precision=precision,
-        attn_implementation=_resolved(hp.attn_implementation, None if cuda else "eager"),
-        fast_dropout=_resolved(hp.fast_dropout, not cuda),
-        fused_adamw=_resolved(hp.fused_adamw, device.kind in ("cpu", "cuda")),
-        packing=packing,
-        cuda_graphs=_resolved(hp.cuda_graphs, cuda and device.processes == 1),
-        group_by_length=_resolved(hp.group_by_length, not packing),
-        dataloader_workers=_resolved(hp.dataloader_workers, 2 if cuda else 0),
-        torch_compile=hp.torch_compile,
-    )
-
-
-def _resolved(choice, default):
-    return default if choice == AUTO else choice
 
 
 def per_task_entry(per_task: dict, task: str) -> str | None:

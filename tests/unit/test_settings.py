@@ -1,5 +1,5 @@
-"""The config as the trial reads it: overrides, YAML 1.2 numbers, checked hyperparameters, and
-the levers' "auto" resolved for a description of the device."""
+"""The config as the trial reads it: overrides, YAML 1.2 numbers, checked hyperparameters (the
+levers' auto: test_lever_matrix.py)."""
 
 from __future__ import annotations
 
@@ -112,46 +112,6 @@ def mrpc_settings(**hparams) -> settings.Settings:
     data = {"task": "mrpc", "model_name_or_path": "m", "data_dir": "d"}
     config = {"hyperparameters": {**required, "model_type": "bert", **hparams}, "data": data}
     return settings.Settings.of(config)
-
-
-def levers(device: settings.Device, packable: bool = True, **hparams) -> settings.Levers:
-    return mrpc_settings(**hparams).on(device, packable).levers
-
-
-@pytest.mark.parametrize(("slots", "graphed"), [(1, True), (2, False), (8, False)])
-def test_auto_cuda_graphs_only_on_one_gpu(slots, graphed):
-    """Graphs of a DDP-wrapped model have never run on several GPUs: auto leaves them off."""
-    device = settings.Device("cuda", native_bf16=True, processes=slots)
-    assert levers(device).cuda_graphs is graphed
-    for choice in (True, False):
-        assert levers(device, cuda_graphs=choice).cuda_graphs is choice
-
-
-@pytest.mark.parametrize(
-    ("device", "precision", "packing", "attention", "workers"),
-    [
-        (settings.Device("cpu", native_bf16=False, processes=1), "fp32", False, "eager", 0),
-        (settings.Device("cpu", native_bf16=True, processes=1), "bf16", False, "eager", 0),
-        (settings.Device("cuda", native_bf16=True, processes=1), "bf16", True, None, 2),
-        (settings.Device("cuda", native_bf16=False, processes=8), "fp16", True, None, 2),
-    ],
-    ids=["cpu", "cpu-bf16", "a100", "v100x8"],
-)
-def test_auto_levers_for_each_device(device, precision, packing, attention, workers):
-    resolved = levers(device)
-    assert (resolved.precision, resolved.packing) == (precision, packing)
-    assert (resolved.attn_implementation, resolved.dataloader_workers) == (attention, workers)
-    assert resolved.fast_dropout is (device.kind == "cpu")
-    assert resolved.group_by_length is not packing  # a packed batch has no padding to save
-    assert levers(device, packable=False).packing is False
-
-
-def test_fp16_and_cuda_graphs_on_a_cpu_name_the_key():
-    cpu = settings.Device("cpu", native_bf16=True, processes=1)
-    with pytest.raises(constants.ConfigError, match=r"^hyperparameters.precision: fp16 needs"):
-        levers(cpu, precision="fp16")
-    with pytest.raises(constants.ConfigError, match=r"^hyperparameters.cuda_graphs: CUDA graphs"):
-        levers(cpu, cuda_graphs=True)
 
 
 def test_glue_tasks_with_coded_labels_name_them_as_the_dataset_card_does():

@@ -12,6 +12,8 @@ serves as is:
     classify("a gripping, funny film")  # single-sentence tasks (CoLA, SST-2)
 
 STS-B models are regressions (problem_type "regression"): the pipeline returns the raw score.
+The files get the modes the umask gives; transformers' bar of the weights written shows on a
+terminal only.
 """
 
 from __future__ import annotations
@@ -24,13 +26,23 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint", help="a checkpoint directory (see finetuned.py)")
     parser.add_argument("output_dir", help="the Hugging Face model folder to write")
+    parser.add_argument(
+        "--model",
+        metavar="PATH",
+        help="for an older checkpoint, without its model's config and tokenizer: the pre-trained "
+        "model it was fine-tuned from, a folder or Hub name (default: its data.model_name_or_path)",
+    )
     args = parser.parse_args(argv)
     # Imported once the arguments parse: --help answers before torch loads.
+    from transformers.utils import logging as hf_logging
+
     import constants
     from bert_glue.results import finetuned
 
+    if not sys.stderr.isatty():
+        hf_logging.disable_progress_bar()
     try:
-        finetuned.export(args.checkpoint, args.output_dir)
+        finetuned.export(args.checkpoint, args.output_dir, args.model)
     except (constants.ConfigError, FileNotFoundError) as e:
         sys.exit(f"error: {e}")
     print(f"exported {args.checkpoint} to {args.output_dir}")

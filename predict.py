@@ -12,6 +12,8 @@ have no labels, so no metric is computed here.
 
 A custom task's checkpoint (data.task: custom) writes predictions.tsv for data.custom.test:
 `index` is the line each row starts on, `prediction` a label name or the unclipped score.
+
+Progress shows as a bar on a terminal, elsewhere as a line every 20 batches.
 """
 
 from __future__ import annotations
@@ -36,16 +38,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--batch-size", "--batch_size", type=int, default=64, help="examples per forward pass"
     )
+    parser.add_argument(
+        "--model",
+        metavar="PATH",
+        help="for an older checkpoint, without its model's config and tokenizer: the pre-trained "
+        "model it was fine-tuned from, a folder or Hub name (default: its data.model_name_or_path)",
+    )
     parser.add_argument("--zip", action="store_true", help="then zip output_dir's submission")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     # Imported once the arguments parse: --help answers before torch loads.
     import constants
     import data
+    from bert_glue.local import progress
     from bert_glue.results import predictions
 
     try:
-        predictions.predict(args.checkpoint, args.output_dir, args.data_dir, args.batch_size)
+        predictions.predict(
+            args.checkpoint,
+            args.output_dir,
+            args.data_dir,
+            args.batch_size,
+            args.model,
+            progress.track,
+        )
         if args.zip:
             logging.info(f"wrote {predictions.zip_submission(args.output_dir)}")
     except (constants.ConfigError, data.DataError, FileNotFoundError) as e:

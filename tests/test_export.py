@@ -20,8 +20,8 @@ def test_export_round_trip(task_name, local_config, glue_dir, tmp_path, monkeypa
     trials = []
     original_init = model_def.BertPyTorch.__init__
 
-    def keep(self, context, settings):
-        original_init(self, context, settings)
+    def keep(self, *args, **kwargs):
+        original_init(self, *args, **kwargs)
         trials.append(self)
 
     monkeypatch.setattr(model_def.BertPyTorch, "__init__", keep)

@@ -21,6 +21,7 @@ from transformers import AutoModelForSequenceClassification
 import constants
 import export
 import model_def
+import predict
 from bert_glue.local import local_run
 from bert_glue.results import finetuned, predictions
 
@@ -75,3 +76,35 @@ def test_an_old_checkpoint_predicts_and_exports(old_checkpoints, glue_dir, tmp_p
     export.main([str(old_checkpoints["epoch2"]), str(tmp_path / "hf_model")])
     model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "hf_model")
     assert model.config.id2label == dict(enumerate(constants.ENTAILMENT))
+
+
+@pytest.mark.parametrize("script", ["predict", "export"])
+def test_an_old_checkpoint_without_its_model_says_how_to_point_at_a_copy(
+    script, glue_dir, tmp_path
+):
+    """Its data.model_name_or_path names a folder of the machine it was trained on."""
+    folder = shutil.copytree(FIXTURE / "epoch2", tmp_path / "epoch2")
+    load_data = json.loads((folder / "load_data.json").read_text())
+    load_data["experiment_config"]["data"].update(
+        model_name_or_path=str(tmp_path / "gone"), data_dir=str(glue_dir)
+    )
+    (folder / "load_data.json").write_text(json.dumps(load_data))
+    out = tmp_path / "out"
+    main, flags = {"predict": (predict.main, ["--output-dir"]), "export": (export.main, [])}[script]
+
+    with pytest.raises(SystemExit) as stop:
+        main([str(folder), *flags, str(out)])
+    assert str(stop.value) == (
+        f"error: {folder} is an older checkpoint, without its model's config and tokenizer, "
+        f"and its data.model_name_or_path {tmp_path / 'gone'} is neither a folder here nor a "
+        "model the Hugging Face Hub could provide; pass --model PATH, a copy of the pre-trained "
+        "model it was fine-tuned from (its folder, or its Hub name)"
+    )
+    assert not out.exists()
+
+    assert main([str(folder), *flags, str(out), "--model", str(FIXTURE / "tiny-bert")]) == 0
+    if script == "predict":
+        assert len((out / "RTE.tsv").read_text().splitlines()) == 1 + 12
+    else:
+        model = AutoModelForSequenceClassification.from_pretrained(out)
+        assert model.config.id2label == dict(enumerate(constants.ENTAILMENT))

@@ -11,16 +11,21 @@ import logging
 import os
 import pathlib
 import zipfile
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import torch
 
 import constants
 import data
-from bert_glue.results import finetuned
+from bert_glue.results import finetuned, glue_results
 from bert_glue.trial import batching, metrics
 
 logger = logging.getLogger(__name__)
+
+# What shows the progress of predictions (predict.py: bert_glue/local/progress.py's track): it
+# takes the batches, the phase's name and the number of batches, and passes the batches on.
+Track = Callable[[Iterable, str, int], Iterable]
 
 # Every file of a complete GLUE submission, named as the leaderboard expects them -> its task.
 SUBMISSION_FILES = {
@@ -38,8 +43,15 @@ def prediction_strings(task: constants.GlueTask, logits: np.ndarray) -> list[str
 
 
 @torch.inference_mode()
-def predict_logits(trained: finetuned.FineTuned, features: data.Features, batch_size: int):
-    """The model's outputs for every example, in the order of `features`.
+def predict_logits(
+    trained: finetuned.FineTuned,
+    features: data.Features,
+    batch_size: int,
+    track: Track | None,
+    phase: str,
+):
+    """The model's outputs for every example, in the order of `features`; track, if not None,
+    shows the progress of the batches as `phase`.
 
     Batches are formed from examples of similar length (less padding), then put back in order.
     """
@@ -56,7 +68,7 @@ def predict_logits(trained: finetuned.FineTuned, features: data.Features, batch_
         collate_fn=batching.Collator(tokenizer, with_token_types),
     )
     outputs = []
-    for batch in loader:
+    for batch in track(loader, phase, len(loader)) if track else loader:
         inputs = {k: v.to(device) for k, v in batch.items() if k not in ("labels", "split")}
         outputs.append(model(**inputs).logits.float().cpu())
     logits = torch.empty((len(order), model.config.num_labels))
@@ -69,8 +81,10 @@ def write_predictions(
     data_dir: str | os.PathLike,
     output_dir: str | os.PathLike,
     batch_size: int,
+    track: Track | None = None,
 ) -> list[pathlib.Path]:
-    """Write one submission file per test split of the checkpoint's task; return their paths."""
+    """Write one submission file per test split of the checkpoint's task; return their paths.
+    track, if given, shows the progress of each split's batches."""
     task, data_dir = trained.task, pathlib.Path(data_dir)
     if not task.test:
         raise constants.ConfigError(
@@ -96,11 +110,12 @@ def write_predictions(
     for name, split in task.test.items():
         examples = data.read_examples(task, split, data_dir)
         features = data.featurize(examples, trained.tokenizer, max_seq_length)
-        predictions = prediction_strings(task, predict_logits(trained, features, batch_size))
+        logits = predict_logits(trained, features, batch_size, track, f"predict {name}")
+        predictions = prediction_strings(task, logits)
         path = output_dir / f"{name}.tsv"
         rows = [f"{i}\t{p}" for i, p in zip(examples.index, predictions, strict=True)]
         rows.insert(0, "index\tprediction")
-        path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+        glue_results.write_text(path, "\n".join(rows) + "\n")
         logger.info(f"wrote {len(predictions)} predictions to {path}")
         written.append(path)
     return written
@@ -130,9 +145,12 @@ def predict(
     output_dir: str | os.PathLike,
     data_dir: str | os.PathLike | None = None,
     batch_size: int = 64,
+    model_name_or_path: str | None = None,
+    track: Track | None = None,
 ) -> list[pathlib.Path]:
-    """The checkpoint's test predictions, read from data_dir (default: the checkpoint's)."""
-    trained = finetuned.load(checkpoint_dir)
+    """The checkpoint's test predictions, read from data_dir (default: the checkpoint's);
+    model_name_or_path and track as finetuned.load and write_predictions take them."""
+    trained = finetuned.load(checkpoint_dir, model_name_or_path)
     return write_predictions(
-        trained, data_dir or trained.settings.data.data_dir, output_dir, batch_size
+        trained, data_dir or trained.settings.data.data_dir, output_dir, batch_size, track
     )

@@ -17,15 +17,17 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import pathlib
 from collections.abc import Callable
 
 import determined as det
 import numpy as np
 import torch
 from determined import pytorch
+from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
 from bert_glue.determined_0_38 import workarounds
-from bert_glue.trial import metrics
+from bert_glue.trial import checkpointing, metrics
 from bert_glue.trial.settings import Settings
 from constants import ConfigError, GlueTask
 
@@ -133,13 +135,26 @@ class EarlyStopping(pytorch.PyTorchCallback):
 
 
 class PortableCheckpoints(pytorch.PyTorchCallback):
-    """Saves the weights without DDP's "module." prefix, so that a checkpoint loads alike in one
-    process (Trainer or pytorch.load_trial_from_checkpoint_path) or in several (where Determined
-    adds the prefix back)."""
+    """Checkpoints that load anywhere. The weights are saved without DDP's "module." prefix, so
+    that a checkpoint loads alike in one process (Trainer or
+    pytorch.load_trial_from_checkpoint_path) or in several (where Determined adds the prefix
+    back). Beside them go the model's config and its tokenizer (checkpointing.MODEL_FILES), so
+    that predict.py and export.py need only the checkpoint, not data.model_name_or_path, which
+    names a folder or a Hub model where the trial ran."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, config: PretrainedConfig) -> None:
+        self.tokenizer, self.config = tokenizer, config
 
     def on_checkpoint_save_start(self, checkpoint: dict) -> None:
         for state in checkpoint["models_state_dict"]:
             torch.nn.modules.utils.consume_prefix_in_state_dict_if_present(state, "module.")
+
+    def on_checkpoint_write_end(self, checkpoint_dir: str) -> None:
+        # Determined calls this on the chief only, before it writes metadata.json.
+        staging = pathlib.Path(checkpoint_dir) / f".{checkpointing.MODEL_FILES}.partial"
+        self.config.save_pretrained(staging)
+        self.tokenizer.save_pretrained(staging)
+        staging.rename(staging.with_name(checkpointing.MODEL_FILES))  # whole, or not there
 
 
 class TaskLabels(pytorch.PyTorchCallback):

@@ -5,6 +5,8 @@ its batch count, what it holds (read()), and which of a run's checkpoints stay
 A Determined PyTorchTrial checkpoint (state_dict.pth, trial_state.pkl, load_data.json, and
 metadata.json, which Determined writes last) holds the weights, optimizer, LR scheduler, RNG
 states and batch count, plus a copy of the working directory (code/, filtered by .detignore).
+The trial adds the model's config and its tokenizer (MODEL_FILES, trial/callbacks.py's
+PortableCheckpoints), so that the checkpoint alone rebuilds the model, wherever it is read.
 An exact resume with torch 2.13 and the local Trainer also needs two mends of Determined 0.38.1:
 determined_0_38/workarounds.py's loadable_rng_state() and starting_at().
 """
@@ -32,6 +34,9 @@ from constants import ConfigError
 logger = logging.getLogger(__name__)
 
 LOCAL_TRIAL_ID = 0  # the trial id Determined's local Trainer saves and expects
+# A checkpoint's folder of the model's config.json and tokenizer files, as save_pretrained writes
+# them: everything from_pretrained reads but the weights. Checkpoints before it lack it.
+MODEL_FILES = "tokenizer_and_config"
 
 
 def storage_dir() -> pathlib.Path:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import io
 import json
 import os
 import pathlib
 import re
 import shlex
-import shutil
 import socket
 import subprocess
 import sys
@@ -30,11 +31,16 @@ STEPS_PER_EPOCH = 6  # 48 training rows in batches of 8 (local_config)
 @pytest.fixture(scope="module")
 def cli_run(tiny_model_dir, glue_dir, tmp_path_factory) -> dict:
     """`python model_def.py CONFIG --plot curves.png` in a subprocess, output not a terminal, in
-    a folder of its own with its checkpoints and caches; one run that the tests below read."""
+    a folder of its own with its checkpoints and caches; one run that the tests below read.
+    The script, the config, its data_dir and the model folder are paths relative to it."""
     folder = tmp_path_factory.mktemp("cli_run")
-    (folder / "config.yaml").write_text(yaml.safe_dump(tiny_config(tiny_model_dir, glue_dir)))
-    command = [sys.executable, str(REPO / "model_def.py"), "config.yaml", "--plot", "curves.png"]
-    command += ["--metrics-out", "metrics.json"]
+    config = tiny_config(tiny_model_dir, glue_dir)
+    config["data"]["data_dir"] = os.path.relpath(glue_dir, folder)
+    (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    command = [sys.executable, os.path.relpath(REPO / "model_def.py", folder), "config.yaml"]
+    command += [f"data.model_name_or_path={os.path.relpath(tiny_model_dir, folder)}"]
+    command += ["searcher.metric='validation_loss'"]  # a value in quotes: printed readably
+    command += ["--plot", "curves.png", "--metrics-out", "metrics.json"]
     xdg = {"XDG_DATA_HOME": str(folder / "xdg-data"), "XDG_CACHE_HOME": str(folder / "xdg-cache")}
     run = subprocess.run(
         command, cwd=folder, env={**os.environ, **xdg}, capture_output=True, text=True, timeout=300
@@ -75,13 +81,16 @@ def printed_commands(summary: str) -> dict[str, list[str]]:
     return {name: shlex.split(line) for name, line in lines}
 
 
-def run_printed(command: list[str]) -> int:
-    """A command as the summary prints it, run from here, in this process: `python SCRIPT ...`,
-    SCRIPT one of this project's command lines as a path from the working directory."""
+def run_printed(command: list[str], folder: str | os.PathLike = "elsewhere") -> int:
+    """A command as the summary prints it, run in this process from another folder (by default
+    elsewhere/ below this one): `python SCRIPT ...`, SCRIPT one of this project's command
+    lines by its absolute path."""
     python, script, *args = command
-    assert python == "python" and pathlib.Path(script).is_file()
+    assert python == "python" and pathlib.Path(script).is_absolute()
     scripts = {"model_def.py": model_def, "predict.py": predict, "export.py": export}
-    return scripts[pathlib.Path(script).name].main(args)
+    pathlib.Path(folder).mkdir(exist_ok=True)
+    with contextlib.chdir(folder):
+        return scripts[pathlib.Path(script).name].main(args)
 
 
 def saved_checkpoints(stderr: str) -> list[tuple[str, int]]:
@@ -91,7 +100,7 @@ def saved_checkpoints(stderr: str) -> list[tuple[str, int]]:
     ]
 
 
-def test_summary_names_the_checkpoints_on_disk_and_how_to_resume(cli_run):
+def test_summary_names_the_checkpoints_on_disk_and_how_to_resume(cli_run, tiny_model_dir, glue_dir):
     summary = summary_of(cli_run["stderr"])
     storage = cli_run["folder"] / "xdg-data" / "determined"
     saved = saved_checkpoints(cli_run["stderr"])
@@ -110,8 +119,12 @@ def test_summary_names_the_checkpoints_on_disk_and_how_to_resume(cli_run):
         summary,
         re.M,
     )
-    command = f"python {REPO / 'model_def.py'} config.yaml --resume {last.name}"
-    assert printed_commands(summary)["resume"] == shlex.split(command)
+    data = {"data_dir": glue_dir, "model_name_or_path": tiny_model_dir}  # absolute, not typed
+    command = ["python", str(REPO / "model_def.py"), str(cli_run["folder"] / "config.yaml")]
+    command += ["searcher.metric='validation_loss'"]
+    command += [f"data.{key}={path}" for key, path in data.items()]
+    assert printed_commands(summary)["resume"] == [*command, "--resume", last.name]
+    assert " \"searcher.metric='validation_loss'\" " in summary  # no '"'"' in sight
     assert printed_commands(summary)["predict"][2] == str(storage / best_uuid)
     row = re.search(r"^  validation_loss\s+([\d.]+)\s+([\d.]+)  <- searcher.metric$", summary, re.M)
     assert float(row[2]) <= float(row[1])  # best <= final: local_config's metric is a loss
@@ -131,8 +144,7 @@ def test_summary_names_the_checkpoints_on_disk_and_how_to_resume(cli_run):
 
 @pytest.mark.smoke
 def test_every_command_the_summary_prints_works_on_a_finished_run(cli_run, capsys, monkeypatch):
-    """Run here, a copy of the run's folder (the commands name config.yaml), with its storage."""
-    shutil.copy(cli_run["folder"] / "config.yaml", "config.yaml")
+    """Each run from another folder than the run's, with its storage."""
     for name, value in cli_run["xdg"].items():
         monkeypatch.setenv(name, value)
     commands = printed_commands(summary_of(cli_run["stderr"]))
@@ -144,12 +156,14 @@ def test_every_command_the_summary_prints_works_on_a_finished_run(cli_run, capsy
     assert f"\n  finished before: {uuid} trained all 12 batches of " in resumed
     assert printed_commands(resumed)["resume"] == commands["resume"]  # the same answer again
     assert run_printed(commands["predict"]) == 0
-    assert (pathlib.Path("submission") / "MRPC.tsv").is_file()
+    assert (pathlib.Path("elsewhere", "submission", "MRPC.tsv")).is_file()
     assert run_printed(commands["export"]) == 0
-    assert (pathlib.Path("hf_model") / "config.json").is_file()
+    assert (pathlib.Path("elsewhere", "hf_model", "config.json")).is_file()
 
 
-def test_a_resumed_run_trains_the_epochs_added_and_its_commands_work(local_config, capsys):
+def test_a_resumed_run_trains_the_epochs_added_and_its_commands_work(
+    local_config, capsys, tmp_path
+):
     local_config["hyperparameters"]["num_train_epochs"] = 1
     pathlib.Path("config.yaml").write_text(yaml.safe_dump(local_config))
     assert model_def.main(["config.yaml", "--no-tensorboard"]) == 0
@@ -164,10 +178,49 @@ def test_a_resumed_run_trains_the_epochs_added_and_its_commands_work(local_confi
     storage = local_run.checkpointing.storage_dir()
     assert [p.name for p in storage.iterdir()] == [second[0]]
     commands = printed_commands(summary_of(stderr))
-    assert commands["resume"][2:] == ["config.yaml", more, "--resume", second[0]]
+    assert commands["resume"][2:] == [str(tmp_path / "config.yaml"), more, "--resume", second[0]]
     assert run_printed(commands["resume"]) == 0
     assert "finished before" in summary_of(capsys.readouterr().err)
     assert run_printed(commands["predict"]) == 0 and run_printed(commands["export"]) == 0
+
+
+def test_relative_folders_become_absolute_and_other_names_stay(tmp_path):
+    (tmp_path / "model").mkdir()
+    (tmp_path / "ckpt").mkdir()
+    typed = {"data_dir": "glue", "model_name_or_path": "model", "init_from": "ckpt"}
+    config = {"data": {**typed, "cache_dir": "~/cache", "path_to_mrpc": ""}}
+    changed = local_run.absolute_paths(config)
+    absolute = {key: str(tmp_path / value) for key, value in typed.items()}
+    absolute["cache_dir"] = os.path.expanduser("~/cache")
+    assert changed == {f"data.{key}": path for key, path in absolute.items()}
+    assert config["data"] == {**absolute, "path_to_mrpc": ""}
+    # A Hub name and a checkpoint uuid with no folder of that name here stay as they are.
+    names = {
+        "data_dir": str(tmp_path),
+        "model_name_or_path": "bert-base-uncased",
+        "init_from": "0f6e4c9a-2b7d-4e1f-9a3c-5d8b1e2f4a6c",
+    }
+    config = {"data": dict(names)}
+    assert local_run.absolute_paths(config) == {} and config["data"] == names
+
+
+def test_the_rerun_command_names_absolute_paths_a_shell_reads_back(tmp_path):
+    args = argparse.Namespace(
+        config="c.yaml", overrides=["data.data_dir=d", "data.custom.labels=['0', '1']"]
+    )
+    folders = {"data.data_dir": "/data/a: b"}  # YAML would read `a: b` as a mapping
+    command = local_run.rerun_command("model_def.py", args, folders)
+    assert command == [
+        "python",
+        str(tmp_path / "model_def.py"),
+        str(tmp_path / "c.yaml"),
+        "data.custom.labels=['0', '1']",
+        'data.data_dir="/data/a: b"',
+    ]
+    shown = progress.shell_join(command)
+    assert shown.endswith(""" "data.custom.labels=['0', '1']" 'data.data_dir="/data/a: b"'""")
+    assert shlex.split(shown) == command
+    assert shlex.split(progress.shell_join(["it's $HOME"])) == ["it's $HOME"]
 
 
 def test_without_the_network_each_failed_hub_request_is_one_line(local_config, tmp_path):

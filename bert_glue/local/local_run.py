@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import json
 import logging
 import os
 import pathlib
@@ -24,6 +25,7 @@ from collections.abc import Callable
 
 import determined as det
 import torch
+import yaml
 from determined import pytorch
 from transformers.utils import logging as hf_logging
 
@@ -34,10 +36,14 @@ from bert_glue.determined_0_38 import workarounds
 from bert_glue.local import local_grid, progress
 from bert_glue.results import glue_results
 from bert_glue.trial import checkpointing, metrics
-from bert_glue.trial.settings import Searcher, Settings, local_hparams
+from bert_glue.trial.settings import ConfigLoader, Searcher, Settings, local_hparams
 
 logger = logging.getLogger(__name__)
 
+# The data keys that name a folder: always, or (else a Hub name, a checkpoint uuid) when a
+# folder of that name is there, as transformers' from_pretrained reads it.
+FOLDER_KEYS = ("data_dir", "path_to_mrpc", "cache_dir")
+FOLDER_OR_NAME_KEYS = ("model_name_or_path", "init_from")
 # What a local run reports as one line: errors in the config, the data or the download.
 USER_ERRORS = (
     constants.ConfigError,
@@ -130,7 +136,7 @@ def run_local(
                 recorder.stop_reason = resumed_reason(trial, checkpoint, batches)
             if recorder.stop_reason is not None:
                 return False
-            # Built where the command was run (its data_dir may be relative); trained here.
+            # Built where the command was run; trained here.
             training.enter_context(resumed)
             training.enter_context(here)
             trains.append(trial)
@@ -193,6 +199,7 @@ def main(
 ) -> int:
     """One local run of the config that the command line (cli.main: args, argv) names, or each
     trial of a grid config in turn, trained by run (model_def.run)."""
+    command = rerun_command(script, args, absolute_paths(config))
     # huggingface_hub prints its records itself and also passes them on to the root logger's
     # handler: each would show twice.
     hub = logging.getLogger("huggingface_hub")
@@ -205,7 +212,7 @@ def main(
         logging.getLogger("huggingface_hub.utils._http").addFilter(without_retry_notices)
     if local_grid.is_grid(config):
         try:
-            return run_grid(run, config, args)
+            return run_grid(run, config, args, pathlib.Path(command[1]).parent)
         except USER_ERRORS as e:
             sys.exit(f"error: {e}")
     if args.nproc > 1 and "LOCAL_RANK" not in os.environ:
@@ -219,17 +226,46 @@ def main(
     if os.environ.get("RANK", "0") != "0":
         return 0
     write_outputs(args, recorder, config)
-    command = ["python", as_typed(script), args.config, *args.overrides]
     settings = Settings.of(config)
     summary = progress.summary(recorder, settings.searcher, command, settings.data.init_from)
     print(summary, file=sys.stderr)
     return 0
 
 
-def as_typed(path: str | os.PathLike) -> str:
-    """path as a command run here can name it: relative where it is below this folder."""
-    path, here = pathlib.Path(path).resolve(), pathlib.Path.cwd()
-    return str(path.relative_to(here) if path.is_relative_to(here) else path)
+def absolute_paths(config: dict) -> dict[str, str]:
+    """Make the data section's relative folders absolute, against the folder the command runs
+    in, so that what a checkpoint records and the commands a run prints mean the same from any
+    folder; returns the override of each key changed, {"data.KEY": folder}."""
+    data = config.get("data") or {}
+    changed = {}
+    for key in (*FOLDER_KEYS, *FOLDER_OR_NAME_KEYS):
+        value = data.get(key)
+        if not isinstance(value, str) or not value:
+            continue
+        path = os.path.expanduser(value)
+        if key in FOLDER_KEYS or os.path.isdir(path):
+            data[key] = os.path.abspath(path)
+            if data[key] != value:
+                changed[f"data.{key}"] = data[key]
+    return changed
+
+
+def rerun_command(script: str, args: argparse.Namespace, folders: dict[str, str]) -> list[str]:
+    """`python SCRIPT CONFIG OVERRIDES`, this run's config again from any folder: the script and
+    config by absolute path, the overrides as typed, but those of `folders` (absolute_paths)."""
+    typed = [o for o in args.overrides if o.partition("=")[0] not in folders]
+    overrides = [f"{key}={yaml_scalar(folder)}" for key, folder in folders.items()]
+    return ["python", os.path.abspath(script), os.path.abspath(args.config), *typed, *overrides]
+
+
+def yaml_scalar(text: str) -> str:
+    """text as an override's value, which YAML reads back as this string."""
+    try:
+        if yaml.load(text, ConfigLoader) == text:
+            return text
+    except yaml.YAMLError:
+        pass
+    return json.dumps(text)  # a JSON string is a YAML one
 
 
 def without_retry_notices(record: logging.LogRecord) -> bool:
@@ -239,8 +275,9 @@ def without_retry_notices(record: logging.LogRecord) -> bool:
     return not record.getMessage().startswith("Retrying in ")
 
 
-def run_grid(run: Callable, config: dict, args) -> int:
-    """Every trial of a grid search in turn, skipping finished ones (local_grid.py)."""
+def run_grid(run: Callable, config: dict, args, scripts: pathlib.Path) -> int:
+    """Every trial of a grid search in turn, skipping finished ones (local_grid.py); scripts:
+    the folder of this project's command lines."""
     for option in ("resume", "metrics_out", "plot"):
         if getattr(args, option):
             raise constants.ConfigError(
@@ -268,9 +305,8 @@ def run_grid(run: Callable, config: dict, args) -> int:
             print(f"{label}: finished before, skipped", file=sys.stderr)
         value = glue_results.reported_metrics(result)[metric]
         print(f"{label}: {metric} {value:.4f}", file=sys.stderr)
-    print(
-        f"results: {results_dir}; the table: python glue_report.py {results_dir}", file=sys.stderr
-    )
+    report = progress.shell_join(["python", str(scripts / "glue_report.py"), str(results_dir)])
+    print(f"results: {results_dir}; the table: {report}", file=sys.stderr)
     return 0
 
 

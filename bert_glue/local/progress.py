@@ -13,6 +13,7 @@ import dataclasses
 import math
 import os
 import pathlib
+import re
 import shlex
 import sys
 import time
@@ -283,14 +284,23 @@ def summary(
     for batches, uuid in recorder.checkpoints:
         if uuid in described:
             lines.append(f"checkpoint  {storage / uuid}  {described[uuid]}, batch {batches}")
-    lines.append(f"resume      {shlex.join([*command, '--resume', last])}")
+    lines.append(f"resume      {shell_join([*command, '--resume', last])}")
     python, scripts = command[0], pathlib.Path(command[1]).parent
     if recorder.test_files:
         predict = [python, str(scripts / "predict.py"), str(storage / best)]
-        lines.append(f"predict     {shlex.join([*predict, '--output-dir', 'submission'])}")
+        lines.append(f"predict     {shell_join([*predict, '--output-dir', 'submission'])}")
     export = [python, str(scripts / "export.py"), str(storage / best), "hf_model"]
-    lines.append(f"export      {shlex.join(export)}")
+    lines.append(f"export      {shell_join(export)}")
     return "\n".join(lines)
+
+
+def shell_join(command: list[str]) -> str:
+    """The command as a POSIX shell reads it back, and a person too: a word that holds single
+    quotes in double quotes where nothing in it expands there, else quoted as shlex quotes."""
+    return " ".join(
+        f'"{word}"' if "'" in word and not re.search(r'["$`\\!]', word) else shlex.quote(word)
+        for word in command
+    )
 
 
 def plot_history(recorder: RunRecorder, path: str | os.PathLike) -> list[str]:

@@ -4,6 +4,10 @@
 #   docker push <registry>/bert-glue:2.7.1-cuda12.6
 # then set environment.image: <registry>/bert-glue:2.7.1-cuda12.6 in the configs. startup-hook.sh
 # finds requirements-image.txt installed and only runs its version check.
+# Agents without internet need it (or another image they have) in the master's config as well, as
+# task_container_defaults.image.cpu and .cuda: the master runs checkpoint GC in that image, never in
+# the experiment's, and else in determinedai/pytorch-ngc:0.38.1, which such agents cannot pull
+# (docs/cluster.md, "Deleting checkpoints on agents without internet").
 # For Blackwell GPUs: --build-arg BASE_IMAGE=nvcr.io/nvidia/pytorch:25.12-py3 (docs/cluster.md).
 ARG BASE_IMAGE=pytorch/pytorch:2.7.1-cuda12.6-cudnn9-runtime
 FROM ${BASE_IMAGE}

@@ -7,8 +7,12 @@ never preempted, records each one (an early exit's reason too),
 serves what a container's start asks for (prep_container.py: the uploaded context directory,
 `context_tgz`, and one container's rendezvous),
 and answers GetTrial with the trial's state, which a test (or stop_after_validations) flips
-to STOPPING_COMPLETED as adaptive ASHA's early stop does. A request it does not know gets a
-404 and lands in `unknown`.
+to STOPPING_COMPLETED as adaptive ASHA's early stop does, and its latest validation. As the real
+master does, it decides while it handles a validation report, and holds the validation only
+after it has decided (master/internal/api_trials.go, ReportTrialMetrics). The harness reports
+from a background thread, so with `decision_delay_s` the trial trains on while the master
+decides, and its state changes some time after the report, whenever the master gets to it.
+A request it does not know gets a 404 and lands in `unknown`.
 
 write_container() lays out what prep_container.py leaves in a trial container: the cluster
 info files and the model directory's clean copy; tests/fake_container/sitecustomize.py points
@@ -59,13 +63,16 @@ class Request:
 @dataclasses.dataclass
 class FakeMaster:
     """The master's side of one trial. `stop_after_validations`: flip the trial's state to
-    STOPPING_COMPLETED when that many validations have been reported. `failing_trial_gets`:
-    answer that many GetTrial calls with 503 first (a master briefly unavailable)."""
+    STOPPING_COMPLETED when that many validations have been reported. `decision_delay_s`: how
+    long handling a validation report takes (the searcher deciding); GetTrial answers as before
+    it until then. `failing_trial_gets`: answer those GetTrial calls (counted from 1) with 503
+    (a master briefly unavailable)."""
 
     smaller_is_better: bool
     metric: str
     trial_id: int = 1
     stop_after_validations: int | None = None
+    decision_delay_s: float = 0.0
     failing_trial_gets: frozenset[int] = frozenset()
     context_tgz: bytes = b""  # the experiment's uploaded folder, a .tar.gz
     state: str = RUNNING
@@ -94,6 +101,18 @@ class FakeMaster:
 
     def trial_gets(self) -> list[Request]:
         return [r for r in self.requests if r.path == f"/api/v1/trials/{self.trial_id}"]
+
+    def latest_validation(self) -> dict | None:
+        """The validation the master holds last, as GetTrial gives it (v1MetricsWorkload)."""
+        validations = self.metrics("validation")
+        if not validations:
+            return None
+        latest = validations[-1]
+        return {
+            "metrics": latest["metrics"],
+            "numInputs": 0,
+            "totalBatches": latest["stepsCompleted"],
+        }
 
     def last_reported_batch(self) -> int:
         reports = self.metrics("training") + self.metrics("validation")
@@ -130,6 +149,7 @@ class FakeMaster:
             "startTime": "2025-01-01T00:00:00Z",
             "state": self.state,
             "totalBatchesProcessed": self.last_reported_batch(),
+            "latestValidation": self.latest_validation(),
         }
         return 200, {"trial": trial}
 
@@ -183,6 +203,8 @@ class FakeMaster:
         for route_method, pattern, endpoint in self.routes():
             match = re.fullmatch(pattern, parsed.path)
             if method == route_method and match:
+                if endpoint == self.report_metrics and body["group"] == "validation":
+                    self._closing.wait(self.decision_delay_s)  # other requests are answered
                 with self._lock:
                     self.requests.append(request)
                     if endpoint != self.preemption:  # a long poll waits, with the lock free

@@ -4,12 +4,20 @@ Steps, in order, each in its own process under its own time limit; a step that f
 out of time is recorded as such and the next one runs:
   install     what the call installed from the carried wheels; versions; the GPU; a measured
               bf16 matrix-product rate
+  levers      what auto takes on this card for const.yaml (1 process) and distributed.yaml (8),
+              its levers line, and the preflight's verdict on every feature it can probe
+              (levers.REQUIREMENTS), each timed: with no C compiler for Triton (CC pointing
+              nowhere, as in the configs' runtime image; first, with empty caches), then with
+              the machine's
   cuda_tests  python -m pytest -m cuda tests/test_cuda.py, every test's outcome
   throughput  random-init bert-base (BertConfig defaults) on MRPC's train pairs (copies of the
               real file: MRPC's own lengths): the original example's settings (fp32, eager,
               padded to 128, batch 24) as the baseline, then the trial's defaults (packed
               batches, CUDA graphs) at batch 24 and 256, and padded batches without graphs at
-              batch 24, after warm-up steps; samples/s, real tokens/s, MFU on real tokens
+              batch 24, and the path a V100 or T4 takes, forced on this card (fp16, packed
+              attention with the memory-efficient kernel, CUDA graphs with no C compiler: the
+              device read as compute capability 7.0 without a compiler) at batch 24 and 256,
+              after warm-up steps; samples/s, real tokens/s, MFU on real tokens
               against the card's dense bf16 peak (train_speed.GPU_BF16_PEAK_TFLOPS), peak memory
   glue_projection  the trial's defaults at batch 256 (bert-base) on each GLUE task's lengths
               (.gpu_carry/glue_lengths.json, from --prepare: the real train file's, else its
@@ -56,11 +64,12 @@ WHEELS = ("determined==0.38.1", "ruamel.yaml==0.19.1", "appdirs==1.4.4", "transf
 # Seconds per step: 8 minutes in all, inside the call's timeout_s of 540.
 BUDGET_S = {
     "install": 30,
-    "cuda_tests": 100,
-    "throughput": 150,
-    "glue_projection": 75,
-    "mrpc_job": 85,
-    "profile": 40,
+    "levers": 40,
+    "cuda_tests": 85,
+    "throughput": 175,
+    "glue_projection": 60,
+    "mrpc_job": 75,
+    "profile": 25,
 }
 # GLUE's training sets, in pairs (the official split sizes): 949,753, 2.85 million in 3 epochs.
 GLUE_TRAIN_PAIRS = {
@@ -142,6 +151,44 @@ def step_install(args, out: Recorder) -> None:
     out["bf16_matmul_tflops"] = 2 * n**3 * reps / (time.perf_counter() - start) / 1e12
 
 
+def step_levers(args, out: Recorder) -> None:
+    import torch
+
+    from bert_glue.trial import device, levers
+    from bert_glue.trial.settings import Settings, load_config
+
+    on = torch.device(args.device)
+    for config, processes in (("const.yaml", 1), ("distributed.yaml", 8)):
+        trial = Settings.of(load_config(str(REPO / config), args.overrides), slots=processes)
+        found = device.read_device(on, processes)
+        chosen = levers.Levers.resolve(trial.hparams, found, packable=True)
+        out[config] = {"line": chosen.line(found), "features": chosen.features()}
+    # Without a compiler first, with fresh caches: nothing Triton built can be found again.
+    os.environ["TRITON_CACHE_DIR"] = tempfile.mkdtemp()
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp()
+    cc = os.environ.pop("CC", None)
+    for key, compiler in (("preflight_without_compiler", False), ("preflight", True)):
+        if compiler and cc is not None:
+            os.environ["CC"] = cc
+        elif not compiler:
+            os.environ["CC"] = "/nonexistent/cc"  # Triton reads it when it builds
+        verdicts = {}
+        for feature, probe in device.PROBES.items():
+            if feature == "inductor" and args.dry_run:  # CPUs: Inductor's C++ compiler
+                verdicts[feature] = {"verdict": "not run in a dry run (a minute of C++ builds)"}
+                continue
+            precision = "fp16" if feature in ("fp16", "memory_efficient_attention") else "bf16"
+            probed = levers.Levers(precision, None, False, False, None, False, False, 0, False)
+            start = time.perf_counter()
+            try:
+                probe(probed, on)
+                verdict = "ok"
+            except Exception as e:  # the verdict is the figure
+                verdict = f"{type(e).__name__}: {str(e).strip()[:300]}"
+            verdicts[feature] = {"verdict": verdict, "seconds": time.perf_counter() - start}
+        out[key] = verdicts
+
+
 def step_cuda_tests(args, out: Recorder) -> None:
     report = pathlib.Path(tempfile.mkdtemp()) / "junit.xml"
     command = [sys.executable, "-m", "pytest", "-m", "cuda", "tests/test_cuda.py", "-q"]
@@ -166,16 +213,43 @@ def step_cuda_tests(args, out: Recorder) -> None:
         raise RuntimeError(f"pytest exited with {out['exit_code']}")
 
 
-def variant_figures(args, spec: str, overrides: list[str], max_steps, warmup: int) -> dict:
-    """One train_speed variant's figures; in a fresh process, except in a dry run (speed)."""
+def run_variant_as_v100(*job):
+    """train_speed.run_variant with the GPU read as a V100 in the configs' image: compute
+    capability 7.0, no bf16 tensor cores, no C compiler (and CC pointing nowhere, so that
+    Triton cannot build if anything asks it to). A CPU is read as it is."""
+    import dataclasses
+
+    import train_speed
+    from bert_glue.trial import device
+
+    real = device.read_device
+
+    def as_v100(on, processes=1):
+        found = real(on, processes)
+        if not found.cuda:
+            return found
+        v100 = {"native_bf16": False, "capability": (7, 0), "compiler": False}
+        return dataclasses.replace(found, **v100, name=f"{found.name} read as a V100")
+
+    os.environ["CC"] = os.environ["CXX"] = "/nonexistent/cc"
+    device.read_device = as_v100
+    return train_speed.run_variant(*job)
+
+
+def variant_figures(
+    args, spec: str, overrides: list[str], max_steps, warmup: int, v100: bool = False
+) -> dict:
+    """One train_speed variant's figures; in a fresh process, except in a dry run (speed).
+    v100: the path a V100 takes, forced on this card (run_variant_as_v100)."""
     import train_speed
 
     job = (spec, str(REPO / "const.yaml"), overrides, max_steps, warmup)
+    run = run_variant_as_v100 if v100 else train_speed.run_variant
     start = time.perf_counter()
     if args.dry_run:
-        result = train_speed.run_variant(*job)
+        result = run(*job) if not v100 else train_speed.in_fresh_process(run, *job)
     else:
-        result = train_speed.in_fresh_process(train_speed.run_variant, *job)
+        result = train_speed.in_fresh_process(run, *job)
     wall_s = time.perf_counter() - start  # with the new process's start and imports
     peak = train_speed.peak_flops(train_speed.device_name())
     return {**train_speed.figures(result, peak), "process_wall_s": wall_s}
@@ -201,8 +275,11 @@ def step_throughput(args, out: Recorder) -> None:
         f"trial_b{large}": f"project:hyperparameters.global_batch_size={large}",
         "padded_b24": "project:hyperparameters.packing=false,hyperparameters.cuda_graphs=false",
     }
+    variants["v100_path_b24"] = "project"
+    variants[f"v100_path_b{large}"] = f"project:hyperparameters.global_batch_size={large}"
     for name, spec in variants.items():
-        out[name] = variant_figures(args, spec, overrides, steps, warmup)
+        v100 = name.startswith("v100_path")
+        out[name] = variant_figures(args, spec, overrides, steps, warmup, v100=v100)
         if name != "original_b24":
             base = out["original_b24"]["samples_per_s"]
             out[f"{name}_vs_original"] = out[name]["samples_per_s"] / base
@@ -369,6 +446,7 @@ def step_profile(args, out: Recorder) -> None:
 
 STEPS = {
     "install": step_install,
+    "levers": step_levers,
     "cuda_tests": step_cuda_tests,
     "throughput": step_throughput,
     "glue_projection": step_glue_projection,

@@ -54,6 +54,7 @@ import data
 import model_def
 from bert_glue.local import local_run
 from bert_glue.trial import metrics
+from bert_glue.trial.levers import Levers
 from bert_glue.trial.settings import LEVER_VALUES, Settings, load_config
 
 BASELINES = ("hf_padded", "hf_dynamic")
@@ -179,8 +180,8 @@ class MeteredTrial(model_def.BertPyTorch):
     meter: Meter
     max_steps: int | None
 
-    def __init__(self, context, settings: Settings) -> None:
-        super().__init__(context, settings)
+    def __init__(self, context, settings: Settings, levers: Levers) -> None:
+        super().__init__(context, settings, levers)
         self.meter.describe(self.model)
 
     def build_callbacks(self) -> dict[str, model_def.pytorch.PyTorchCallback]:

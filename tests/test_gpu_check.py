@@ -12,6 +12,7 @@ from conftest import REPO
 from transformers import AutoTokenizer
 
 import gpu_check
+from bert_glue.trial import device
 
 
 def dry_run(tiny_model_dir, data_dir, results, *steps: str) -> dict:
@@ -30,7 +31,7 @@ def test_dry_run_records_every_steps_figures(tiny_model_dir, glue_dir, tmp_path)
     results = dry_run(tiny_model_dir, glue_dir, tmp_path / "all")
     steps = results["steps"]
     assert list(steps) == [
-        "install", "cuda_tests", "throughput", "glue_projection", "mrpc_job", "profile"
+        "install", "levers", "cuda_tests", "throughput", "glue_projection", "mrpc_job", "profile"
     ]  # fmt: skip
     assert {name: (s["status"], s["error"]) for name, s in steps.items()} == {
         name: ("ok", None) for name in steps
@@ -39,8 +40,18 @@ def test_dry_run_records_every_steps_figures(tiny_model_dir, glue_dir, tmp_path)
     assert install["determined"] == "0.38.1" and number(install["bf16_matmul_tflops"])
     tests = steps["cuda_tests"]["figures"]
     assert tests["skipped"] == len(tests["tests"]) >= 10  # no GPU here: every CUDA case skips
+    lever_figures = steps["levers"]["figures"]
+    assert lever_figures["const.yaml"]["line"].startswith("levers on CPU (")
+    assert "8 processes" in lever_figures["distributed.yaml"]["line"]
+    preflight = lever_figures["preflight"]
+    assert list(preflight) == list(device.PROBES)
+    for feature in ("bf16", "blockwise_attention", "fused_adamw", "cuda_graphs"):
+        assert preflight[feature]["verdict"] == "ok", feature  # a CPU runs these
+    for feature in ("flash_attention", "memory_efficient_attention"):
+        assert preflight[feature]["verdict"] != "ok", feature  # CUDA only
+    assert lever_figures["preflight_without_compiler"]["cuda_graphs"]["verdict"] == "ok"
     throughput = steps["throughput"]["figures"]
-    for name in ("original_b24", "trial_b24", "trial_b32", "padded_b24"):
+    for name in ("original_b24", "trial_b24", "trial_b32", "padded_b24", "v100_path_b24"):
         figures = throughput[name]
         keys = ("samples_per_s", "real_tokens_per_s", "peak_mib", "train_s", "total_s")
         assert all(number(figures[k]) and figures[k] > 0 for k in keys), name

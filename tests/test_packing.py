@@ -214,7 +214,9 @@ def test_cuda_graphs_on_a_cpu_is_a_config_error(local_config):
     local_config["hyperparameters"]["cuda_graphs"] = True
     with (
         local_run.local_context(local_config) as context,
-        pytest.raises(constants.ConfigError, match="hyperparameters.cuda_graphs: .*needs a CUDA GPU"),
+        pytest.raises(
+            constants.ConfigError, match="hyperparameters.cuda_graphs: .*needs a CUDA GPU"
+        ),
     ):
         built_trial(context)
 

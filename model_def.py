@@ -102,7 +102,7 @@ class BertPyTorch(pytorch.PyTorchTrial):
         )
         if init_source is not None:  # its weights replace the pre-trained ones
             return pretrained.load_into(model, init_source, self.task)
-        logger.info(f"{name}: a new {self.task.name} head, {model_config.num_labels} output(s)")
+        logger.info(f"{name}: {self.task.name} head, {model_config.num_labels} output(s)")
         return model
 
     def _prepared(self, model: nn.Module) -> nn.Module:

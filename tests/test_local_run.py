@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import io
 import json
+import logging
 import os
 import pathlib
 import re
@@ -14,6 +15,7 @@ import socket
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import yaml
 from conftest import REPO, tiny_config
@@ -93,6 +95,15 @@ def run_printed(command: list[str], folder: str | os.PathLike = "elsewhere") -> 
         return scripts[pathlib.Path(script).name].main(args)
 
 
+def table(summary: str) -> list[str]:
+    """The summary's table of metrics: its heading and a row per metric."""
+    return re.findall(r"^  (?:metric .*|\w+ +[\d.]+ +[\d.]+.*)$", summary, re.M)
+
+
+def checkpoint_lines(summary: str) -> list[str]:
+    return re.findall(r"^checkpoint  .*$", summary, re.M)
+
+
 def saved_checkpoints(stderr: str) -> list[tuple[str, int]]:
     return [
         (uuid, int(b))
@@ -154,7 +165,14 @@ def test_every_command_the_summary_prints_works_on_a_finished_run(cli_run, capsy
     resumed = summary_of(stderr)
     uuid = commands["resume"][-1]
     assert f"\n  finished before: {uuid} trained all 12 batches of " in resumed
-    assert printed_commands(resumed)["resume"] == commands["resume"]  # the same answer again
+    assert re.search(r"^time        \d+m\d\ds, nothing trained$", resumed, re.M)
+    assert "\nspeed " not in resumed
+    # The run's validations and checkpoints, as it left them: the same table, the same best
+    # checkpoint to predict and export from, the same last one to resume.
+    original = summary_of(cli_run["stderr"])
+    assert table(resumed) == table(original) and len(table(original)) == 6
+    assert checkpoint_lines(resumed) == checkpoint_lines(original)
+    assert printed_commands(resumed) == commands
     assert run_printed(commands["predict"]) == 0
     assert (pathlib.Path("elsewhere", "submission", "MRPC.tsv")).is_file()
     assert run_printed(commands["export"]) == 0
@@ -162,22 +180,34 @@ def test_every_command_the_summary_prints_works_on_a_finished_run(cli_run, capsy
 
 
 def test_a_resumed_run_trains_the_epochs_added_and_its_commands_work(
-    local_config, capsys, tmp_path
+    local_config, capsys, caplog, tmp_path
 ):
     local_config["hyperparameters"]["num_train_epochs"] = 1
     pathlib.Path("config.yaml").write_text(yaml.safe_dump(local_config))
     assert model_def.main(["config.yaml", "--no-tensorboard"]) == 0
     (first,) = saved_checkpoints(capsys.readouterr().err)
     more = "hyperparameters.num_train_epochs=2"
-    assert model_def.main(["config.yaml", more, "--no-tensorboard", "--resume", first[0]]) == 0
+    resume = ["config.yaml", more, "--no-tensorboard", "--resume", first[0]]
+    with caplog.at_level(logging.INFO):
+        assert model_def.main([*resume, "--metrics-out", "metrics.json"]) == 0
     stderr = capsys.readouterr().err
     (second,) = saved_checkpoints(stderr)
     assert second[1] == 2 * STEPS_PER_EPOCH
-    # The checkpoint it resumed from is this run's too; only the new one is kept (a resumed
-    # run knows none of the validations before it, so its best is among its own).
+    model = local_config["data"]["model_name_or_path"]
+    assert f"{model}: MRPC head, 2 output(s)" in caplog.messages  # built, then replaced:
+    loaded = f"resuming {tmp_path / 'xdg-data' / 'determined' / first[0]} after batch 6: its "
+    assert loaded + "weights, the MRPC head's too, and its optimizer replace those just built" in (
+        caplog.messages
+    )
+    # The run resumed is this one's: its validation counts, and its checkpoint stays if best.
+    history = json.loads(pathlib.Path("metrics.json").read_text())
+    assert [m["batches"] for m in history] == [STEPS_PER_EPOCH, 2 * STEPS_PER_EPOCH]
+    best = min(history, key=lambda m: m["validation_loss"])["batches"]
+    best_uuid = {first[1]: first[0], second[1]: second[0]}[best]
     storage = local_run.checkpointing.storage_dir()
-    assert [p.name for p in storage.iterdir()] == [second[0]]
+    assert sorted(p.name for p in storage.iterdir()) == sorted({best_uuid, second[0]})
     commands = printed_commands(summary_of(stderr))
+    assert commands["export"][2] == str(storage / best_uuid)
     assert commands["resume"][2:] == [str(tmp_path / "config.yaml"), more, "--resume", second[0]]
     assert run_printed(commands["resume"]) == 0
     assert "finished before" in summary_of(capsys.readouterr().err)
@@ -300,6 +330,39 @@ def test_metrics_file_and_its_plot(local_config, tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+def test_a_resumed_recorder_keeps_the_runs_best_checkpoint(tmp_path, monkeypatch):
+    """What the run before recorded in its last checkpoint: its best checkpoint is not its
+    last, and another it had deleted since is not named."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    storage = local_run.checkpointing.storage_dir()
+    for uuid in ("best", "last"):
+        (storage / uuid).mkdir(parents=True)
+        (storage / uuid / "metadata.json").write_text("{}")
+    before = progress.RunRecorder(io.StringIO(), interactive=False)
+    before.losses = [(6, np.float32(0.9)), (12, 0.5)]
+    before.validations = [
+        (6, {"validation_loss": np.float64(0.4), "acc": 0.7, "batches": 6}),
+        (12, {"validation_loss": 0.6, "acc": 0.8, "batches": np.int64(12)}),
+    ]
+    before.checkpoints = [(3, "deleted"), (6, "best")]  # as batch 12's checkpoint is saved
+    state = before.state_dict()
+    assert all(type(v) in (int, float) for _, m in state["validations"] for v in m.values())
+
+    resumed = progress.RunRecorder(io.StringIO(), interactive=False)
+    resumed.resumed(state, 12, "last")
+    assert resumed.checkpoints == [(6, "best"), (12, "last")]
+    assert resumed.losses == [(6, pytest.approx(0.9)), (12, 0.5)]
+    command = ["python", str(REPO / "model_def.py"), "c.yaml"]
+    shown = progress.summary(resumed, Searcher("validation_loss"), command)
+    assert checkpoint_lines(shown) == [
+        f"checkpoint  {storage / 'best'}  best validation_loss 0.4000, batch 6",
+        f"checkpoint  {storage / 'last'}  last, batch 12",
+    ]
+    commands = printed_commands(shown)
+    assert commands["export"][2] == str(storage / "best")
+    assert commands["resume"][-1] == "last"
+
+
 def test_the_summary_reads_an_unset_smaller_is_better_as_determined_does():
     recorder = progress.RunRecorder(io.StringIO(), interactive=False)
     recorder.validations = [(6, {"validation_loss": 0.5}), (12, {"validation_loss": 0.7})]
@@ -368,4 +431,4 @@ def test_the_relaunch_forwards_the_command_line_less_nproc():
 def test_third_party_noise_is_one_line(cli_run):
     stderr = cli_run["stderr"]
     assert "LOAD REPORT" not in stderr and "Loading weights" not in stderr
-    assert len(re.findall(r"tiny-bert\d*: a new MRPC head, 2 output\(s\)$", stderr, re.M)) == 1
+    assert len(re.findall(r"tiny-bert\d*: MRPC head, 2 output\(s\)$", stderr, re.M)) == 1

@@ -87,7 +87,8 @@ def run_local(
     context_dir: str | os.PathLike | None = None,
 ) -> list[dict]:
     """Train the config's trial with run(context, latest_checkpoint, watcher=, ready=)
-    (model_def.run) with no cluster; returns every validation's metrics.
+    (model_def.run) with no cluster; returns the metrics of every validation it made (the
+    recorder also holds those of the run it resumed).
 
     TensorBoard event files go into the folder `tensorboard`, none when it is None.
 
@@ -111,6 +112,11 @@ def run_local(
         checkpoint = checkpointing.find_checkpoint(resume, task)
         batches = checkpointing.batches_trained(checkpoint)
         resumed = workarounds.starting_at(batches)
+        # A checkpoint of a local run (not one of a cluster's trial, whose count starts afresh)
+        # in local storage is this run's too.
+        ours = batches and checkpoint.parent == checkpointing.storage_dir().resolve()
+        state = checkpointing.callback_state(checkpoint, workarounds.WATCHER)
+        recorder.resumed(state, batches, checkpoint.name if ours else None)
     # Checkpoints copy the working directory: the trial's, whatever the command was run from.
     here = checkpointing.in_directory(context_dir or module_dir(run))
     with local_context(config, distributed_context(), tensorboard is not None) as context:
@@ -131,11 +137,14 @@ def run_local(
                 workarounds.write_tensorboard_to(context, tensorboard)
                 logger.info(f"TensorBoard events: tensorboard --logdir {tensorboard.parent}")
             if checkpoint is not None:
-                if batches and checkpoint.parent == checkpointing.storage_dir().resolve():
-                    recorder.checkpoints.append((batches, checkpoint.name))  # continued
                 recorder.stop_reason = resumed_reason(trial, checkpoint, batches)
             if recorder.stop_reason is not None:
                 return False
+            if checkpoint is not None:
+                logger.info(
+                    f"resuming {checkpoint} after batch {batches}: its weights, the "
+                    f"{trial.task.name} head's too, and its optimizer replace those just built"
+                )
             # Built where the command was run; trained here.
             training.enter_context(resumed)
             training.enter_context(here)
@@ -149,7 +158,7 @@ def run_local(
         if not trains:
             return []
         recorder.stop_reason = trial.early_stopping.reason
-    return [metrics for _, metrics in recorder.validations]
+    return [metrics for at, metrics in recorder.validations if at > batches]
 
 
 def resumed_reason(

@@ -101,8 +101,8 @@ class RunRecorder(pytorch.PyTorchCallback):
         self.first_batch = self.batches = self.samples = 0
         self.losses: list[tuple[int, float]] = []  # (batches trained, mean training loss)
         self.validations: list[tuple[int, dict]] = []  # (batches trained, metrics)
-        # The run's checkpoints in local storage, (batches trained, uuid), oldest first: the one
-        # it resumed from, then those it saved, less those that retention deleted.
+        # The run's checkpoints in local storage, (batches trained, uuid), oldest first: those
+        # of the run it resumed, then those it saved, less those that retention deleted.
         self.checkpoints: list[tuple[int, str]] = []
         self.retention: checkpointing.Retention | None = None  # None: keep every checkpoint
         self.stop_reason: str | None = None  # why the run trained no further, if before its end
@@ -123,6 +123,33 @@ class RunRecorder(pytorch.PyTorchCallback):
         whether its task's test files are there to predict."""
         self.total_batches, self.validation_batches = total_batches, validation_batches
         self.data_seconds, self.chief, self.test_files = data_seconds, chief, test_files
+
+    def state_dict(self) -> dict:
+        """What a run resumed from the checkpoint being saved continues (resumed()), in the
+        plain types that torch.load reads with weights_only."""
+        return {
+            "losses": [(batches, float(loss)) for batches, loss in self.losses],
+            "validations": [
+                (batches, {name: plain(value) for name, value in metrics.items()})
+                for batches, metrics in self.validations
+            ],
+            "checkpoints": list(self.checkpoints),
+        }
+
+    def resumed(self, state: dict, batches: int, uuid: str | None) -> None:
+        """Continue the run that saved the checkpoint resumed from, after `batches`: its losses,
+        validations and checkpoints still on disk, as the checkpoint recorded them (state_dict;
+        {} from a checkpoint of a cluster's trial), and the checkpoint itself where `uuid` names
+        it in local storage. Determined's load_state_dict would restore them only once training
+        starts, but a run resumed after its last batch trains nothing and still sums up."""
+        storage = checkpointing.storage_dir()
+        self.losses = list(state.get("losses", []))
+        self.validations = list(state.get("validations", []))
+        self.checkpoints = [
+            (saved_at, saved)
+            for saved_at, saved in state.get("checkpoints", [])
+            if (storage / saved / "metadata.json").is_file()
+        ] + ([(batches, uuid)] if uuid else [])
 
     # What the local runner reports per batch (Determined's callbacks fire per period only).
     def trained(self, samples: int) -> None:
@@ -196,12 +223,17 @@ class RunRecorder(pytorch.PyTorchCallback):
         self._pause_training()
 
     # Derived figures.
+    @property
+    def trained_batches(self) -> int:
+        """The batches this run trained (a resumed run's first ones were trained before)."""
+        return self.batches - self.first_batch
+
     def samples_per_second(self) -> float:
         seconds = self.training.elapsed()
         return self.samples / seconds if seconds else 0.0
 
     def eta_seconds(self) -> float:
-        per_batch = self.training.elapsed() / max(self.batches - self.first_batch, 1)
+        per_batch = self.training.elapsed() / max(self.trained_batches, 1)
         return per_batch * max(self.total_batches - self.batches, 0)
 
     # Bars and lines.
@@ -225,6 +257,11 @@ class RunRecorder(pytorch.PyTorchCallback):
 
     def _line(self, text: str) -> None:
         print(text, file=self.stream, flush=True)
+
+
+def plain(value: float) -> int | float:
+    """A number as Python's int or float, whatever numpy type it came as."""
+    return int(value) if isinstance(value, int) else float(value)
 
 
 def metric_names(validations: list[tuple[int, dict]]) -> list[str]:
@@ -260,15 +297,18 @@ def summary(
         lines.append(f"  {recorder.stop_reason}")
     if init_from is not None:
         lines.append(f"weights     from data.init_from {init_from}")
-    total = time.perf_counter() - recorder.started
-    startup = recorder.startup_seconds - recorder.data_seconds
-    lines.append(
-        f"time        {format_duration(total)}: start-up {startup:.1f} s, data (download, "
-        f"featurize) {recorder.data_seconds:.1f} s, training "
-        f"{recorder.training.seconds:.1f} s, validation {recorder.validation.seconds:.1f} s, "
-        f"checkpoints {recorder.checkpointing.seconds:.1f} s"
-    )
-    lines.append(f"speed       {recorder.samples_per_second():.1f} samples/s while training")
+    total = format_duration(time.perf_counter() - recorder.started)
+    if recorder.trained_batches:
+        startup = recorder.startup_seconds - recorder.data_seconds
+        lines.append(
+            f"time        {total}: start-up {startup:.1f} s, data (download, featurize) "
+            f"{recorder.data_seconds:.1f} s, training {recorder.training.seconds:.1f} s, "
+            f"validation {recorder.validation.seconds:.1f} s, checkpoints "
+            f"{recorder.checkpointing.seconds:.1f} s"
+        )
+        lines.append(f"speed       {recorder.samples_per_second():.1f} samples/s while training")
+    else:
+        lines.append(f"time        {total}, nothing trained")
     if not recorder.checkpoints:
         return "\n".join(lines)
     storage = checkpointing.storage_dir()

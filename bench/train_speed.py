@@ -55,7 +55,7 @@ import model_def
 from bert_glue.local import local_run
 from bert_glue.trial import metrics
 from bert_glue.trial.levers import Levers
-from bert_glue.trial.settings import LEVER_VALUES, Settings, load_config
+from bert_glue.trial.settings import PRECISIONS, Settings, load_config
 
 BASELINES = ("hf_padded", "hf_dynamic")
 ORIGINAL_SETTINGS = [
@@ -463,7 +463,7 @@ def main() -> None:
         help="train on this many copies of the train file: long epochs for large batches",
     )
     parser.add_argument("--vocab-from", help="bert-base-random's tokenizer; default: MiniLM's")
-    parser.add_argument("--precision", choices=LEVER_VALUES["precision"], help="the project's")
+    parser.add_argument("--precision", choices=("auto", *PRECISIONS), help="the project's")
     parser.add_argument(
         "--variants", nargs="+", default=["project", *BASELINES], help="run in this order"
     )

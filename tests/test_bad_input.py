@@ -234,8 +234,16 @@ BAD_LEVERS = {
     "early_stopping_min_delta": ("0.01", "'0.01' is not a number >= 0"),
 }
 DEVICE_LEVERS = {  # values that only this device (a CPU) refuses
-    "precision": ("fp16", "fp16 needs a GPU; use bf16 or fp32"),
-    "cuda_graphs": (True, "CUDA graphs need a GPU; use false or auto"),
+    "precision": (
+        "fp16",
+        "fp16 autocast with a loss scaler needs a CUDA GPU; set hyperparameters.precision: bf16 "
+        "or fp32",
+    ),
+    "cuda_graphs": (
+        True,
+        "CUDA graphs (torch.compile's cudagraphs backend, no Inductor) needs a CUDA GPU; set "
+        "hyperparameters.cuda_graphs: false",
+    ),
 }
 
 

@@ -17,6 +17,8 @@ import logging
 import os
 import pathlib
 import re
+from collections.abc import Callable
+from typing import Any
 
 import yaml
 
@@ -29,36 +31,100 @@ CUSTOM = "custom"  # data.task of own data (data.py's task_from_config)
 
 
 @dataclasses.dataclass(frozen=True)
-class Hyperparameters:
-    """`hyperparameters`: the four required keys, then every optional one with its default."""
+class Rule:
+    """What a key may hold: accepts(value), and the words of what it expects."""
 
-    global_batch_size: int
-    learning_rate: float
-    num_train_epochs: int
-    model_type: str
-    max_seq_length: int = 128  # tokens per pair, after truncation
-    adam_epsilon: float = 1e-8
-    weight_decay: float = 0.0  # never applied to biases and LayerNorm weights
-    warmup_ratio: float = 0.0  # share of all optimizer steps spent warming the LR up linearly
-    max_grad_norm: float = 1.0  # clip the gradients' norm to this, as run_glue; 0: no clipping
-    pad_to_max_length: bool = False  # pad every batch to max_seq_length, not its longest
-    pad_to_multiple_of: int = 8  # round a batch's padded length up: few shapes for the kernels
-    group_by_length: str | bool = AUTO  # batch similar lengths together; auto: unless packing
-    precision: str = AUTO  # auto: bf16 (or fp16) on GPUs and on CPUs with native bf16, else fp32
-    fused_adamw: str | bool = AUTO  # auto: fused on CPUs and CUDA GPUs (kernels for both)
-    fast_dropout: str | bool = AUTO  # auto: on CPUs, where torch's dropout draws slowly
-    attn_implementation: str = AUTO  # auto: SDPA on GPUs, eager on CPUs; or eager, sdpa
-    dataloader_workers: str | int = AUTO  # auto: 2 on GPUs, to batch while the GPU steps; 0 on CPUs
-    torch_compile: bool = False  # compile the model: slow first steps, faster ones after (GPUs)
-    packing: str | bool = AUTO  # padding-free batches (batching.py); auto: on GPUs, not on CPUs
-    cuda_graphs: str | bool = AUTO  # replay each bucketed shape's step as a CUDA graph; auto: GPUs
+    accepts: Callable[[Any], bool]
+    expected: str
+
+    def check(self, key: str, value) -> None:
+        if not self.accepts(value):
+            raise ConfigError(f"{key}: {value!r} is not {self.expected}")
+
+
+def _whole(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def one_of(*choices) -> Rule:
+    """Exactly one of the choices: "false" in quotes is not false, nor 1 true."""
+    shown = ", ".join(str(c).lower() if isinstance(c, bool) else c for c in choices)
+    same = lambda value, c: value is c if isinstance(c, bool) else value == c  # noqa: E731
+    return Rule(lambda v: any(same(v, c) for c in choices), f"one of {shown}")
+
+
+COUNT = Rule(lambda v: _whole(v) and v >= 1, "an integer >= 1")
+RATE = Rule(lambda v: _number(v) and v >= 0, "a number >= 0")  # "2e-5" in quotes is not
+SHARE = Rule(lambda v: _number(v) and 0 <= v <= 1, "a share of the steps, 0 to 1")
+SWITCH = one_of(AUTO, True, False)
+BOOLEAN = one_of(True, False)
+
+
+def key(default=dataclasses.MISSING, rule: Rule | None = None) -> dataclasses.Field:
+    """A hyperparameter: its default (none: required) and the rule its value must meet."""
+    return dataclasses.field(default=default, metadata={"rule": rule})
+
+
+@dataclasses.dataclass(frozen=True)
+class Hyperparameters:
+    """`hyperparameters`: the four required keys, then every optional one with its default and
+    its rule (the README's table lists the same)."""
+
+    global_batch_size: int = key(rule=COUNT)  # examples per optimizer step, over all slots
+    learning_rate: float = key(rule=RATE)
+    num_train_epochs: int = key(rule=COUNT)
+    model_type: str = key()
+    max_seq_length: int = key(128, COUNT)  # tokens per pair, after truncation
+    adam_epsilon: float = key(1e-8, RATE)
+    weight_decay: float = key(0.0, RATE)  # never applied to biases and LayerNorm weights
+    warmup_ratio: float = key(0.0, SHARE)  # share of all steps spent warming the LR up linearly
+    max_grad_norm: float = key(1.0, RATE)  # clip the gradients' norm to this; 0: no clipping
+    pad_to_max_length: bool = key(False, BOOLEAN)  # pad every batch to max_seq_length
+    pad_to_multiple_of: int = key(8, COUNT)  # round a batch's padded length up: few shapes
+    # The levers: "auto" is resolved for the device by levers.Levers.resolve.
+    group_by_length: str | bool = key(AUTO, SWITCH)  # batch similar lengths; auto: unless packing
+    precision: str = key(AUTO, one_of(AUTO, "fp32", "bf16", "fp16"))
+    fused_adamw: str | bool = key(AUTO, SWITCH)  # auto: fused on CPUs and CUDA GPUs
+    fast_dropout: str | bool = key(AUTO, SWITCH)  # auto: on CPUs, where torch's dropout is slow
+    attn_implementation: str = key(
+        AUTO,
+        Rule(
+            lambda v: isinstance(v, str) and v != "", "auto or an attention name (eager, sdpa, ...)"
+        ),
+    )  # auto: SDPA on GPUs, eager on CPUs
+    dataloader_workers: str | int = key(
+        AUTO, Rule(lambda v: v == AUTO or (_whole(v) and v >= 0), "auto or a count >= 0")
+    )  # auto: 2 on GPUs, to batch while the GPU steps; 0 on CPUs
+    torch_compile: bool = key(False, BOOLEAN)  # Inductor: needs a host compiler (levers.py)
+    packing: str | bool = key(AUTO, SWITCH)  # padding-free batches; auto: on GPUs
+    cuda_graphs: str | bool = key(AUTO, SWITCH)  # graph each bucketed step; auto: on one GPU
     # Early stopping (callbacks.py): end the trial once searcher.metric stops improving.
-    early_stopping_patience: int | None = None  # validations in a row without improvement
-    early_stopping_min_delta: float = 0.0  # what an improvement must exceed
+    early_stopping_patience: int | None = key(
+        None,
+        Rule(
+            lambda v: v is None or COUNT.accepts(v),
+            "an integer >= 1 (validations without improvement) or null (no early stopping)",
+        ),
+    )
+    early_stopping_min_delta: float = key(0.0, RATE)  # what an improvement must exceed
     # For searches over tasks and seeds (glue.yaml):
-    task: str | None = None  # a GLUE task, in place of data.task, so that a searcher can vary it
-    seed: int | None = None  # seeds all of the trial's randomness; None: Determined's trial seed
-    per_task: dict | None = None  # task -> the hyperparameters that differ for it, {MRPC: {...}}
+    task: str | None = key(None)  # a GLUE task, in place of data.task, for a searcher to vary
+    seed: int | None = key(
+        None, Rule(lambda v: v is None or (_whole(v) and v >= 0), "an integer >= 0")
+    )  # seeds all of the trial's randomness; None: Determined's trial seed
+    per_task: dict | None = key(None)  # task -> the hyperparameters that differ for it
+
+    @staticmethod
+    def check(section: str, values: dict) -> None:
+        """Each value meets its key's rule; the error names the key."""
+        for name, value in values.items():
+            rule = RULES.get(name)
+            if rule is not None:
+                rule.check(f"{section}.{name}", value)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,8 +226,6 @@ class Settings:
         values = local_hparams(config) if hparams is None else hparams
         data = dict(config.get("data") or {})
         top = _with_defaults("hyperparameters", values, Hyperparameters)
-        if top.seed is not None and (not isinstance(top.seed, int) or top.seed < 0):
-            raise ConfigError(f"hyperparameters.seed: {top.seed!r} is not an integer >= 0")
         if top.task is not None:
             if data.get("task") is not None:
                 raise ConfigError(
@@ -169,8 +233,7 @@ class Settings:
                     "set the task in one place"
                 )
             data["task"] = top.task
-        check_numbers("hyperparameters", values)
-        check_levers("hyperparameters", values)
+        Hyperparameters.check("hyperparameters", values)
         data_config = DataConfig.of(data)
         task_values = task_hyperparameters(top.per_task or {}, str(data_config.task))
         hp = dataclasses.replace(top, **task_values)
@@ -257,29 +320,8 @@ def _optional(cls: type) -> dict:
 
 REQUIRED_HPARAMS, OPTIONAL_HPARAMS = _required(Hyperparameters), _optional(Hyperparameters)
 REQUIRED_DATA, OPTIONAL_DATA = _required(DataConfig), _optional(DataConfig)
-COUNT_HPARAMS = ("global_batch_size", "num_train_epochs", "max_seq_length", "pad_to_multiple_of")
-NUMBER_HPARAMS = (
-    "learning_rate",
-    "adam_epsilon",
-    "weight_decay",
-    "warmup_ratio",
-    "max_grad_norm",
-    "early_stopping_min_delta",
-)
-# The levers: each one's documented values; levers.Levers.resolve() resolves "auto".
-# attn_implementation takes "auto" or any name transformers knows; dataloader_workers "auto" or
-# a count >= 0.
-SWITCH = (AUTO, True, False)
-LEVER_VALUES = {
-    "precision": (AUTO, "fp32", "bf16", "fp16"),
-    "group_by_length": SWITCH,
-    "fused_adamw": SWITCH,
-    "fast_dropout": SWITCH,
-    "packing": SWITCH,
-    "cuda_graphs": SWITCH,
-    "torch_compile": (True, False),
-    "pad_to_max_length": (True, False),
-}
+RULES = {f.name: f.metadata["rule"] for f in dataclasses.fields(Hyperparameters)}
+PRECISIONS = ("fp32", "bf16", "fp16")
 # What per_task may not change: the keys that pick the trial.
 TRIAL_KEYS = ("task", "seed", "per_task")
 # The sections and keys a local run's overrides may change.
@@ -346,48 +388,6 @@ def _count(key: str, value, minimum: int = 1) -> int:
     return value
 
 
-def check_numbers(section: str, values: dict) -> None:
-    """A count must be an integer >= 1 and a rate a number >= 0: "2e-5" in quotes is neither."""
-    for key, value in values.items():
-        wrong = isinstance(value, bool) or not isinstance(value, int | float)
-        count = not wrong and isinstance(value, int) and value >= 1
-        if key in COUNT_HPARAMS and not count:
-            raise ConfigError(f"{section}.{key}: {value!r} is not an integer >= 1")
-        if key == "early_stopping_patience" and value is not None and not count:
-            raise ConfigError(
-                f"{section}.{key}: {value!r} is not an integer >= 1 (validations without "
-                "improvement) or null (no early stopping)"
-            )
-        if key in NUMBER_HPARAMS and (wrong or value < 0):
-            raise ConfigError(f"{section}.{key}: {value!r} is not a number >= 0")
-        if key == "warmup_ratio" and value > 1:
-            raise ConfigError(f"{section}.{key}: {value!r} is a share of the steps, 0 to 1")
-
-
-def check_levers(section: str, values: dict) -> None:
-    """Each lever takes only its documented values: "false" in quotes is not false."""
-    for key, value in values.items():
-        choices = LEVER_VALUES.get(key)
-        if choices is not None and not any(_same(value, choice) for choice in choices):
-            shown = ", ".join(str(c).lower() if isinstance(c, bool) else c for c in choices)
-            raise ConfigError(f"{section}.{key}: {value!r} is not one of {shown}")
-    workers = values.get("dataloader_workers", AUTO)
-    if workers != AUTO and (
-        isinstance(workers, bool) or not isinstance(workers, int) or workers < 0
-    ):
-        raise ConfigError(f"{section}.dataloader_workers: {workers!r} is not auto or a count >= 0")
-    attention = values.get("attn_implementation", AUTO)
-    if not isinstance(attention, str) or not attention:
-        raise ConfigError(
-            f"{section}.attn_implementation: {attention!r} is not auto or an attention name "
-            "(eager, sdpa, ...)"
-        )
-
-
-def _same(value, choice) -> bool:
-    return value is choice if isinstance(choice, bool) else value == choice
-
-
 def per_task_entry(per_task: dict, task: str) -> str | None:
     """per_task's name for the task (data.task's spelling in any case), None if it has none."""
     return next((name for name in per_task if name.lower() == task.lower()), None)
@@ -409,8 +409,7 @@ def task_hyperparameters(per_task: dict, task: str) -> dict:
         raise ConfigError(f"{section}: expected hyperparameter: value pairs, got {values!r}")
     optional = {key: v for key, v in OPTIONAL_HPARAMS.items() if key not in TRIAL_KEYS}
     with_defaults(section, values, (), {**dict.fromkeys(REQUIRED_HPARAMS), **optional})
-    check_numbers(section, values)
-    check_levers(section, values)
+    Hyperparameters.check(section, values)
     return values
 
 

@@ -49,8 +49,14 @@ def test_exponents_read_as_numbers_as_determined_s_cli_reads_them(tmp_path):
     ("hparams", "message"),
     [
         ({"learning_rate": "2e-5"}, "hyperparameters.learning_rate: '2e-5' is not a number >= 0"),
-        ({"warmup_ratio": -0.1}, "hyperparameters.warmup_ratio: -0.1 is not a number >= 0"),
-        ({"warmup_ratio": 10}, "hyperparameters.warmup_ratio: 10 is a share of the steps, 0 to 1"),
+        (
+            {"warmup_ratio": -0.1},
+            "hyperparameters.warmup_ratio: -0.1 is not a share of the steps, 0 to 1",
+        ),
+        (
+            {"warmup_ratio": 10},
+            "hyperparameters.warmup_ratio: 10 is not a share of the steps, 0 to 1",
+        ),
         ({"global_batch_size": 8.0}, "hyperparameters.global_batch_size: 8.0 is not an integer"),
         ({"num_train_epochs": True}, "hyperparameters.num_train_epochs: True is not an integer"),
         ({"max_seq_length": 0}, "hyperparameters.max_seq_length: 0 is not an integer >= 1"),

@@ -271,8 +271,7 @@ def run(
         context.get_experiment_config(), context.get_hparams(), context.distributed.get_size()
     )
     levers = levers_on(settings, context.device, context.distributed)
-    info = det.get_cluster_info()
-    local = info is None or info.task_type != "TRIAL"  # as pytorch.init tells them apart
+    local = workarounds.cluster_trial() is None
     if local:  # a cluster's trial is seeded with its trial seed by Determined
         seed_everything(settings.experiment_seed)
     if watcher is not None:
@@ -341,8 +340,8 @@ def _unit(period: tuple[str, int]) -> pytorch.TrainUnit:
 
 
 def main(argv: list[str] | None = None) -> int:
-    info = det.get_cluster_info()
-    if info is None or info.task_type != "TRIAL":
+    info = workarounds.cluster_trial()
+    if info is None:
         return cli.main(argv, run, __file__, __doc__)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     with pytorch.init(hparams=info.trial.hparams) as context:

@@ -10,6 +10,7 @@ import json
 import logging
 import math
 import pathlib
+import types
 
 import determined as det
 import pytest
@@ -139,7 +140,7 @@ def test_every_rank_exits_at_the_validation_that_runs_out_of_patience():
 
 
 def test_on_a_cluster_the_stop_writes_no_checkpoint(monkeypatch):
-    monkeypatch.setattr(det, "get_cluster_info", lambda: "a trial's cluster info")
+    monkeypatch.setattr(det, "get_cluster_info", lambda: types.SimpleNamespace(task_type="TRIAL"))
     chief = callback_on(0)
     validate(chief, 10, 0.7)
     validate(chief, 20, 0.7)

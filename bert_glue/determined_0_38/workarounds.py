@@ -6,7 +6,8 @@ The pieces: a stop at the Trainer's next boundary (stop_at_boundaries), which ea
 takes, and adaptive ASHA's stop (SearcherStop), which also stops at the next batch; checkpoints'
 RNG state that torch 2.13 loads (loadable_rng_state); an exact resume's batch count
 (starting_at); TensorBoard's folder (write_tensorboard_to); per-batch hooks for a local run's
-progress (with_batch_hooks); and reducer errors raised as they are (reducer_errors_as_raised).
+progress (with_batch_hooks); reducer errors raised as they are (reducer_errors_as_raised); and
+whether this process is a cluster's trial (cluster_trial).
 """
 
 from __future__ import annotations
@@ -25,6 +26,14 @@ from determined import pytorch
 from determined.common.api import authentication, bindings, certs
 
 logger = logging.getLogger(__name__)
+
+
+def cluster_trial() -> det.ClusterInfo | None:
+    """The cluster's info when this process is a trial on a cluster, else None (a local run,
+    or a notebook or command on a cluster). Determined 0.38.1 has no public predicate for it;
+    pytorch.init() tells them apart by the task type, as here. Can go when one is public."""
+    info = det.get_cluster_info()
+    return info if info is not None and info.task_type == "TRIAL" else None
 
 
 @contextlib.contextmanager
@@ -328,8 +337,8 @@ class SearcherStop(pytorch.PyTorchCallback):
         self.validated_at: int | None = None  # the batches at a validation not yet asked about
 
     def on_trial_startup(self, first_batch_idx: int, checkpoint_uuid: str | None) -> None:
-        info = det.get_cluster_info()
-        if info is None or info.task_type != "TRIAL":  # alike on every rank
+        info = cluster_trial()
+        if info is None:  # alike on every rank
             return
         self.on_cluster = True
         self.batches = first_batch_idx

@@ -20,7 +20,6 @@ import math
 import pathlib
 from collections.abc import Callable
 
-import determined as det
 import numpy as np
 import torch
 from determined import pytorch
@@ -96,7 +95,7 @@ class EarlyStopping(pytorch.PyTorchCallback):
     def on_trial_startup(self, first_batch_idx: int, checkpoint_uuid: str | None) -> None:
         self.batches_trained = first_batch_idx
         if self.plateau is not None:
-            local = det.get_cluster_info() is None
+            local = workarounds.cluster_trial() is None
             workarounds.stop_at_boundaries(self.context, lambda: self.reason, local)
 
     def on_training_workload_end(self, avg_metrics: dict, batch_metrics: list[dict]) -> None:

@@ -33,7 +33,6 @@ import re
 import tempfile
 
 import appdirs
-import determined as det
 import torch
 import transformers
 from determined.common import api
@@ -56,6 +55,7 @@ from transformers.utils import (
 )
 
 import constants
+from bert_glue.determined_0_38 import workarounds
 from bert_glue.trial import checkpointing
 from bert_glue.trial.settings import Settings
 from constants import ConfigError, GlueTask
@@ -269,8 +269,8 @@ def _checkpoint(name: str, where: str) -> Source:
 
 def _cluster_master() -> str | None:
     """The master's URL when this runs as a trial on a cluster; None in a local run."""
-    info = det.get_cluster_info()
-    return info.master_url if info is not None and info.task_type == "TRIAL" else None
+    info = workarounds.cluster_trial()
+    return info.master_url if info is not None else None
 
 
 def download_cache() -> pathlib.Path:

@@ -59,7 +59,9 @@ class BertPyTorch(pytorch.PyTorchTrial):
         self.global_batch_size = hp.global_batch_size
         self.per_slot_batch_size = self.global_batch_size // slots
         self.max_length = pytorch.Epoch(hp.num_train_epochs)
-        self.seed = self._seed(hp.seed, settings.experiment_seed)
+        if hp.seed is not None:  # it seeds all, as Determined seeds with its trial seed
+            seed_everything(hp.seed)
+        self.seed = hp.seed if hp.seed is not None else self._trial_seed()
         # Downloads (the model, the data) and feature caches: once per node. The data is read
         # before the model's weights load, so that a data mistake ends the run at once.
         with node_first(context.distributed):
@@ -89,7 +91,7 @@ class BertPyTorch(pytorch.PyTorchTrial):
             callbacks.GlueMetricReducer(self.task), for_training=False
         )
         self.train_loss = context.wrap_reducer(
-            callbacks.TrainingLoss(self._training_at), "loss", for_validation=False
+            callbacks.TrainingLoss(self._training_note), "loss", for_validation=False
         )
         self.early_stopping = callbacks.EarlyStopping(context, settings, self.total_steps)
         self.searcher_stop = workarounds.SearcherStop(context)
@@ -149,7 +151,7 @@ class BertPyTorch(pytorch.PyTorchTrial):
         per_slot_batches = -(-len(self.train_set) // self.per_slot_batch_size)
         return self.max_length.value * -(-per_slot_batches // self.context.distributed.get_size())
 
-    def _training_at(self, batch_idx: int) -> str:
+    def _training_note(self, batch_idx: int) -> str:
         lr = self.schedule.base_lrs[0] * self.schedule.lr_lambdas[0](batch_idx)
         return f"learning rate {lr:.3g}, precision {self.levers.precision}"
 
@@ -166,16 +168,12 @@ class BertPyTorch(pytorch.PyTorchTrial):
             return contextlib.nullcontext()
         return torch.autocast(self.context.device.type, dtype=self.autocast_dtype)
 
-    def _seed(self, seed: int | None, experiment_seed: int | None) -> int:
-        """hyperparameters.seed, which then seeds all as Determined seeds with its trial seed
-        (the new head too); else the trial seed, or locally reproducibility.experiment_seed."""
-        if seed is not None:
-            seed_everything(seed)
-            return seed
+    def _trial_seed(self) -> int | None:
+        """Determined's trial seed, or locally reproducibility.experiment_seed."""
         try:
             return self.context.get_trial_seed()
         except det.errors.InternalException:  # local mode has no trial seed
-            return experiment_seed
+            return self.settings.experiment_seed
 
     def build_training_data_loader(self) -> pytorch.DataLoader:
         batch_size = self.per_slot_batch_size

@@ -2,11 +2,13 @@
 constants.py, download_glue_data.py), grouped by job:
 
     trial/            what the trial is built from: its settings, built and checked once
-                      (settings), batches (batching), metrics, the starting weights (pretrained),
-                      callbacks and reducers (callbacks), checkpoints found and read
-                      (checkpointing)
+                      (settings), own data's task (custom_task), the levers resolved for a
+                      device (levers) and checked on it (device), batches (batching), fast
+                      dropout, metrics, the starting weights (pretrained), callbacks and
+                      reducers (callbacks), checkpoints found and read (checkpointing)
     results/          checkpoints loaded back as models (finetuned), test predictions
-                      (predictions), a GLUE experiment's trials collected (glue_results)
+                      (predictions), a GLUE experiment's trials collected (glue_results), its
+                      table (glue_table) and report (report)
     local/            a run on this machine: the command line (cli), Determined's Trainer in
                       local mode (local_run), a grid config's trials in turn (local_grid), the
                       progress bars and summary (progress)

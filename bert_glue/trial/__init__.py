@@ -1,1 +1,2 @@
-"""What the trial is built from: settings, metrics, batches, model checks, own data."""
+"""What the trial is built from: its settings, own data's task, the levers and the device they
+run on, batches, fast dropout, metrics, the starting weights, callbacks, checkpoints."""

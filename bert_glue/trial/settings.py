@@ -263,7 +263,7 @@ class Settings:
     def early_stopping(self) -> bool:
         return self.hparams.early_stopping_patience is not None
 
-    def key(self, name: str) -> str:
+    def key_of(self, name: str) -> str:
         """Where the task's value of a hyperparameter is set: per_task's entry, or the top."""
         per_task = self.hparams.per_task or {}
         entry = per_task_entry(per_task, str(self.data.task))
@@ -276,7 +276,7 @@ class Settings:
         size = self.hparams.global_batch_size
         if size % slots:
             raise ConfigError(
-                f"{self.key('global_batch_size')}: {size} examples do not split evenly across "
+                f"{self.key_of('global_batch_size')}: {size} examples do not split evenly across "
                 f"{slots} slots (processes); use a multiple of {slots}"
             )
 

@@ -4,12 +4,11 @@
 # (pytorch/pytorch:2.7.1-cuda12.6-cudnn9-runtime: Python 3.11, torch; image/*.yaml). It installs
 # what that image lacks, requirements-image.txt, without changing the image's torch, torchvision,
 # triton, numpy or nvidia-* libraries, under any pip pins the image has (/etc/pip/constraint.txt)
-# relaxed only where they conflict (image_pins.py), and does nothing when all of it is there
-# already (an image built from the Dockerfile). Then it stops the container with one "error:"
-# line if torch or transformers cannot run the trial (versions.py).
+# relaxed only where they conflict, and does not start pip when the installed distributions meet
+# all of it already, dependencies included (an image built from the Dockerfile): image_pins.py.
+# Then it stops the container with one "error:" line if torch or transformers cannot run the
+# trial (versions.py).
 set -euo pipefail
 python="${DET_PYTHON_EXECUTABLE:-python3}"
-if ! "$python" -m bert_glue.container.versions --unmet requirements-image.txt; then
-  "$python" -m bert_glue.container.image_pins -r requirements-image.txt --keep determined
-fi
+"$python" -m bert_glue.container.image_pins -r requirements-image.txt --keep determined
 "$python" -m bert_glue.container.versions

@@ -1,70 +1,47 @@
-"""A trial container's start, rehearsed: Determined v0.38.1's own scripts in a stand-in image.
-
-Determined starts every trial container with entrypoint.sh, which sources task-setup.sh (it
-pip-installs the master's determined wheel with --user), then runs prep_container (context
-download, resources, proxy), sources the experiment's startup-hook.sh, rendezvouses and
-execs determined.exec.launch, which runs the config's entrypoint, `python3 model_def.py`. These
-tests run exactly that: the verbatim scripts of tests/determined_v0.38.1/ (their blob shas
-checked) with only their hard-coded paths moved under a folder of the test (replacements that
-are asserted), against tests/fake_master.py on loopback, the tiny model and synthetic MRPC.
-
-The stand-in image is a Python "installation" of its own (this interpreter's standard library,
-its own site-packages; not a venv, in which pip refuses --user) holding what the configs' image
-ships, as image/pytorch-2.7.1-cuda12.6.yaml gives it: Python 3.11 (this machine's), numpy and
-requests at the facts' versions. It has no pin file; each test also runs it with every package
-it ships pinned, as NVIDIA's images pin theirs, wired through PIP_CONSTRAINT, through a pip.conf
-(the installation's own, where the image has /etc/pip.conf), through both, or with an empty pin
-file. Differences from the image, each unavoidable:
-  - torch is PyPI's CPU build, torch==2.13.0 (this machine's local wheel), for the image's
-    2.7.1+cu126 with its nvidia-* CUDA libraries (5 GB); PyPI's torchvision 0.22.1 and triton
-    3.3.1 need that torch, so the stand-in has neither.
-  - the master's wheel is PyPI's determined 0.38.1 (what a 0.38.1 master serves).
-  - Determined's Python harness hard-codes /run/determined too: tests/container_start/
-    sitecustomize.py compiles it with that path (and /tmp/tensorboard) moved, like the scripts.
-  - the hook reads the image's pins from $IMAGE_PIP_CONSTRAINT instead of /etc/pip/constraint.txt.
-  - each container is a hard-linked copy of the image (a fresh layer, as docker gives each
-    container), so one test's installs never reach another's.
-No step is skipped: the task setup's install, prep_container with --download_context_directory
---resources --proxy (docker-container: the proxy step returns at once) and --rendezvous, the hook
-(a real pip install from PyPI), and the launch. These tests need PyPI; offline, deselect them with
--m "not network".
+"""A trial container's start, rehearsed (tests/container_start/rehearsal.py says how): Determined
+v0.38.1's own scripts in a stand-in for the configs' image, with the tiny model and synthetic
+MRPC, to a trial's validation. Each start is also run with everything the image ships pinned, as
+NVIDIA's images pin theirs, wired through PIP_CONSTRAINT, a pip.conf, both, or an empty pin file;
+and in the image the Dockerfile builds, where nothing may start pip. These tests need PyPI;
+offline, deselect them with -m "not network".
 """
 
 from __future__ import annotations
 
 import concurrent.futures
-import dataclasses
 import hashlib
 import io
 import json
 import os
 import pathlib
 import re
-import shlex
-import shutil
-import subprocess
-import sys
-import sysconfig
 import tarfile
 
-import image_facts
 import pytest
 import yaml
 from conftest import REPO, tiny_config
-from determined.common import detignore
-from fake_master import TOKEN, FakeMaster
-from test_cluster import free_ports
+from container_start.pip_recorder import PipRecorder, pip_recorder
+from container_start.rehearsal import (
+    SCRIPTS,
+    SITECUSTOMIZE,
+    Image,
+    Start,
+    build_from_dockerfile,
+    build_image,
+    checked,
+    config_variables,
+    container_layer,
+    context_tgz,
+    download_wheel,
+    new_prefix,
+    start_container,
+    trial_config,
+    wired,
+)
 
 pytestmark = pytest.mark.network
 
-SCRIPTS = REPO / "tests" / "determined_v0.38.1"
-SITECUSTOMIZE = REPO / "tests" / "container_start"
 CONFIG = yaml.safe_load((REPO / "const.yaml").read_text())
-FACTS = image_facts.for_image(CONFIG["environment"]["image"])
-STAND_IN_TORCH = "torch==2.13.0"  # this machine's local CPU wheel (README: Tests)
-STAND_IN_LEFT_OUT = ("torchvision", "triton")  # they need the image's torch 2.7.1
-DETERMINED_WHEEL = "determined==0.38.1"
-START_TIMEOUT_S = 900
 NEVER_CHANGED = ("torch", "numpy")
 # How the image's pins reach pip: as the chosen image ships (no pins), or with everything it ships
 # pinned as NVIDIA pins its images' packages: through PIP_CONSTRAINT, a pip.conf, both, or an
@@ -72,109 +49,10 @@ NEVER_CHANGED = ("torch", "numpy")
 WIRINGS = ("none", "env", "pip.conf", "both", "empty")
 
 
-@dataclasses.dataclass(frozen=True)
-class Prefix:
-    """A Python installation: prefix/bin/python3 with prefix/lib/pythonX.Y."""
-
-    path: pathlib.Path
-
-    @property
-    def site_packages(self) -> pathlib.Path:
-        return (
-            self.path
-            / "lib"
-            / f"python{sys.version_info.major}.{sys.version_info.minor}"
-            / ("site-packages")
-        )
-
-    def env(self, **extra: str) -> dict[str, str]:
-        """This machine's environment with python3 being this installation's."""
-        env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
-        env["PATH"] = os.pathsep.join([str(self.path / "bin"), env["PATH"]])
-        env["PYTHONHOME"] = str(self.path)
-        return {**env, **extra}
-
-    def run(self, args: list[str], env: dict[str, str], **kwargs) -> subprocess.CompletedProcess:
-        command = [str(self.path / "bin" / "python3"), *args]
-        return subprocess.run(command, env=env, capture_output=True, text=True, **kwargs)
-
-
-def new_prefix(path: pathlib.Path) -> Prefix:
-    """An empty installation on this interpreter: its standard library linked, no packages."""
-    stdlib = pathlib.Path(sysconfig.get_path("stdlib"))
-    prefix = Prefix(path)
-    prefix.site_packages.mkdir(parents=True)
-    for entry in stdlib.iterdir():
-        # A Debian-style PEP 668 marker would make pip refuse; NVIDIA's image installs with pip.
-        if entry.name not in ("site-packages", "dist-packages", "EXTERNALLY-MANAGED"):
-            (prefix.site_packages.parent / entry.name).symlink_to(entry)
-    (path / "bin").mkdir()
-    (path / "bin" / "python3").symlink_to(os.path.realpath(sys._base_executable))
-    return prefix
-
-
-def checked(done: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
-    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
-    return done
-
-
-@dataclasses.dataclass(frozen=True)
-class Image:
-    prefix: Prefix
-    constraints: pathlib.Path  # its /etc/pip/constraint.txt, absent where wiring is "none"
-    pins: dict[str, str]  # canonical name -> the version the image ships
-    wiring: str = "none"
-
-    def env(self) -> dict[str, str]:
-        """The image's own environment: PIP_CONSTRAINT where the wiring sets it."""
-        wired = self.wiring in ("env", "both", "empty")
-        return self.prefix.env(**({"PIP_CONSTRAINT": str(self.constraints)} if wired else {}))
-
-
-def canonical(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
 @pytest.fixture(scope="session")
 def image(tmp_path_factory) -> Image:
-    """The stand-in for the configs' image (FACTS), built once for the session."""
-    root = tmp_path_factory.mktemp("image")
-    installed = FACTS["installed"]
-    shipped = [f"{name}=={version}" for name, version in installed.items()]
-    shipped = [line for line in shipped if not line.startswith(STAND_IN_LEFT_OUT)]
-    prefix = new_prefix(root / "usr")
-    env = prefix.env()
-    checked(prefix.run(["-m", "ensurepip"], env))
-    checked(prefix.run(["-m", "pip", "install", "--quiet", "--upgrade", "pip"], env))
-    install = ["-m", "pip", "install", "--quiet", STAND_IN_TORCH, *shipped]
-    checked(prefix.run(install, env, timeout=900))
-    freeze = checked(prefix.run(["-m", "pip", "freeze", "--all"], env)).stdout.split()
-    pins = {canonical(line.split("==")[0]): line.split("==")[1] for line in freeze}
-    assert all(pins[line.split("==")[0]] == line.split("==")[1] for line in shipped)
-    assert FACTS["pip_constraints"] == [], "the image pins packages: write them to its pin file"
-    return Image(prefix, root / "etc" / "pip" / "constraint.txt", pins)
-
-
-def wired(image: Image, wiring: str, path: pathlib.Path) -> Image:
-    """A container's copy of the image, its pins wired as named."""
-    layer = container_layer(image, path)
-    layer.constraints.parent.mkdir(parents=True, exist_ok=True)
-    lines = [] if wiring == "empty" else [f"{n}=={v}" for n, v in sorted(image.pins.items())]
-    if wiring != "none":
-        layer.constraints.write_text("".join(f"{line}\n" for line in lines))
-    if wiring in ("pip.conf", "both"):
-        # pip reads the installation's pip.conf as it reads /etc/pip.conf in the image.
-        (layer.prefix.path / "pip.conf").write_text(f"[global]\nconstraint = {layer.constraints}\n")
-    return dataclasses.replace(layer, wiring=wiring)
-
-
-def container_layer(image: Image, path: pathlib.Path) -> Image:
-    """A container's copy of the image: hard links, so pip's changes stay in the copy; its
-    etc/ beside it (the pin file's folder)."""
-    shutil.copytree(image.prefix.path, path / "usr", symlinks=True, copy_function=os.link)
-    return dataclasses.replace(
-        image, prefix=Prefix(path / "usr"), constraints=path / "etc" / "pip" / "constraint.txt"
-    )
+    """The stand-in for the configs' image, built once for the session."""
+    return build_image(tmp_path_factory.mktemp("image"), CONFIG["environment"]["image"])
 
 
 def never_changed(image: Image, layer: Image, env: dict[str, str]) -> None:
@@ -199,152 +77,6 @@ def git_blob_sha(content: bytes) -> str:
 def recorded_blob_shas() -> dict[str, str]:
     text = (SCRIPTS / "SOURCE.md").read_text()
     return dict(re.findall(r"\| `([\w.-]+\.sh)` \| `[^`]+` \| `([0-9a-f]{40})` \|", text))
-
-
-def moved(script: str, replacements: list[tuple[str, str]]) -> str:
-    """A verbatim script with its hard-coded paths replaced; each must occur."""
-    text = (SCRIPTS / script).read_text()
-    for old, new in replacements:
-        assert old in text, f"{script} no longer contains {old}"
-        text = text.replace(old, new)
-    return text
-
-
-@pytest.fixture(scope="module")
-def master_wheel(tmp_path_factory) -> pathlib.Path:
-    """PyPI's determined 0.38.1 wheel: what a 0.38.1 master serves from /opt/determined/wheels."""
-    folder = tmp_path_factory.mktemp("wheels")
-    command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary"]
-    command += [":all:", "--dest", str(folder), DETERMINED_WHEEL]
-    checked(subprocess.run(command, capture_output=True, text=True, timeout=300))
-    (wheel,) = folder.glob("determined-*.whl")
-    return wheel
-
-
-def context_tgz() -> bytes:
-    """The project folder as `det experiment create ... .` uploads it (.detignore applied)."""
-    ignore = detignore.make_shutil_ignore(REPO)
-    data = io.BytesIO()
-    with tarfile.open(fileobj=data, mode="w:gz") as tar:
-        for folder, dirs, files in os.walk(REPO):
-            dirs[:] = sorted(set(dirs) - set(ignore(folder, dirs)))
-            for name in sorted(set(files) - set(ignore(folder, files))):
-                path = pathlib.Path(folder, name)
-                tar.add(path, arcname=str(path.relative_to(REPO)))
-    return data.getvalue()
-
-
-def trial_config(local_config: dict, storage: pathlib.Path) -> dict:
-    """const.yaml on the tiny model (local_config), one epoch, as the master expands it."""
-    config = {**local_config, "checkpoint_storage": {"type": "directory"}}
-    config["checkpoint_storage"]["container_path"] = str(storage)
-    config["hyperparameters"] = {**config["hyperparameters"], "num_train_epochs": 1}
-    return config
-
-
-def config_variables(config: dict) -> dict[str, str]:
-    """The config's environment.environment_variables, which override the image's."""
-    pairs = config["environment"].get("environment_variables", [])
-    return dict(pair.split("=", 1) for pair in pairs)
-
-
-def master_env(root: pathlib.Path, url: str, config: dict) -> dict[str, str]:
-    """What Determined 0.38.1's master sets in a one-slot docker-container trial container
-    (master/pkg/tasks/task.go EnvVars and the trial's DET_* variables)."""
-    run_dir = root / "run" / "determined"
-    ports = free_ports(3)
-    return {
-        "DET_MASTER": url,
-        "DET_CLUSTER_ID": "fake-cluster",
-        "DET_AGENT_ID": "fake-agent",
-        "DET_SLOT_IDS": "[0]",
-        "DET_TASK_ID": "1.1",
-        "DET_ALLOCATION_ID": "1.1.1",
-        "DET_RESOURCES_ID": "fake-resources",
-        "DET_RESOURCES_TYPE": "docker-container",
-        "DET_CONTAINER_ID": "fake-container",
-        "DET_SESSION_TOKEN": TOKEN,
-        "DET_TASK_TYPE": "TRIAL",
-        "DET_USER": "determined",
-        "DET_USE_TLS": "false",
-        "DET_RUN_DIR": str(run_dir),
-        "DET_WORKDIR": str(run_dir / "workdir"),
-        "PYTHONUSERBASE": str(run_dir / "pythonuserbase"),
-        "DET_TRIAL_ID": "1",
-        "DET_EXPERIMENT_ID": "1",
-        "DET_TRIAL_SEED": "7",
-        "DET_TRIAL_RUN_ID": "1",
-        "DET_STEPS_COMPLETED": "0",
-        "DET_HPARAMS": json.dumps(config["hyperparameters"]),
-        "DET_EXPERIMENT_CONFIG": json.dumps(config),
-        "C10D_PORT": str(ports[0]),
-        "INTER_TRAIN_PROCESS_COMM_PORT_1": str(ports[1]),
-        "INTER_TRAIN_PROCESS_COMM_PORT_2": str(ports[2]),
-    }
-
-
-def lay_out_container(root: pathlib.Path, wheel: pathlib.Path) -> pathlib.Path:
-    """The master's files in the container, under root; returns entrypoint.sh."""
-    run_dir, wheels = root / "run" / "determined", root / "opt" / "determined" / "wheels"
-    for folder in ("workdir", "info", "pythonuserbase"):  # task.go's workDirArchive makes these
-        (run_dir / folder).mkdir(parents=True)
-    wheels.mkdir(parents=True)
-    shutil.copy(wheel, wheels)
-    task_setup = moved(
-        "task-setup.sh",
-        [("/run/determined/", f"{run_dir}/"), ("/opt/determined/wheels/", f"{wheels}/")],
-    )
-    entrypoint = moved(
-        "entrypoint.sh", [("/run/determined/task-setup.sh", f"{run_dir}/task-setup.sh")]
-    )
-    assert "/run/determined" not in task_setup.replace(str(run_dir), "")
-    (run_dir / "task-setup.sh").write_text(task_setup)
-    (run_dir / "entrypoint.sh").write_text(entrypoint)
-    return run_dir / "entrypoint.sh"
-
-
-@dataclasses.dataclass
-class Start:
-    run: subprocess.CompletedProcess
-    master: FakeMaster
-    layer: Image
-    env: dict[str, str]
-    root: pathlib.Path
-
-    @property
-    def output(self) -> str:
-        return self.run.stdout + self.run.stderr
-
-
-def start_container(
-    layer: Image, root: pathlib.Path, wheel: pathlib.Path, config: dict, variables: dict[str, str]
-) -> Start:
-    """One trial container from the image's start to the trial's end, in a layer made under root
-    (wired()); variables: the config's environment_variables (applied over the image's
-    environment, as Docker does)."""
-    entrypoint = lay_out_container(root, wheel)
-    master = FakeMaster(smaller_is_better=True, metric="validation_loss", context_tgz=context_tgz())
-    with master.serving() as url:
-        env = {**layer.env(), **master_env(root, url, config), **variables}
-        env.update(
-            FAKE_RUN_ROOT=str(root),
-            PYTHONPATH=str(SITECUSTOMIZE),
-            IMAGE_PIP_CONSTRAINT=str(layer.constraints),
-            NO_PROXY="127.0.0.1,localhost",
-            HF_HUB_OFFLINE="1",
-            XDG_CACHE_HOME=str(root / "cache"),
-            OMP_NUM_THREADS="1",
-            PIP_NO_COMPILE="1",  # pip's bytecode for every installed file: time, nothing tested
-        )
-        run = subprocess.run(
-            ["bash", str(entrypoint)],
-            cwd=root / "run" / "determined" / "workdir",
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=START_TIMEOUT_S,
-        )
-    return Start(run, master, layer, env, root)
 
 
 def test_the_copies_of_determineds_scripts_are_verbatim():
@@ -417,45 +149,68 @@ def test_with_the_configs_variables_the_trial_starts_and_validates(wiring, start
     never_changed(image, start.layer, start.env)
 
 
-def dockerfile_steps(dockerfile: str, root: pathlib.Path) -> list[str]:
-    """The Dockerfile's COPY steps done under root and its RUN commands, with the image paths it
-    copies to moved under root."""
-    commands, moves = [], []
-    for line in dockerfile.replace("\\\n", " ").splitlines():
-        instruction, _, rest = line.strip().partition(" ")
-        if instruction == "COPY":
-            *sources, destination = shlex.split(rest)
-            target = root / destination.lstrip("/")
-            folder = target if destination.endswith("/") else target.parent
-            folder.mkdir(parents=True, exist_ok=True)
-            for source in sources:
-                shutil.copy(REPO / source, target)
-            moves.append((destination, str(target) + ("/" if destination.endswith("/") else "")))
-        elif instruction == "RUN":
-            commands.append(rest)
-    for destination, target in moves:
-        commands = [c.replace(destination, target) for c in commands]
-    return commands
+@pytest.fixture(scope="module")
+def master_wheel(tmp_path_factory) -> pathlib.Path:
+    return download_wheel(tmp_path_factory.mktemp("wheels"))
 
 
-def test_the_dockerfiles_install_works_in_the_image(image, tmp_path):
-    """The Dockerfile's RUN steps in a copy of the image, with what it ships pinned both ways (the
-    container starts above run the same install without pins); image_pins.py reads the pins from
-    $IMAGE_PIP_CONSTRAINT here (/etc/pip/constraint.txt in the build)."""
-    commands = dockerfile_steps((REPO / "Dockerfile").read_text(), tmp_path / "build")
-    assert any("image_pins.py" in c for c in commands)
-    layer = wired(image, "both", tmp_path)
-    env = {**layer.env(), "IMAGE_PIP_CONSTRAINT": str(layer.constraints), "PIP_NO_COMPILE": "1"}
-    for command in commands:
-        run = subprocess.run(
-            ["bash", "-c", command], env=env, capture_output=True, text=True, timeout=900
-        )
-        assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
+@pytest.fixture(scope="module")
+def prebuilt(image, tmp_path_factory) -> tuple[Image, dict[str, str]]:
+    """The Dockerfile's image, built on the stand-in with what it ships pinned both ways (the
+    container starts above run the same install without pins), and the ENV it sets."""
+    return build_from_dockerfile(image, tmp_path_factory.mktemp("prebuilt"))
+
+
+def test_the_dockerfiles_install_works_in_the_image(image, prebuilt):
+    layer, _ = prebuilt
+    env = layer.env()
     checked(layer.prefix.run(["-c", "import determined, transformers"], env))
-    versions = str(REPO / "bert_glue" / "container" / "versions.py")
-    checked(layer.prefix.run([versions], env))
-    checked(layer.prefix.run([versions, "--unmet", str(REPO / "requirements-image.txt")], env))
+    checked(layer.prefix.run([str(REPO / "bert_glue" / "container" / "versions.py")], env))
     never_changed(image, layer, env)
+
+
+@pytest.fixture(scope="module")
+def prebuilt_starts(prebuilt, master_wheel, tiny_model_dir, glue_dir, tmp_path_factory):
+    """Two containers of the Dockerfile's image: as built, with stand-ins recording any call of
+    pip; and without the DET_SKIP_PIP_INSTALL it sets, with the real pip."""
+    built, dockerfile_env = prebuilt
+    assert dockerfile_env == {"DET_SKIP_PIP_INSTALL": "1"}
+
+    def start(name: str) -> tuple[Start, PipRecorder | None]:
+        root = tmp_path_factory.mktemp("container")
+        layer = container_layer(built, root)
+        config = trial_config(tiny_config(tiny_model_dir, glue_dir), root / "storage")
+        variables, recorder = config_variables(CONFIG), None
+        if name == "as built":
+            recorder = pip_recorder(root / "pip-recorder")
+            variables.update(
+                dockerfile_env,
+                PATH=os.pathsep.join([str(recorder.bin), layer.env()["PATH"]]),
+                PYTHONPATH=os.pathsep.join([str(recorder.package_root), str(SITECUSTOMIZE)]),
+            )
+        return start_container(layer, root, master_wheel, config, variables), recorder
+
+    names = ("as built", "no DET_SKIP_PIP_INSTALL")
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        return dict(zip(names, pool.map(start, names), strict=True))
+
+
+def test_the_dockerfiles_image_starts_the_trial_without_pip(prebuilt_starts):
+    start, recorder = prebuilt_starts["as built"]
+    assert start.run.returncode == 0, start.output[-5000:]
+    assert [m["stepsCompleted"] for m in start.master.metrics("validation")] == [6]
+    assert "image_pins: nothing to install: " in start.output
+    assert recorder.calls() == []
+
+
+def test_the_task_setup_installs_determined_again_unless_told_to_skip(prebuilt_starts):
+    """The image has the master's determined 0.38.1 already; task-setup.sh installs the wheel
+    all the same (into the user site, before the image's) unless DET_SKIP_PIP_INSTALL is set."""
+    start, _ = prebuilt_starts["no DET_SKIP_PIP_INSTALL"]
+    assert start.run.returncode == 0, start.output[-5000:]
+    user_base = start.root / "run" / "determined" / "pythonuserbase"
+    assert [p.name for p in user_base.glob("lib/*/site-packages/determined")] == ["determined"]
+    assert "image_pins: nothing to install: " in start.output
 
 
 def test_an_install_that_would_move_numpy_stops_and_changes_nothing(tmp_path):

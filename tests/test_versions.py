@@ -1,9 +1,8 @@
-"""versions.py: the trial refuses a torch or transformers it cannot use, as transformers judges it;
-startup-hook.sh installs only what is missing, then runs that check."""
+"""versions.py: the trial refuses a torch or transformers it cannot use, as transformers judges it
+(startup-hook.sh runs the same check; tests/test_image_pins.py runs the hook)."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 
@@ -89,54 +88,3 @@ def test_scripts_exit_with_one_line_under_a_torch_transformers_turns_off(script)
     assert done.returncode == 1
     assert done.stderr.startswith("error: torch 2.5.0a0+abc, transformers ")
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
-
-
-def test_unmet_lists_what_is_missing_or_another_version(tmp_path):
-    requirements = tmp_path / "requirements.txt"
-    requirements.write_text(
-        "# a comment\npackaging>=1\n\ntransformers==0.0.1  # too old\nno-such-package-xyz==1\n"
-    )
-    assert versions.unmet(requirements) == [
-        "transformers==0.0.1 (installed: 5.24.0)",
-        "no-such-package-xyz==1 (installed: none)",
-    ]
-    assert versions.main(["--unmet", str(requirements)]) == 1
-
-
-def run_hook(tmp_path, requirements: str) -> tuple[subprocess.CompletedProcess, str]:
-    """startup-hook.sh in a copy of its files, with a Python that logs and skips the installs
-    (pip, image_pins)."""
-    shutil.copy(REPO / "startup-hook.sh", tmp_path)
-    shutil.copytree(REPO / "bert_glue" / "container", tmp_path / "bert_glue" / "container")
-    (tmp_path / "requirements-image.txt").write_text(requirements)
-    python = tmp_path / "python"
-    python.write_text(
-        "#!/usr/bin/env bash\n"
-        'if [ "$1 $2" = "-m pip" ] || [ "$2" = bert_glue.container.image_pins ]; then\n'
-        '  echo "$@" >> pip.log; exit 0\n'
-        "fi\n"
-        f'exec {sys.executable} "$@"\n'
-    )
-    python.chmod(0o755)
-    env = {"PATH": "/usr/bin:/bin", "DET_PYTHON_EXECUTABLE": str(python)}
-    done = subprocess.run(
-        ["bash", "startup-hook.sh"], cwd=tmp_path, env=env, capture_output=True, text=True
-    )
-    log = tmp_path / "pip.log"
-    return done, log.read_text() if log.exists() else ""
-
-
-def test_hook_skips_pip_when_everything_is_installed(tmp_path):
-    done, pip_calls = run_hook(tmp_path, (REPO / "requirements-image.txt").read_text())
-    assert done.returncode == 0, done.stderr
-    assert pip_calls == ""
-
-
-def test_hook_installs_the_requirements_file_when_a_pin_is_missing(tmp_path):
-    done, pip_calls = run_hook(tmp_path, "no-such-package-xyz==1\n")
-    assert done.returncode == 0, done.stderr
-    assert "not installed: no-such-package-xyz==1" in done.stdout
-    assert (
-        pip_calls
-        == "-m bert_glue.container.image_pins -r requirements-image.txt --keep determined\n"
-    )

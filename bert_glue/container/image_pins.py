@@ -14,6 +14,11 @@ version already (the task setup installed the master's determined and its reques
 Each relaxed pin is printed on one line. pip runs with PIP_CONSTRAINT naming the file it must
 apply, which overrides a pip.conf's constraint as well: an empty PIP_CONSTRAINT would not.
 
+pip itself takes seconds to start and to ask the index about every package, so it runs only when
+it would have something to do: when the installed distributions leave a requirement, one of its
+dependencies (followed through each distribution's metadata) or a kept pin of the image unmet.
+Otherwise one line says that nothing was installed.
+
     python3 -m bert_glue.container.image_pins -r requirements-image.txt --keep determined [req ...]
 
 startup-hook.sh and the Dockerfile run it.
@@ -30,13 +35,35 @@ import re
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from packaging.requirements import Requirement
 
 DEFAULT_IMAGE_CONSTRAINTS = "/etc/pip/constraint.txt"
 PROTECTED = re.compile(r"torch|torchvision|triton|numpy|nvidia-.*")
+COMMENT = re.compile(r"(^|\s+)#.*$")  # pip's own rule for comments in requirements files
 
 
 def canonical(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def requirement_lines(path: pathlib.Path) -> list[str]:
+    """The requirements of a pip requirements file, without comments; options are refused: the
+    check below reads the same lines that pip installs."""
+    lines = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        text = COMMENT.sub("", line).strip()
+        if text.startswith("-"):
+            sys.exit(
+                f"error: {path}, line {number}: {text!r}: image_pins reads requirements only; "
+                "give pip options as PIP_* environment variables"
+            )
+        if text:
+            lines.append(text)
+    return lines
 
 
 def read_pins(path: pathlib.Path) -> dict[str, str]:
@@ -127,8 +154,77 @@ def planned_installs(requirements: list[str], constraints: pathlib.Path) -> dict
     return {canonical(i["metadata"]["name"]): i["metadata"]["version"] for i in installs}
 
 
-def install(requirements: list[str], image_constraints: pathlib.Path) -> int:
-    pins = read_pins(image_constraints) if image_constraints.is_file() else {}
+def kept_pins(pins: dict[str, str], relax: dict[str, str], protected: dict[str, str]) -> list[str]:
+    """The constraints pip installs under: the image's pins less the relaxed ones, with the
+    protected packages held at their installed versions."""
+    kept = [line for name, line in pins.items() if name not in relax and not is_protected(name)]
+    return kept + [f"{name}=={version}" for name, version in sorted(protected.items())]
+
+
+def needed(requirement: Requirement, extras: Iterable[str]) -> bool:
+    """Whether a requirement applies here, for a distribution asked for with these extras."""
+    marker = requirement.marker
+    return marker is None or any(marker.evaluate({"extra": extra}) for extra in ("", *extras))
+
+
+def unmet(requirements: list[str], constraints: list[str]) -> list[str]:
+    """What pip would have to install or change for these requirements under these constraints,
+    judged from the installed distributions without running pip: each requirement, then each
+    dependency that the installed distributions' metadata declares, in turn. Empty when all of
+    them are installed at versions that meet every requirement and constraint on them."""
+    try:
+        from packaging.requirements import InvalidRequirement, Requirement
+        from packaging.version import InvalidVersion
+    except ImportError:  # the Dockerfile's base image may lack it; determined requires it
+        return ["packaging is not installed to check the requirements"]
+    limits = {}
+    for line in constraints:
+        try:
+            constraint = Requirement(line)
+        except InvalidRequirement:
+            constraint = None
+        if constraint is None or constraint.url or constraint.marker:
+            return [f"the image's pin {line!r}: this check reads version ranges only"]
+        limits[canonical(constraint.name)] = constraint
+    problems = []
+    seen = set()
+    todo = [(line, "requested", ()) for line in requirements]
+    while todo:
+        line, wanted_by, parent_extras = todo.pop()
+        try:
+            requirement = Requirement(line)
+        except InvalidRequirement:
+            problems.append(f"{line!r} ({wanted_by}) is not a requirement this check reads")
+            continue
+        if not needed(requirement, parent_extras):
+            continue
+        name = canonical(requirement.name)
+        version = installed_version(name)
+        shown = str(requirement).split(";")[0].strip()  # without its marker, which held
+        if version is None:
+            problems.append(f"{shown} ({wanted_by}) is not installed")
+            continue
+        if requirement.url:
+            problems.append(f"{shown} ({wanted_by}): a direct reference, which pip judges")
+        pin = limits.get(name)
+        for rule, text in (
+            (requirement, f"{shown} ({wanted_by})"),
+            (pin, f"{pin} (the image's pin)"),
+        ):
+            try:
+                met = rule is None or rule.specifier.contains(version, prereleases=True)
+            except InvalidVersion:
+                met = False
+            if not met:
+                problems.append(f"{text}: {version} is installed")
+        if (name, frozenset(requirement.extras)) not in seen:
+            seen.add((name, frozenset(requirement.extras)))
+            dependencies = importlib.metadata.requires(name) or []
+            todo += [(dep, f"{name} {version}", requirement.extras) for dep in dependencies]
+    return list(dict.fromkeys(problems))
+
+
+def install(requirements: list[str], pins: dict[str, str]) -> int:
     protected = installed_protected()
     with tempfile.TemporaryDirectory() as tmp:
         folder = pathlib.Path(tmp)
@@ -143,14 +239,15 @@ def install(requirements: list[str], image_constraints: pathlib.Path) -> int:
         relax = conflicting(pins, planned, {name: installed_version(name) for name in pins})
         for name, why in sorted(relax.items()):
             print(f"image_pins: relaxing the image's {pins[name]}: {why}")
-        kept = [line for name, line in pins.items() if name not in relax and not is_protected(name)]
-        kept += [f"{name}=={version}" for name, version in sorted(protected.items())]
+        kept = kept_pins(pins, relax, protected)
         return pip(requirements, write_constraints(kept, folder, "relaxed.txt")).returncode
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("-r", dest="files", action="append", default=[], help="requirements file")
+    parser.add_argument(
+        "-r", dest="files", type=pathlib.Path, action="append", default=[], help="requirements file"
+    )
     parser.add_argument("--keep", action="append", default=[], help="keep this installed package")
     parser.add_argument("requirements", nargs="*")
     parser.add_argument(
@@ -160,9 +257,24 @@ def main(argv: list[str] | None = None) -> int:
         help="the image's pins (default: $IMAGE_PIP_CONSTRAINT or /etc/pip/constraint.txt)",
     )
     args = parser.parse_args(argv)
-    kept = [f"{name}=={installed_version(name)}" for name in args.keep if installed_version(name)]
-    requirements = [arg for f in args.files for arg in ("-r", f)] + args.requirements + kept
-    return install(requirements, args.image_constraints)
+    requirements = [line for path in args.files for line in requirement_lines(path)]
+    requirements += args.requirements
+    requirements += [
+        f"{name}=={installed_version(name)}" for name in args.keep if installed_version(name)
+    ]
+    pins = read_pins(args.image_constraints) if args.image_constraints.is_file() else {}
+    # Installed versions that differ from a pin relax it: only the pins they meet stay.
+    relax = conflicting(pins, {}, {name: installed_version(name) for name in pins})
+    problems = unmet(requirements, kept_pins(pins, relax, {}))
+    if not problems:
+        print(
+            f"image_pins: nothing to install: {len(requirements)} requirements and their "
+            "dependencies are met"
+        )
+        return 0
+    for problem in problems:
+        print(f"image_pins: to install: {problem}")
+    return install(requirements, pins)
 
 
 if __name__ == "__main__":

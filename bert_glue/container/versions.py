@@ -7,18 +7,14 @@ a model class with an ImportError that does not name the image. This module says
 are installed and what to change.
 
     python -m bert_glue.container.versions          # exit 1 with "error: ..." if unusable
-    python -m bert_glue.container.versions --unmet requirements-image.txt  # exit 1 if any unmet
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib.metadata
-import pathlib
 import sys
 from collections.abc import Callable
 
-from packaging.requirements import Requirement
 from packaging.version import InvalidVersion, Version
 
 # transformers 5's own floor for torch (transformers.utils.import_utils.is_torch_available).
@@ -80,32 +76,5 @@ def require_supported() -> None:
         sys.exit(f"error: {message}")
 
 
-def unmet(requirements: pathlib.Path) -> list[str]:
-    """The requirement lines of a pip requirements file that the installed packages do not meet."""
-    missing = []
-    for line in requirements.read_text().splitlines():
-        text = line.split("#", 1)[0].strip()
-        if not text:
-            continue
-        requirement = Requirement(text)
-        version = installed(requirement.name)
-        if version is None or not requirement.specifier.contains(version, prereleases=True):
-            missing.append(f"{text} (installed: {version or 'none'})")
-    return missing
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--unmet", type=pathlib.Path, help="a requirements file to check instead")
-    args = parser.parse_args(argv)
-    if args.unmet is None:
-        require_supported()
-        return 0
-    missing = unmet(args.unmet)
-    for line in missing:
-        print(f"not installed: {line}")
-    return 1 if missing else 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    require_supported()

@@ -7,6 +7,7 @@ import contextlib
 import io
 import json
 import logging
+import math
 import os
 import pathlib
 import re
@@ -372,7 +373,31 @@ def test_the_summary_reads_an_unset_smaller_is_better_as_determined_does():
         Searcher.of({"searcher": {"metric": "validation_loss"}}),
         ["python", "model_def.py"],
     )
-    assert "best after batch 6 (smallest validation_loss)" in shown
+    assert table(shown)[0].endswith("  at smallest validation_loss (batch 6)")
+
+
+def test_each_column_of_the_summary_says_which_validation_it_holds():
+    """Every metric at the validation best by searcher.metric, not each metric's own best: the
+    heading says so (f1 is higher at the end than in the column of the best validation_loss)."""
+    recorder = progress.RunRecorder(io.StringIO(), interactive=False)
+    recorder.validations = [
+        (306, {"acc": 0.7279, "f1": 0.8271, "validation_loss": 0.5523, "batches": 306}),
+        (918, {"acc": 0.7377, "f1": 0.8331, "validation_loss": 0.5712, "batches": 918}),
+    ]
+    command = ["python", "model_def.py"]
+    assert table(progress.summary(recorder, Searcher("validation_loss"), command)) == [
+        "  metric              final (batch 918)  at smallest validation_loss (batch 306)",
+        "  acc                            0.7377                                   0.7279",
+        "  f1                             0.8331                                   0.8271",
+        "  validation_loss                0.5712                                   0.5523"
+        "  <- searcher.metric",
+    ]
+    assert table(progress.summary(recorder, Searcher("f1", False), command))[0] == (
+        "  metric              final (batch 918)  at largest f1 (batch 918)"
+    )
+    recorder.validations = [(6, {"acc": math.nan})]  # no best: the last validation alone
+    shown = progress.summary(recorder, Searcher("acc", False), command)
+    assert "\n  metric              final (batch 6)\n" in shown
 
 
 def test_the_summary_names_where_the_starting_weights_came_from():

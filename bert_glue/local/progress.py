@@ -272,27 +272,30 @@ def metric_names(validations: list[tuple[int, dict]]) -> list[str]:
 def summary(
     recorder: RunRecorder, searcher: Searcher, command: list[str], init_from: str | None = None
 ) -> str:
-    """The closing table: final and best metrics, where the starting weights came from (when
-    data.init_from set them), the best and the last checkpoint, where the time went, and the
-    commands that resume from the last checkpoint and predict (when the task's test files are
-    there) and export from the best."""
+    """The closing table: the metrics of the last validation and of the best by
+    searcher.metric, each column headed with its batch; where the starting weights came from
+    (when data.init_from set them), the best and the last checkpoint, where the time went, and
+    the commands that resume from the last checkpoint and predict (when the task's test files
+    are there) and export from the best."""
     lines = ["", "Run summary"]
     metric, smaller = searcher.metric, searcher.smaller_is_better
     if recorder.validations:
+        # A column per validation: the last, and the best by searcher.metric (none if no value
+        # of it is a number), each headed with what it is.
         final_batch, final = recorder.validations[-1]
-        best_batch, best = metrics.best_validation(recorder.validations, metric, smaller) or (
-            final_batch,
-            final,
-        )
-        lines.append(f"  {'metric':<18}{'final':>10}{'best':>10}")
+        columns = {f"final (batch {final_batch})": final}
+        best = metrics.best_validation(recorder.validations, metric, smaller)
+        if best is not None:
+            extreme = "smallest" if smaller else "largest"
+            columns[f"at {extreme} {metric} (batch {best[0]})"] = best[1]
+        widths = [max(len(heading), 10) + 2 for heading in columns]
+        headings = "".join(f"{h:>{w}}" for h, w in zip(columns, widths, strict=True))
+        lines.append(f"  {'metric':<18}{headings}")
         for name in metric_names(recorder.validations):
             mark = "  <- searcher.metric" if name == metric else ""
-            values = (final.get(name, math.nan), best.get(name, math.nan))
-            lines.append(f"  {name:<18}{values[0]:>10.4f}{values[1]:>10.4f}{mark}")
-        lines.append(
-            f"  final after batch {final_batch}, best after batch {best_batch} "
-            f"({'smallest' if smaller else 'largest'} {metric})"
-        )
+            values = [m.get(name, math.nan) for m in columns.values()]
+            shown = "".join(f"{v:>{w}.4f}" for v, w in zip(values, widths, strict=True))
+            lines.append(f"  {name:<18}{shown}{mark}")
     if recorder.stop_reason:
         lines.append(f"  {recorder.stop_reason}")
     if init_from is not None:

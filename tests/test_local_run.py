@@ -105,6 +105,10 @@ def checkpoint_lines(summary: str) -> list[str]:
     return re.findall(r"^checkpoint  .*$", summary, re.M)
 
 
+def checkpoints_in(storage: pathlib.Path) -> list[str]:
+    return sorted(p.parent.name for p in storage.glob("*/metadata.json"))
+
+
 def saved_checkpoints(stderr: str) -> list[tuple[str, int]]:
     return [
         (uuid, int(b))
@@ -125,7 +129,7 @@ def test_summary_names_the_checkpoints_on_disk_and_how_to_resume(cli_run, tiny_m
     history = [m for m in json.loads((cli_run["folder"] / "metrics.json").read_text())]
     best = min(history, key=lambda m: m["validation_loss"])
     best_uuid = dict((b, u) for u, b in saved)[best["batches"]]
-    assert sorted(p.name for p in storage.iterdir()) == sorted({best_uuid, last.name})
+    assert checkpoints_in(storage) == sorted({best_uuid, last.name})
     assert re.search(
         rf"^checkpoint  {storage / best_uuid}  best validation_loss {best['validation_loss']:.4f}",
         summary,
@@ -163,6 +167,8 @@ def test_every_command_the_summary_prints_works_on_a_finished_run(cli_run, capsy
     assert run_printed(commands["resume"]) == 0
     stderr = capsys.readouterr().err
     assert not saved_checkpoints(stderr) and "validation after" not in stderr  # nothing trained
+    events = pathlib.Path(cli_run["xdg"]["XDG_DATA_HOME"], "determined", "tensorboard")
+    assert len(list(events.iterdir())) == 1 and not pathlib.Path("elsewhere", "runs").exists()
     resumed = summary_of(stderr)
     uuid = commands["resume"][-1]
     assert f"\n  finished before: {uuid} trained all 12 batches of " in resumed
@@ -185,10 +191,10 @@ def test_a_resumed_run_trains_the_epochs_added_and_its_commands_work(
 ):
     local_config["hyperparameters"]["num_train_epochs"] = 1
     pathlib.Path("config.yaml").write_text(yaml.safe_dump(local_config))
-    assert model_def.main(["config.yaml", "--no-tensorboard"]) == 0
+    assert model_def.main(["config.yaml"]) == 0
     (first,) = saved_checkpoints(capsys.readouterr().err)
     more = "hyperparameters.num_train_epochs=2"
-    resume = ["config.yaml", more, "--no-tensorboard", "--resume", first[0]]
+    resume = ["config.yaml", more, "--resume", first[0]]
     with caplog.at_level(logging.INFO):
         assert model_def.main([*resume, "--metrics-out", "metrics.json"]) == 0
     stderr = capsys.readouterr().err
@@ -206,7 +212,10 @@ def test_a_resumed_run_trains_the_epochs_added_and_its_commands_work(
     best = min(history, key=lambda m: m["validation_loss"])["batches"]
     best_uuid = {first[1]: first[0], second[1]: second[0]}[best]
     storage = local_run.checkpointing.storage_dir()
-    assert sorted(p.name for p in storage.iterdir()) == sorted({best_uuid, second[0]})
+    assert checkpoints_in(storage) == sorted({best_uuid, second[0]})
+    # One run, one TensorBoard folder: the resumed run's validation in the first's.
+    (events,) = (storage / "tensorboard").iterdir()
+    assert scalar_steps(events, "Determined/val_acc") == [STEPS_PER_EPOCH, 2 * STEPS_PER_EPOCH]
     commands = printed_commands(summary_of(stderr))
     assert commands["export"][2] == str(storage / best_uuid)
     assert commands["resume"][2:] == [str(tmp_path / "config.yaml"), more, "--resume", second[0]]
@@ -281,8 +290,14 @@ def test_without_the_network_each_failed_hub_request_is_one_line(local_config, t
 
 
 def test_tensorboard_events_hold_training_and_validation_curves(cli_run):
-    (folder,) = (cli_run["folder"] / "runs").iterdir()  # runs/<time>_<host>, as torch names it
-    assert f"tensorboard --logdir {folder.parent}" in cli_run["stderr"]
+    """Beside the checkpoints, in tensorboard/<time>_<host> as torch names a run's folder; not
+    in the folder the run was started in, nor any for the resume that trained nothing."""
+    (folder,) = (cli_run["folder"] / "xdg-data" / "determined" / "tensorboard").iterdir()
+    assert (
+        f"TensorBoard events into {folder}: tensorboard --logdir {folder.parent}"
+        in (cli_run["stderr"])
+    )
+    assert not (cli_run["folder"] / "runs").exists()
     accumulator = EventAccumulator(str(folder))
     accumulator.Reload()
     tags = {tag.removeprefix("Determined/") for tag in accumulator.Tags()["scalars"]}
@@ -290,6 +305,12 @@ def test_tensorboard_events_hold_training_and_validation_curves(cli_run):
     assert [e.step for e in accumulator.Scalars("Determined/val_acc")] == [6, 12]
     # The loss is averaged on the device and reported per period (each epoch here).
     assert [e.step for e in accumulator.Scalars("Determined/loss")] == [6, 12]
+
+
+def scalar_steps(folder: pathlib.Path, tag: str) -> list[int]:
+    accumulator = EventAccumulator(str(folder))
+    accumulator.Reload()
+    return [e.step for e in accumulator.Scalars(tag)]
 
 
 def test_plot_is_a_png_beside_the_run(cli_run):

@@ -90,7 +90,9 @@ def run_local(
     (model_def.run) with no cluster; returns the metrics of every validation it made (the
     recorder also holds those of the run it resumed).
 
-    TensorBoard event files go into the folder `tensorboard`, none when it is None.
+    TensorBoard event files go into the folder `tensorboard`, or the folder of the run resumed
+    (recorded in its checkpoint) where it still is; none when tensorboard is None or nothing
+    trains.
 
     The trial must set `max_length` (a pytorch.TrainUnit), `total_steps` (optimizer steps in
     all), `per_slot_batch_size` (its batches, which may not be the context's), `task`,
@@ -133,13 +135,19 @@ def run_local(
                 dist.rank == 0,
                 has_test_files(trial.task, trial.settings.data.data_dir),
             )
-            if tensorboard and dist.rank == 0:
-                workarounds.write_tensorboard_to(context, tensorboard)
-                logger.info(f"TensorBoard events: tensorboard --logdir {tensorboard.parent}")
             if checkpoint is not None:
                 recorder.stop_reason = resumed_reason(trial, checkpoint, batches)
             if recorder.stop_reason is not None:
                 return False
+            if tensorboard and dist.rank == 0:
+                # A resumed run adds to its run's folder, as a cluster's restarted trial does.
+                if recorder.tensorboard is None or not recorder.tensorboard.is_dir():
+                    recorder.tensorboard = tensorboard
+                workarounds.write_tensorboard_to(context, recorder.tensorboard)
+                logger.info(
+                    f"TensorBoard events into {recorder.tensorboard}: "
+                    f"tensorboard --logdir {recorder.tensorboard.parent}"
+                )
             if checkpoint is not None:
                 logger.info(
                     f"resuming {checkpoint} after batch {batches}: its weights, the "
@@ -176,11 +184,13 @@ def resumed_reason(
 
 
 def default_tensorboard_folder() -> pathlib.Path:
-    """The folder torch would pick, runs/<time>_<host> where the command was run, but absolute:
-    in local mode Determined leaves the writer's folder relative, and fit() runs in another
-    working directory."""
+    """A new run's TensorBoard folder, named as torch names one, <time>_<host>, in tensorboard/
+    of local storage: beside the checkpoints, as a cluster keeps a trial's events in its
+    checkpoint storage, and not in the folder the command runs in (in local mode Determined
+    leaves the writer's folder relative to it, runs/, and fit() runs in another)."""
     stamp = time.strftime("%b%d_%H-%M-%S")
-    return pathlib.Path("runs", f"{stamp}_{socket.gethostname()}").resolve()
+    storage = checkpointing.storage_dir().resolve()
+    return storage / "tensorboard" / f"{stamp}_{socket.gethostname()}"
 
 
 def module_dir(run: Callable) -> pathlib.Path:

@@ -105,6 +105,7 @@ class RunRecorder(pytorch.PyTorchCallback):
         # of the run it resumed, then those it saved, less those that retention deleted.
         self.checkpoints: list[tuple[int, str]] = []
         self.retention: checkpointing.Retention | None = None  # None: keep every checkpoint
+        self.tensorboard: pathlib.Path | None = None  # the run's TensorBoard events, if any
         self.stop_reason: str | None = None  # why the run trained no further, if before its end
         self.training, self.validation, self.checkpointing = Timer(), Timer(), Timer()
         self.startup_seconds = self.data_seconds = 0.0
@@ -134,15 +135,19 @@ class RunRecorder(pytorch.PyTorchCallback):
                 for batches, metrics in self.validations
             ],
             "checkpoints": list(self.checkpoints),
+            "tensorboard": str(self.tensorboard) if self.tensorboard else None,
         }
 
     def resumed(self, state: dict, batches: int, uuid: str | None) -> None:
         """Continue the run that saved the checkpoint resumed from, after `batches`: its losses,
-        validations and checkpoints still on disk, as the checkpoint recorded them (state_dict;
-        {} from a checkpoint of a cluster's trial), and the checkpoint itself where `uuid` names
-        it in local storage. Determined's load_state_dict would restore them only once training
-        starts, but a run resumed after its last batch trains nothing and still sums up."""
+        validations, checkpoints still on disk and TensorBoard folder, as the checkpoint recorded
+        them (state_dict; {} from a checkpoint of a cluster's trial), and the checkpoint itself
+        where `uuid` names it in local storage. Determined's load_state_dict would restore them
+        only once training starts, but a run resumed after its last batch trains nothing and
+        still sums up."""
         storage = checkpointing.storage_dir()
+        folder = state.get("tensorboard")
+        self.tensorboard = pathlib.Path(folder) if folder else None
         self.losses = list(state.get("losses", []))
         self.validations = list(state.get("validations", []))
         self.checkpoints = [

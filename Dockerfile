@@ -1,16 +1,19 @@
 # The image the configs' environment.image names, with everything the trial needs baked in, for
 # clusters whose agents have no internet or that want no pip at container start:
-#   docker build -t <registry>/bert-glue:2.7.1-cuda12.6 .
-#   docker push <registry>/bert-glue:2.7.1-cuda12.6
-# then set environment.image: <registry>/bert-glue:2.7.1-cuda12.6 in the configs. startup-hook.sh
+#   docker build -t <registry>/bert-glue:2.10.0-cuda12.8 .
+#   docker push <registry>/bert-glue:2.10.0-cuda12.8
+# then set environment.image: <registry>/bert-glue:2.10.0-cuda12.8 in the configs. startup-hook.sh
 # finds requirements-image.txt installed and only runs its version check.
 # Agents without internet need it (or another image they have) in the master's config as well, as
 # task_container_defaults.image.cpu and .cuda: the master runs checkpoint GC in that image, never in
 # the experiment's, and else in determinedai/pytorch-ngc:0.38.1, which such agents cannot pull
 # (docs/cluster.md, "Deleting checkpoints on agents without internet").
-# For Blackwell GPUs: --build-arg BASE_IMAGE=nvcr.io/nvidia/pytorch:25.12-py3 (docs/cluster.md).
-ARG BASE_IMAGE=pytorch/pytorch:2.7.1-cuda12.6-cudnn9-runtime
+ARG BASE_IMAGE=pytorch/pytorch:2.10.0-cuda12.8-cudnn9-runtime
 FROM ${BASE_IMAGE}
+
+# The base image's Python is Ubuntu's, whose pip refuses to install (PEP 668) unless told; the
+# install below and any in a container (the task setup's, the hook's) install beside the image's.
+ENV PIP_BREAK_SYSTEM_PACKAGES=1
 
 # The hook's pins and the master's determined, in one resolve that never changes the image's
 # torch, torchvision, triton, numpy or nvidia-* CUDA libraries, under any pins the image has

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Determined sources this in every container of the experiment, after its task setup has
 # installed the master's determined wheel and before the trial starts, inside environment.image
-# (pytorch/pytorch:2.7.1-cuda12.6-cudnn9-runtime: Python 3.11, torch; image/*.yaml). It installs
+# (pytorch/pytorch:2.10.0-cuda12.8-cudnn9-runtime: Python 3.12, torch; image/*.yaml). It installs
 # what that image lacks, requirements-image.txt, without changing the image's torch, torchvision,
 # triton, numpy or nvidia-* libraries, under any pip pins the image has (/etc/pip/constraint.txt)
 # relaxed only where they conflict, and does not start pip when the installed distributions meet

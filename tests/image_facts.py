@@ -17,6 +17,7 @@ FACTS = (
     "driver_minimum",
     "pip_constraints",
     "c_compiler",
+    "externally_managed",
     "installed",
 )
 

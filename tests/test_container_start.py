@@ -17,6 +17,7 @@ import pathlib
 import re
 import tarfile
 
+import image_facts
 import pytest
 import yaml
 from conftest import REPO, tiny_config
@@ -100,10 +101,13 @@ def died_before_the_hook(start: Start) -> None:
 
 
 # Each container start the tests below read: (wiring, the config's environment_variables).
+VARIABLES = config_variables(CONFIG)
+PIP_ALLOWED = {"PIP_BREAK_SYSTEM_PACKAGES": VARIABLES["PIP_BREAK_SYSTEM_PACKAGES"]}
 STARTS = {
-    "pinned, no variables": ("env", {}),
-    "pip.conf, PIP_CONSTRAINT empty": ("pip.conf", {"PIP_CONSTRAINT": ""}),
-    **{wiring: (wiring, config_variables(CONFIG)) for wiring in WIRINGS},
+    "no variables": ("none", {}),
+    "pinned, no PIP_CONSTRAINT": ("env", PIP_ALLOWED),
+    "pip.conf, PIP_CONSTRAINT empty": ("pip.conf", {"PIP_CONSTRAINT": "", **PIP_ALLOWED}),
+    **{wiring: (wiring, VARIABLES) for wiring in WIRINGS},
 }
 
 
@@ -123,8 +127,19 @@ def starts(image, master_wheel, tiny_model_dir, glue_dir, tmp_path_factory) -> d
         return dict(zip(STARTS, pool.map(start, STARTS), strict=True))
 
 
-def test_without_the_configs_variables_a_pinned_image_dies_before_the_hook(starts):
-    died_before_the_hook(starts["pinned, no variables"])
+def test_without_the_configs_variables_the_images_python_refuses_the_task_setups_install(starts):
+    """The image's Python is Ubuntu's (image/*.yaml: externally_managed): pip refuses the task
+    setup's --user install of determined until PIP_BREAK_SYSTEM_PACKAGES is set."""
+    start = starts["no variables"]
+    assert image_facts.for_image(CONFIG["environment"]["image"])["externally_managed"]
+    assert start.run.returncode != 0
+    assert "externally-managed-environment" in start.output
+    assert "No module named 'determined'" in start.output
+    assert start.master.requests == []
+
+
+def test_without_the_configs_pip_constraint_a_pinned_image_dies_before_the_hook(starts):
+    died_before_the_hook(starts["pinned, no PIP_CONSTRAINT"])
 
 
 def test_an_empty_pip_constraint_leaves_a_pip_conf_pin_in_force(starts):

@@ -248,6 +248,7 @@ def checkpoints_by_step(folder: pathlib.Path) -> dict[int, pathlib.Path]:
     return {
         json.loads((path / "metadata.json").read_text())["steps_completed"]: path
         for path in folder.iterdir()
+        if path.name != "tensorboard"  # the run's events sit beside its checkpoints
     }
 
 

@@ -65,11 +65,11 @@ def test_configs_run_in_the_dockerfiles_base_image(path):
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
-def test_each_configs_image_runs_the_trial_from_v100_to_h200(path):
-    """The facts kept for the image (image/*.yaml): code for Volta (7.0) and Hopper (9.0), a
+def test_each_configs_image_runs_the_trial_from_v100_to_blackwell(path):
+    """The facts kept for the image (image/*.yaml): code for Volta (7.0) to Blackwell (10.0), a
     driver branch clusters have, Python >= 3.11 and a torch transformers 5 accepts."""
     facts = image_facts.for_image(yaml.safe_load(path.read_text())["environment"]["image"])
-    assert {"sm_70", "sm_75", "sm_80", "sm_90"} <= set(facts["gpu_architectures"])
+    assert {"sm_70", "sm_75", "sm_80", "sm_90", "sm_100"} <= set(facts["gpu_architectures"])
     assert facts["driver_minimum"] <= 535  # NVIDIA's R535 datacenter branch and newer
     assert tuple(map(int, facts["python"].split("."))) >= (3, 11)
     assert versions.at_least(facts["torch"], versions.MIN_TORCH)
@@ -83,8 +83,8 @@ def test_every_image_fact_names_its_source_or_why_it_is_assumed():
         dockerfile_base(),
         "nvcr.io/nvidia/pytorch:25.12-py3",
     }
-    blackwell = [facts.image for facts in images if "sm_100" in facts["gpu_architectures"]]
-    assert blackwell == ["nvcr.io/nvidia/pytorch:25.12-py3"]  # docs/cluster.md's other image
+    blackwell = {facts.image for facts in images if "sm_100" in facts["gpu_architectures"]}
+    assert blackwell == {dockerfile_base(), "nvcr.io/nvidia/pytorch:25.12-py3"}
 
 
 def test_detignore_keeps_tests_caches_and_environments_out():

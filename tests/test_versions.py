@@ -18,8 +18,9 @@ TORCH_VERSIONS = [
     "2.5.1",
     "2.6.0a0+ecf3bae40a",  # a pre-release of 2.6: older than 2.6.0
     "2.6.0",
-    "2.7.1+cu126",  # pytorch/pytorch:2.7.1-cuda12.6-cudnn9-runtime, the configs' image
-    "2.10.0a0+b4e4ee81d3",  # NGC 25.12, the image for Blackwell
+    "2.7.1+cu126",  # pytorch/pytorch:2.7.1-cuda12.6-cudnn9-runtime, for GPUs before Volta
+    "2.10.0a0+b4e4ee81d3",  # NGC 25.12, NVIDIA's image
+    "2.10.0+cu128",  # pytorch/pytorch:2.10.0-cuda12.8-cudnn9-runtime, the configs' image
     "2.13.0",
     "N/A",  # what transformers reads when torch has no version metadata
 ]

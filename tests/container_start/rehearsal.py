@@ -8,16 +8,18 @@ start_container() runs exactly that: the verbatim scripts of tests/determined_v0
 blob shas checked by tests/test_container_start.py) with only their hard-coded paths moved under
 a folder of the start (replacements that are asserted), against tests/fake_master.py on loopback.
 
-The stand-in image is a Python "installation" of its own (this interpreter's standard library,
-its own site-packages; not a venv, in which pip refuses --user) holding what the configs' image
-ships, as image/pytorch-2.7.1-cuda12.6.yaml gives it: Python 3.11 (this machine's), numpy and
-requests at the facts' versions. It has no pin file; wired() pins every package it ships, as
-NVIDIA's images pin theirs, through PIP_CONSTRAINT, through a pip.conf (the installation's own,
-where the image has /etc/pip.conf), through both, or with an empty pin file. Differences from the
-image, each unavoidable:
+The stand-in image is a Python "installation" of its own (this interpreter's standard library, its
+own site-packages; not a venv, in which pip refuses --user) holding what the configs' image ships,
+as image/pytorch-2.10.0-cuda12.8.yaml gives it: numpy and requests at the facts' versions, and the
+PEP 668 marker (EXTERNALLY-MANAGED) where the facts say the image's Python has one, so pip refuses
+every install there, --user included, unless PIP_BREAK_SYSTEM_PACKAGES is set. It has no pin file;
+wired() pins every package it ships, as NVIDIA's images pin theirs, through PIP_CONSTRAINT, through
+a pip.conf (the installation's own, where the image has /etc/pip.conf), through both, or with an
+empty pin file. Differences from the image, each unavoidable:
+  - Python is this machine's 3.11, for the image's 3.12.
   - torch is PyPI's CPU build, torch==2.13.0 (this machine's local wheel), for the image's
-    2.7.1+cu126 with its nvidia-* CUDA libraries (5 GB); PyPI's torchvision 0.22.1 and triton
-    3.3.1 need that torch, so the stand-in has neither.
+    2.10.0+cu128 with its nvidia-* CUDA libraries (5 GB); PyPI's torchvision 0.25.0, torchaudio
+    2.10.0 and triton 3.6.0 need that torch, so the stand-in has none of them.
   - the master's wheel is PyPI's determined 0.38.1 (what a 0.38.1 master serves).
   - Determined's Python harness hard-codes /run/determined too: sitecustomize.py beside this file
     compiles it with that path (and /tmp/tensorboard) moved, like the scripts.
@@ -55,7 +57,7 @@ from test_cluster import free_ports
 SCRIPTS = REPO / "tests" / "determined_v0.38.1"
 SITECUSTOMIZE = pathlib.Path(__file__).resolve().parent
 STAND_IN_TORCH = "torch==2.13.0"  # this machine's local CPU wheel (README: Tests)
-STAND_IN_LEFT_OUT = ("torchvision", "triton")  # they need the image's torch 2.7.1
+STAND_IN_LEFT_OUT = ("torchvision", "torchaudio", "triton")  # they need the image's torch
 DETERMINED_WHEEL = "determined==0.38.1"
 START_TIMEOUT_S = 900
 
@@ -134,6 +136,9 @@ def build_image(root: pathlib.Path, image: str) -> Image:
     pins = {canonical(line.split("==")[0]): line.split("==")[1] for line in freeze}
     assert all(pins[line.split("==")[0]] == line.split("==")[1] for line in shipped)
     assert facts["pip_constraints"] == [], "the image pins packages: write them to its pin file"
+    if facts["externally_managed"]:  # written once the image is built, as apt leaves it
+        marker = "[externally-managed]\nError=installs go through apt (stand-in of the image)\n"
+        (prefix.site_packages.parent / "EXTERNALLY-MANAGED").write_text(marker)
     return Image(prefix, root / "etc" / "pip" / "constraint.txt", pins)
 
 
@@ -161,9 +166,12 @@ def wired(image: Image, wiring: str, path: pathlib.Path) -> Image:
     return dataclasses.replace(layer, wiring=wiring)
 
 
-def dockerfile_steps(dockerfile: str, root: pathlib.Path) -> tuple[list[str], dict[str, str]]:
+def dockerfile_steps(
+    dockerfile: str, root: pathlib.Path
+) -> tuple[list[tuple[str, dict[str, str]]], dict[str, str]]:
     """The Dockerfile's COPY steps done under root, its RUN commands with the image paths it
-    copies to moved under root, and its ENV settings."""
+    copies to moved under root, each with the ENV settings made before it, and all its ENV
+    settings."""
     commands, moves, variables = [], [], {}
     for line in dockerfile.replace("\\\n", " ").splitlines():
         instruction, _, rest = line.strip().partition(" ")
@@ -176,12 +184,12 @@ def dockerfile_steps(dockerfile: str, root: pathlib.Path) -> tuple[list[str], di
                 shutil.copy(REPO / source, target)
             moves.append((destination, str(target) + ("/" if destination.endswith("/") else "")))
         elif instruction == "RUN":
-            commands.append(rest)
+            commands.append((rest, dict(variables)))
         elif instruction == "ENV":
             name, _, value = rest.partition("=")
             variables[name] = value
     for destination, target in moves:
-        commands = [c.replace(destination, target) for c in commands]
+        commands = [(c.replace(destination, target), env) for c, env in commands]
     return commands, variables
 
 
@@ -190,12 +198,16 @@ def build_from_dockerfile(image: Image, path: pathlib.Path) -> tuple[Image, dict
     environment the Dockerfile sets; image_pins.py reads the pins from $IMAGE_PIP_CONSTRAINT here
     (/etc/pip/constraint.txt in the build)."""
     commands, variables = dockerfile_steps((REPO / "Dockerfile").read_text(), path / "build")
-    assert any("image_pins.py" in c for c in commands)
+    assert any("image_pins.py" in c for c, _ in commands)
     layer = wired(image, "both", path)
     env = {**layer.env(), "IMAGE_PIP_CONSTRAINT": str(layer.constraints), "PIP_NO_COMPILE": "1"}
-    for command in commands:
+    for command, set_before in commands:
         run = subprocess.run(
-            ["bash", "-c", command], env=env, capture_output=True, text=True, timeout=900
+            ["bash", "-c", command],
+            env={**env, **set_before},
+            capture_output=True,
+            text=True,
+            timeout=900,
         )
         assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
     return layer, variables

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import os
+import pathlib
 from typing import NamedTuple
 
 
@@ -101,6 +103,23 @@ class GlueTask:
     @property
     def num_labels(self) -> int:
         return len(self.labels) or 1
+
+    def missing_files(self, data_dir: str | os.PathLike) -> list[str]:
+        """The task's train and dev files that data_dir lacks."""
+        splits = (self.train, *self.dev.values())
+        return [s.path for s in splits if not (pathlib.Path(data_dir) / s.path).is_file()]
+
+    def missing(self, data_dir: str | os.PathLike, download: bool) -> str | None:
+        """Why a GLUE task's train and dev files cannot be had, or None: present, or to be
+        downloaded (own data's: custom_task.CustomData.missing)."""
+        missing = self.missing_files(data_dir)
+        if not missing or download:
+            return None
+        return (
+            f"GLUE {self.name} data not found in {data_dir} (expected {', '.join(missing)}). "
+            "Set data.download_data: true, point data.data_dir at a GLUE folder, or run "
+            f"`python download_glue_data.py --data-dir {data_dir} --tasks {self.name}`."
+        )
 
 
 BINARY = ("0", "1")

@@ -34,7 +34,7 @@ from torch.utils.data import Dataset
 import download_glue_data
 from bert_glue.trial import custom_task
 from bert_glue.trial.custom_task import CUSTOM_KEY
-from bert_glue.trial.settings import DataConfig, missing_data, missing_files
+from bert_glue.trial.settings import DataConfig
 from constants import ConfigError, GlueTask, Split, get_task
 
 logger = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ class Examples:
 
 
 def task_data_present(task: GlueTask, data_dir: str | os.PathLike) -> bool:
-    return not missing_files(task, data_dir)
+    return not task.missing_files(data_dir)
 
 
 def prepare_data(
@@ -73,7 +73,7 @@ def prepare_data(
     Own data's are checked as its task is built (task_from_config)."""
     if task.custom:
         return
-    problem = missing_data(task, data_dir, download)
+    problem = task.missing(data_dir, download)
     if problem:
         raise FileNotFoundError(problem)
     if not task_data_present(task, data_dir):

@@ -31,7 +31,7 @@ sys.path.insert(0, str(REPO))
 import constants
 import data
 import model_def
-from bert_glue.trial.settings import Settings
+from bert_glue.local.config import local_settings
 
 
 def mrpc_subset(data_dir: pathlib.Path, out: pathlib.Path, train_rows: int) -> None:
@@ -45,7 +45,7 @@ def mrpc_subset(data_dir: pathlib.Path, out: pathlib.Path, train_rows: int) -> N
 
 def warm_feature_cache(config: dict) -> None:
     """Tokenize before timing, so that neither run pays for it."""
-    trial = Settings.of(config)
+    trial = local_settings(config)
     tokenizer = trial.model_classes.tokenizer.from_pretrained(trial.data.model_name_or_path)
     task = constants.get_task(trial.data.task)
     for split in (task.train, *task.dev.values()):

@@ -154,12 +154,12 @@ def step_install(args, out: Recorder) -> None:
 def step_levers(args, out: Recorder) -> None:
     import torch
 
+    from bert_glue.local.config import load_config, local_settings
     from bert_glue.trial import device, levers
-    from bert_glue.trial.settings import Settings, load_config
 
     on = torch.device(args.device)
     for config, processes in (("const.yaml", 1), ("distributed.yaml", 8)):
-        trial = Settings.of(load_config(str(REPO / config), args.overrides), slots=processes)
+        trial = local_settings(load_config(str(REPO / config), args.overrides), processes)
         found = device.read_device(on, processes)
         chosen = levers.Levers.resolve(trial.hparams, found, packable=True)
         out[config] = {"line": chosen.line(found), "features": chosen.features()}
@@ -333,7 +333,7 @@ def step_glue_projection(args, out: Recorder) -> None:
     import model_def
     import train_speed
     from bert_glue.local import local_run
-    from bert_glue.trial.settings import load_config
+    from bert_glue.local.config import load_config
 
     tmp = pathlib.Path(tempfile.mkdtemp())
     os.environ["XDG_CACHE_HOME"], os.environ["XDG_DATA_HOME"] = str(tmp / "c"), str(tmp / "d")

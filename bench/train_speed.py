@@ -53,9 +53,10 @@ import constants
 import data
 import model_def
 from bert_glue.local import local_run
+from bert_glue.local.config import load_config, local_settings
 from bert_glue.trial import metrics
 from bert_glue.trial.levers import Levers
-from bert_glue.trial.settings import PRECISIONS, Settings, load_config
+from bert_glue.trial.settings import PRECISIONS, Settings
 
 BASELINES = ("hf_padded", "hf_dynamic")
 ORIGINAL_SETTINGS = [
@@ -227,7 +228,7 @@ class EncodedPairs(torch.utils.data.Dataset):
 def run_hf(config: dict, meter: Meter, max_steps: int | None, padded: bool) -> dict[str, float]:
     import transformers
 
-    trial = Settings.of(config)
+    trial = local_settings(config)
     hp, name = trial.hparams, trial.data.model_name_or_path
     task = constants.get_task(trial.data.task)
     transformers.set_seed(trial.experiment_seed)
@@ -486,7 +487,7 @@ def main() -> None:
         model = model_path(args.model, args.vocab_from, pathlib.Path(tmp, "model"), seed)
         overrides.append(f"data.model_name_or_path={os.path.abspath(model)}")
         if args.train_copies > 1:
-            task = constants.get_task(Settings.of(config).data.task)
+            task = constants.get_task(local_settings(config).data.task)
             data_dir = repeat_train_file(task, data_dir, args.train_copies, pathlib.Path(tmp))
         overrides.append(f"data.data_dir={data_dir}")
         results = []

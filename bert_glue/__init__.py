@@ -9,9 +9,10 @@ constants.py, download_glue_data.py), grouped by job:
     results/          checkpoints loaded back as models (finetuned), test predictions
                       (predictions), a GLUE experiment's trials collected (glue_results), its
                       table (glue_table) and report (report)
-    local/            a run on this machine: the command line (cli), Determined's Trainer in
-                      local mode (local_run), a grid config's trials in turn (local_grid), the
-                      progress bars and summary (progress)
+    local/            a run on this machine: the command line (cli), its config file read and
+                      overridden (config), Determined's Trainer in local mode (local_run), a
+                      grid config's trials in turn (local_grid), the progress bars and summary
+                      (progress)
     determined_0_38/  what Determined 0.38.1 lacks (workarounds), each piece saying what it
                       works around and when it can go
     container/        the trial's container on a cluster: its versions check (versions) and pip

@@ -43,6 +43,7 @@ import export
 import model_def
 import predict
 from bert_glue.local import local_run
+from bert_glue.local.config import load_config
 from bert_glue.results import finetuned, predictions
 from bert_glue.trial import settings
 
@@ -438,7 +439,7 @@ def own_files(folder: pathlib.Path, columns: dict, num_labels: int, test: bool =
 
 def from_custom_yaml(local_config: dict, data_dir: pathlib.Path, *overrides: str) -> dict:
     """custom.yaml as shipped with the user's overrides, on the tiny model and sized for CPUs."""
-    config = settings.load_config(str(REPO / "custom.yaml"), list(overrides))
+    config = load_config(str(REPO / "custom.yaml"), list(overrides))
     config["data"].update(
         data_dir=str(data_dir), model_name_or_path=local_config["data"]["model_name_or_path"]
     )

@@ -98,7 +98,7 @@ def settings_with(patience: int | None) -> Settings:
         "data": {"task": "MRPC", "model_name_or_path": "m", "data_dir": "d"},
         "searcher": TrialContext.get_experiment_config(None)["searcher"],
     }
-    return Settings.of(config)
+    return Settings.of(config, config["hyperparameters"])
 
 
 def callback_on(rank: int, chief_says=None, patience=1, total_batches=100):

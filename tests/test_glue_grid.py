@@ -16,7 +16,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 import constants
 import model_def
 from bert_glue.local import local_grid
-from bert_glue.trial import metrics, settings
+from bert_glue.local.config import load_config, local_settings
+from bert_glue.trial import metrics
 
 
 def glue_yaml() -> dict:
@@ -35,13 +36,13 @@ def test_the_grid_trains_every_task_and_seed_once() -> None:
 def test_per_task_hyperparameters_apply_to_their_task_only() -> None:
     epochs = {}
     for trial in local_grid.grid_trials(glue_yaml()):
-        trial_settings = settings.Settings.of(trial.config)
+        trial_settings = local_settings(trial.config)
         epochs[trial_settings.data.task] = trial_settings.hparams.num_train_epochs
     assert epochs == {**dict.fromkeys(constants.TASKS, 3), "MRPC": 5, "WNLI": 5}
 
 
 def test_list_overrides_pick_tasks_and_seeds() -> None:
-    config = settings.load_config(
+    config = load_config(
         str(REPO / "glue.yaml"), ["hyperparameters.task=[MRPC, rte]", "hyperparameters.seed=[7]"]
     )
     labels = [local_grid.trial_label(trial) for trial in local_grid.grid_trials(config)]
@@ -50,17 +51,15 @@ def test_list_overrides_pick_tasks_and_seeds() -> None:
 
 def test_an_override_that_per_task_shadows_is_named(caplog) -> None:
     glue = str(REPO / "glue.yaml")
-    settings.load_config(glue, ["hyperparameters.num_train_epochs=1", "data.data_dir=d"])
+    load_config(glue, ["hyperparameters.num_train_epochs=1", "data.data_dir=d"])
     (record,) = caplog.records
     assert record.levelname == "WARNING" and record.getMessage().startswith(
         "hyperparameters.num_train_epochs: hyperparameters.per_task sets num_train_epochs for "
         "MRPC, WNLI, which train with that value instead"
     )
     caplog.clear()
-    settings.load_config(glue, ["hyperparameters.learning_rate=1e-4"])
-    settings.load_config(
-        glue, ["hyperparameters.num_train_epochs=1", "hyperparameters.per_task={}"]
-    )
+    load_config(glue, ["hyperparameters.learning_rate=1e-4"])
+    load_config(glue, ["hyperparameters.num_train_epochs=1", "hyperparameters.per_task={}"])
     assert caplog.records == []
 
 
@@ -85,7 +84,7 @@ def test_an_override_that_per_task_shadows_is_named(caplog) -> None:
 def test_bad_task_settings_name_the_key(hparams, data, message) -> None:
     base = {"global_batch_size": 8, "learning_rate": 1e-3, "num_train_epochs": 1}
     with pytest.raises(constants.ConfigError) as error:
-        settings.Settings.of(
+        local_settings(
             {
                 "hyperparameters": {**base, "model_type": "bert", **hparams},
                 "data": {"model_name_or_path": "m", "data_dir": "d", **data},

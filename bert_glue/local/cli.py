@@ -14,7 +14,8 @@ from collections.abc import Callable
 import yaml
 
 from bert_glue.container import versions
-from bert_glue.trial import levers, settings
+from bert_glue.local.config import checked_config, load_config, local_settings
+from bert_glue.trial import levers
 
 IMAGE_FACTS = pathlib.Path(__file__).resolve().parents[2] / "image"
 
@@ -31,17 +32,17 @@ def check_before_torch(description: str, argv: list[str]) -> None:
             sys.exit(print_levers_for(args))
         logging.disable(logging.WARNING)  # the run says its warnings once, with its logging set up
         try:
-            checked_config(args)
+            config_or_exit(args)
         finally:
             logging.disable(logging.NOTSET)
     versions.require_supported()
 
 
-def checked_config(args: argparse.Namespace) -> dict:
-    """The config the command line names, checked (settings.checked_config), or exit with
+def config_or_exit(args: argparse.Namespace) -> dict:
+    """The config the command line names, checked (config.checked_config), or exit with
     one error line that names the file or key."""
     try:
-        return settings.checked_config(args.config, args.overrides, args.nproc)
+        return checked_config(args.config, args.overrides, args.nproc)
     except (OSError, ValueError, yaml.YAMLError) as e:
         sys.exit(f"error: {e}")
 
@@ -51,8 +52,8 @@ def print_levers_for(args: argparse.Namespace) -> int:
     in the config's image as image/ describes it, without that device; 1 if the image's torch has
     no kernels for the GPU."""
     try:
-        config = settings.load_config(args.config, args.overrides)
-        trial = settings.Settings.of(config, slots=args.nproc)
+        config = load_config(args.config, args.overrides)
+        trial = local_settings(config, args.nproc)
     except (OSError, ValueError, yaml.YAMLError) as e:
         sys.exit(f"error: {e}")
     image = (config.get("environment") or {}).get("image")
@@ -140,4 +141,4 @@ def main(argv: list[str] | None, run: Callable, script: str, description: str) -
 
     args = parse_args(argv, description)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    return local_run.main(args, checked_config(args), run, script, argv)
+    return local_run.main(args, config_or_exit(args), run, script, argv)

@@ -22,9 +22,10 @@ import shutil
 
 import data
 from bert_glue.local import progress
+from bert_glue.local.config import local_hparams, local_settings
 from bert_glue.results import glue_results
 from bert_glue.trial import checkpointing, metrics
-from bert_glue.trial.settings import Settings, local_hparams
+from bert_glue.trial.settings import Settings
 from constants import ConfigError
 
 PROGRESS = "progress.json"
@@ -86,7 +87,7 @@ def grid_trials(config: dict) -> list[GridTrial]:
 
 def trial_label(trial: GridTrial) -> tuple[str, int | None]:
     """The trial's task (as constants.TASKS spells it) and seed."""
-    return label_of(Settings.of(trial.config))
+    return label_of(local_settings(trial.config))
 
 
 def label_of(settings: Settings) -> tuple[str, int | None]:
@@ -145,7 +146,7 @@ class TrialFolder:
         storage = checkpointing.storage_dir()
         at = {checkpointing.batches_trained(storage / uuid): uuid for uuid in done["checkpoints"]}
         validations = [tuple(v) for v in done["validations"]]
-        settings = Settings.of(self.trial.config)
+        settings = local_settings(self.trial.config)
         task, seed = label_of(settings)
         reported = metrics.reported_validation(
             validations, set(at), settings.early_stopping, settings.searcher

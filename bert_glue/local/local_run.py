@@ -34,9 +34,10 @@ import data
 import download_glue_data
 from bert_glue.determined_0_38 import workarounds
 from bert_glue.local import local_grid, progress
+from bert_glue.local.config import ConfigLoader, local_hparams, local_settings
 from bert_glue.results import glue_results
 from bert_glue.trial import checkpointing, metrics
-from bert_glue.trial.settings import ConfigLoader, Searcher, Settings, local_hparams
+from bert_glue.trial.settings import Searcher
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +111,7 @@ def run_local(
     config.setdefault("reproducibility", {}).setdefault("experiment_seed", 42)
     checkpoint, batches, resumed = None, 0, contextlib.nullcontext()
     if resume:
-        task = data.task_from_config(Settings.of(config).data)
+        task = data.task_from_config(local_settings(config).data)
         checkpoint = checkpointing.find_checkpoint(resume, task)
         batches = checkpointing.batches_trained(checkpoint)
         resumed = workarounds.starting_at(batches)
@@ -245,7 +246,7 @@ def main(
     if os.environ.get("RANK", "0") != "0":
         return 0
     write_outputs(args, recorder, config)
-    settings = Settings.of(config)
+    settings = local_settings(config)
     summary = progress.summary(recorder, settings.searcher, command, settings.data.init_from)
     print(summary, file=sys.stderr)
     return 0
@@ -307,7 +308,7 @@ def run_grid(run: Callable, config: dict, args, scripts: pathlib.Path) -> int:
         raise constants.ConfigError("--nproc: a local grid search trains each trial in one process")
     trials = local_grid.grid_trials(config)
     for trial in trials:  # every trial's settings checked before hours of training
-        settings = Settings.of(trial.config, slots=1)
+        settings = local_settings(trial.config, 1)
         metrics.check_searcher(data.task_from_config(settings.data), settings.searcher)
     # Absolute: each trial trains in the trial's folder (checkpoints copy it), not the command's.
     results_dir = pathlib.Path(

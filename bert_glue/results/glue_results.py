@@ -7,6 +7,7 @@ from a Determined experiment on a cluster (experiment_results, through Determine
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import json
 import os
@@ -19,10 +20,37 @@ from determined.experimental import client
 import constants
 from bert_glue.results.glue_table import COMPLETED, TrialResult
 from bert_glue.trial import checkpointing, metrics
-from bert_glue.trial.settings import Recorded
+from bert_glue.trial.settings import Searcher, task_hyperparameters
 
 # A local grid trial's folder holds this file once the trial has finished (local_grid.py).
 RESULT = "result.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class Recorded:
+    """What a report needs of a trial that the master or a checkpoint recorded, read without
+    checking the rest (the trial may be of an older version): the task it trained, its seed,
+    whether it stopped early, its searcher and its model."""
+
+    task: str
+    seed: int | None
+    early_stopping: bool
+    searcher: Searcher
+    model_name_or_path: str | None
+
+    @classmethod
+    def of(cls, config: dict, hparams: dict) -> Recorded:
+        data = config.get("data") or {}
+        task = str(hparams.get("task") or data.get("task"))
+        task_values = task_hyperparameters(hparams.get("per_task") or {}, task)
+        patience = {**hparams, **task_values}.get("early_stopping_patience")
+        return cls(
+            task=task,
+            seed=hparams.get("seed"),
+            early_stopping=patience is not None,
+            searcher=Searcher.of(config),
+            model_name_or_path=data.get("model_name_or_path"),
+        )
 
 
 def write_text(path: pathlib.Path, text: str) -> None:

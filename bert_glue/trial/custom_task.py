@@ -16,9 +16,10 @@
 The task's score (reported as glue_score, metrics.py) is the mean of its metrics, those computed
 from others (acc_and_f1, corr) aside, as GLUE scores MRPC and STS-B.
 
-Nothing here loads torch: settings.checked_config answers a mistake in data.custom, or a file
-that data_dir lacks, before torch loads. data.py's task_from_config, the one place a data config
-becomes a task, reads the labels of `labels: infer` from the training file.
+Nothing here loads torch: a local run's checked_config (bert_glue/local/config.py) answers a
+mistake in data.custom, or a file that data_dir lacks, before torch loads. data.py's
+task_from_config, the one place a data config becomes a task, reads the labels of `labels: infer`
+from the training file.
 """
 
 from __future__ import annotations

@@ -3,29 +3,22 @@
 Determined's YAML is the configuration. Settings.of() reads the `hyperparameters` and `data`
 keys the trial reads (required ones, and every optional one with its default: here and nowhere
 else), the searcher's metric and the run's periods, and checks what Determined itself would let
-through to fail later (levers.py resolves the levers' "auto" for a device). A local run's
-`section.key=value` overrides are applied here too. Nothing here imports torch or transformers:
-the command line is checked before either loads.
+through to fail later (levers.py resolves the levers' "auto" for a device). It reads a config
+already loaded: a local run's file and overrides are bert_glue/local/config.py's. Nothing here
+imports torch or transformers: the command line is checked before either loads.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
-import logging
 import os
 import pathlib
-import re
 from collections.abc import Callable
 from typing import Any
 
-import yaml
-
 from bert_glue.trial.levers import AUTO
-from constants import TASKS, ConfigError, GlueTask, ModelClasses, get_model_classes, get_task
-
-logger = logging.getLogger(__name__)
+from constants import TASKS, ConfigError, ModelClasses, get_model_classes
 
 CUSTOM = "custom"  # data.task of own data (data.py's task_from_config)
 
@@ -210,22 +203,16 @@ class Settings:
     experiment_seed: int | None  # reproducibility.experiment_seed
 
     @classmethod
-    def of(
-        cls,
-        config: dict,
-        hparams: dict | None = None,
-        slots: int | None = None,
-    ) -> Settings:
-        """The settings of an experiment config and a trial's hyperparameter values (by default
-        the config's own, as a local run takes them), checked; with slots, the batch's split
+    def of(cls, config: dict, hparams: dict, slots: int | None = None) -> Settings:
+        """The settings of an experiment config and a trial's hyperparameter values (a local
+        run's: bert_glue/local/config.py's local_hparams), checked; with slots, the batch's split
         across them too.
 
         hyperparameters.task, when set, is the task (data.task then stays unset); the
         hyperparameters under hyperparameters.per_task.<task> then replace the ones they name.
         """
-        values = local_hparams(config) if hparams is None else hparams
         data = dict(config.get("data") or {})
-        top = _with_defaults("hyperparameters", values, Hyperparameters)
+        top = _with_defaults("hyperparameters", hparams, Hyperparameters)
         if top.task is not None:
             if data.get("task") is not None:
                 raise ConfigError(
@@ -233,7 +220,7 @@ class Settings:
                     "set the task in one place"
                 )
             data["task"] = top.task
-        Hyperparameters.check("hyperparameters", values)
+        Hyperparameters.check("hyperparameters", hparams)
         data_config = DataConfig.of(data)
         task_values = task_hyperparameters(top.per_task or {}, str(data_config.task))
         hp = dataclasses.replace(top, **task_values)
@@ -281,33 +268,6 @@ class Settings:
             )
 
 
-@dataclasses.dataclass(frozen=True)
-class Recorded:
-    """What a report needs of a trial that the master or a checkpoint recorded, read without
-    checking the rest (the trial may be of an older version): the task it trained, its seed,
-    whether it stopped early, its searcher and its model."""
-
-    task: str
-    seed: int | None
-    early_stopping: bool
-    searcher: Searcher
-    model_name_or_path: str | None
-
-    @classmethod
-    def of(cls, config: dict, hparams: dict) -> Recorded:
-        data = config.get("data") or {}
-        task = str(hparams.get("task") or data.get("task"))
-        task_values = task_hyperparameters(hparams.get("per_task") or {}, task)
-        patience = {**hparams, **task_values}.get("early_stopping_patience")
-        return cls(
-            task=task,
-            seed=hparams.get("seed"),
-            early_stopping=patience is not None,
-            searcher=Searcher.of(config),
-            model_name_or_path=data.get("model_name_or_path"),
-        )
-
-
 def _required(cls: type) -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING)
 
@@ -324,14 +284,6 @@ RULES = {f.name: f.metadata["rule"] for f in dataclasses.fields(Hyperparameters)
 PRECISIONS = ("fp32", "bf16", "fp16")
 # What per_task may not change: the keys that pick the trial.
 TRIAL_KEYS = ("task", "seed", "per_task")
-# The sections and keys a local run's overrides may change.
-OVERRIDABLE = {
-    "hyperparameters": (*REQUIRED_HPARAMS, *OPTIONAL_HPARAMS),
-    "data": (*REQUIRED_DATA, *OPTIONAL_DATA),
-    "reproducibility": ("experiment_seed",),
-    "searcher": ("metric", "smaller_is_better"),  # e.g. for data.task=STS-B, which has no acc
-    "checkpoint_storage": ("save_trial_best", "save_trial_latest"),  # the checkpoints kept
-}
 LENGTH_UNITS = ("batches", "records", "epochs")  # of min_validation_period, min_checkpoint_period
 
 
@@ -411,140 +363,3 @@ def task_hyperparameters(per_task: dict, task: str) -> dict:
     with_defaults(section, values, (), {**dict.fromkeys(REQUIRED_HPARAMS), **optional})
     Hyperparameters.check(section, values)
     return values
-
-
-class ConfigLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, reading scalars as YAML 1.2 does (and so Determined's CLI, whose
-    ruamel.yaml reads the config a cluster trains on): 3e-5 is a number (YAML 1.1 wants
-    3.0e-5), and only true and false are booleans (YAML 1.1 also reads labels such as yes, no,
-    on and off as booleans)."""
-
-
-BOOL = "tag:yaml.org,2002:bool"
-ConfigLoader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != BOOL]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-ConfigLoader.add_implicit_resolver(
-    BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
-)
-ConfigLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-    list("-+0123456789"),
-)
-
-
-def missing_files(task: GlueTask, data_dir: str | os.PathLike) -> list[str]:
-    """The task's train and dev files that data_dir lacks."""
-    splits = (task.train, *task.dev.values())
-    return [s.path for s in splits if not (pathlib.Path(data_dir) / s.path).is_file()]
-
-
-def missing_data(task: GlueTask, data_dir: str | os.PathLike, download: bool) -> str | None:
-    """Why a GLUE task's train and dev files cannot be had, or None: present, or to be
-    downloaded (own data's: custom_task.CustomData.missing)."""
-    missing = missing_files(task, data_dir)
-    if not missing or download:
-        return None
-    return (
-        f"GLUE {task.name} data not found in {data_dir} (expected {', '.join(missing)}). "
-        "Set data.download_data: true, point data.data_dir at a GLUE folder, or run "
-        f"`python download_glue_data.py --data-dir {data_dir} --tasks {task.name}`."
-    )
-
-
-def checked_config(path: str, overrides: list[str], slots: int) -> dict:
-    """A local run's config, its settings checked as the trial will check them, and a GLUE
-    task's data present or to be downloaded, or own data's section and files: what can be
-    known before torch loads."""
-    from bert_glue.trial import custom_task  # not at import: it reads this module
-
-    config = load_config(path, overrides)
-    if config.get("searcher", {}).get("name") == "grid":  # each trial's settings are its own
-        return config
-    data = Settings.of(config, slots=slots).data
-    custom = custom_task.checked(data)
-    if custom is None:
-        problem = missing_data(get_task(data.task), data.data_dir, data.download_data)
-    else:
-        problem = custom.missing(data.data_dir)
-    if problem:
-        raise FileNotFoundError(problem)
-    return config
-
-
-def load_config(path: str, overrides: list[str]) -> dict:
-    """The YAML config with `section.key=value` overrides applied (values parsed as YAML)."""
-    with open(path) as f:
-        config = yaml.load(f, ConfigLoader)
-    for override in overrides:
-        apply_override(config, override)
-    warn_shadowed(config, [o.partition("=")[0] for o in overrides])
-    return config
-
-
-def apply_override(config: dict, override: str) -> None:
-    """One `section.key=value`; a key may go deeper (data.custom.labels=[no,yes])."""
-    key, sep, value = override.partition("=")
-    section, _, path = key.partition(".")
-    names = path.split(".")
-    if not sep or not path:
-        raise ConfigError(f"bad override {override!r}: expected section.key=value")
-    if section not in OVERRIDABLE:
-        raise ConfigError(
-            f"bad override {override!r}: the section is one of {', '.join(OVERRIDABLE)}"
-        )
-    if names[0] not in OVERRIDABLE[section]:
-        near = difflib.get_close_matches(names[0], OVERRIDABLE[section], n=1)
-        hint = f"did you mean {section}.{near[0]}? " if near else ""
-        raise ConfigError(
-            f"bad override {override!r}: {section} has no key {names[0]!r}; {hint}"
-            f"the keys are {', '.join(OVERRIDABLE[section])}"
-        )
-    target = config.setdefault(section, {})
-    for depth, name in enumerate(names[:-1], 1):
-        if target.get(name) is None:
-            target[name] = {}
-        target = target[name]
-        if not isinstance(target, dict):
-            inner = ".".join([section, *names[:depth]])
-            raise ConfigError(f"bad override {override!r}: {inner} is not a mapping")
-    target[names[-1]] = yaml.load(value, ConfigLoader)
-
-
-def warn_shadowed(config: dict, keys: list[str]) -> None:
-    """Say when an override is not what some tasks train with: per_task wins over it."""
-    per_task = config.get("hyperparameters", {}).get("per_task")
-    if not isinstance(per_task, dict):
-        return
-    for key in keys:
-        section, _, name = key.partition(".")
-        tasks = [t for t, values in per_task.items() if isinstance(values, dict) and name in values]
-        if section == "hyperparameters" and tasks:
-            logger.warning(
-                f"{key}: hyperparameters.per_task sets {name} for {', '.join(tasks)}, which "
-                f"train with that value instead; override hyperparameters.per_task to change it"
-            )
-
-
-def local_hparams(config: dict) -> dict:
-    """Hyperparameter values for a local run: constants as they are, `const` ones unwrapped."""
-    return {
-        name: const_value(f"hyperparameters.{name}", value)
-        for name, value in config["hyperparameters"].items()
-    }
-
-
-def const_value(key: str, value):
-    """A hyperparameter's one value; nested hyperparameters (a mapping with no type) likewise."""
-    if not isinstance(value, dict):
-        return value
-    if "type" not in value:
-        return {name: const_value(f"{key}.{name}", v) for name, v in value.items()}
-    if value["type"] != "const":
-        raise ConfigError(
-            f"{key} is searched ({value['type']}); a local run needs one value: add the "
-            f"override {key}=<value>"
-        )
-    return value["val"]

@@ -167,3 +167,23 @@ def test_the_settings_module_loads_neither_torch_nor_transformers():
     )
     done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True)
     assert done.stdout.strip() == "[]", done.stderr[-2000:]
+
+
+def test_the_settings_module_is_the_schema_alone():
+    """settings.py reads a config already loaded: it loads no YAML and applies no overrides (a
+    local run's file is bert_glue/local/config.py's), and finds no data files (the task does)."""
+    tree = ast.parse(SETTINGS.read_text(encoding="utf-8"))
+    imported = {
+        name.split(".")[0]
+        for node in ast.walk(tree)
+        for name in (
+            [a.name for a in node.names]
+            if isinstance(node, ast.Import)
+            else [node.module]
+            if isinstance(node, ast.ImportFrom) and node.module
+            else []
+        )
+    }
+    assert "yaml" not in imported
+    defined = {n.name for n in tree.body if isinstance(n, ast.FunctionDef | ast.ClassDef)}
+    assert not defined & {"load_config", "apply_override", "local_hparams", "missing_files"}

@@ -11,6 +11,7 @@ import pytest
 from conftest import REPO
 
 import constants
+from bert_glue.local.config import load_config
 from bert_glue.trial import levers, settings
 
 CONFIGS = sorted(REPO.glob("*.yaml"))
@@ -28,7 +29,7 @@ def one_value(value):
 def config_settings(path) -> tuple[settings.Settings, bool]:
     """A config's settings (a searched hyperparameter at one of its values) and its image's
     C compiler (image/)."""
-    config = settings.load_config(str(path), [])
+    config = load_config(str(path), [])
     hparams = {name: one_value(v) for name, v in config["hyperparameters"].items()}
     image = image_facts.for_image(config["environment"]["image"])
     return settings.Settings.of(config, hparams), image["c_compiler"]
@@ -39,7 +40,7 @@ def mrpc_settings(**hparams) -> settings.Settings:
     required = {"global_batch_size": 32, "learning_rate": 2e-5, "num_train_epochs": 3}
     data = {"task": "mrpc", "model_name_or_path": "m", "data_dir": "d"}
     config = {"hyperparameters": {**required, "model_type": "bert", **hparams}, "data": data}
-    return settings.Settings.of(config)
+    return settings.Settings.of(config, config["hyperparameters"])
 
 
 def resolve(device: levers.Device, packable: bool = True, **hparams) -> levers.Levers:
@@ -66,7 +67,7 @@ def test_auto_takes_only_what_the_gpu_and_the_image_run(path, gpu, processes):
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
 def test_every_gpu_of_the_catalogue_has_kernels_in_the_configs_image(path):
-    config = settings.load_config(str(path), [])
+    config = load_config(str(path), [])
     built_for = image_facts.for_image(config["environment"]["image"])["gpu_architectures"]
     missing = [g for g, c in levers.GPUS.items() if levers.arch(c) not in built_for]
     assert missing == [], f"{path.name}: its image's torch has no kernels for {missing}"

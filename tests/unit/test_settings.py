@@ -7,24 +7,25 @@ import pytest
 from conftest import REPO
 
 import constants
+from bert_glue.local.config import load_config, local_hparams
 from bert_glue.trial import settings
 
 
 @pytest.fixture
 def const_config() -> dict:
-    return settings.load_config(str(REPO / "const.yaml"), [])
+    return load_config(str(REPO / "const.yaml"), [])
 
 
 def test_overrides_are_parsed_as_yaml_and_checked():
     const = str(REPO / "const.yaml")
-    config = settings.load_config(
+    config = load_config(
         const, ["hyperparameters.learning_rate=3e-5", "data.task=RTE", "data.download_data=false"]
     )
     assert config["hyperparameters"]["learning_rate"] == 3e-5
     assert config["data"]["task"] == "RTE" and config["data"]["download_data"] is False
     for bad in ["hyperparameters.lr=1", "learning_rate=1", "searcher.name=grid", "data.task"]:
         with pytest.raises(ValueError, match="bad override"):
-            settings.load_config(const, [bad])
+            load_config(const, [bad])
 
 
 def test_exponents_read_as_numbers_as_determined_s_cli_reads_them(tmp_path):
@@ -32,7 +33,7 @@ def test_exponents_read_as_numbers_as_determined_s_cli_reads_them(tmp_path):
     config = tmp_path / "config.yaml"
     config.write_text("hyperparameters:\n  learning_rate: 2e-5\n  adam_epsilon: 1E-08\n")
     overrides = ["hyperparameters.weight_decay=[1e-2, 5e-3]", "data.task=1e5"]
-    loaded = settings.load_config(str(config), overrides)
+    loaded = load_config(str(config), overrides)
     assert loaded["hyperparameters"] == {
         "learning_rate": 2e-5,
         "adam_epsilon": 1e-8,
@@ -40,7 +41,7 @@ def test_exponents_read_as_numbers_as_determined_s_cli_reads_them(tmp_path):
     }
     assert loaded["data"]["task"] == 1e5
     overrides = ["data.task=MRPC", "data.data_dir=2e-5x", "hyperparameters.seed=12"]
-    loaded = settings.load_config(str(config), overrides)
+    loaded = load_config(str(config), overrides)
     assert loaded["data"] == {"task": "MRPC", "data_dir": "2e-5x"}
     assert loaded["hyperparameters"]["seed"] == 12
 
@@ -69,7 +70,7 @@ def test_exponents_read_as_numbers_as_determined_s_cli_reads_them(tmp_path):
 def test_hyperparameters_of_the_wrong_type_name_the_key(const_config, hparams, message):
     const_config["hyperparameters"].update(hparams)
     with pytest.raises(constants.ConfigError) as error:
-        settings.Settings.of(const_config)
+        settings.Settings.of(const_config, const_config["hyperparameters"])
     assert message in str(error.value)
 
 
@@ -81,9 +82,9 @@ def test_searched_hyperparameter_needs_a_value_locally(const_config):
         "maxval": -4,
     }
     with pytest.raises(ValueError, match="hyperparameters.learning_rate=<value>"):
-        settings.local_hparams(const_config)
+        local_hparams(const_config)
     const_config["hyperparameters"]["learning_rate"] = {"type": "const", "val": 1e-4}
-    assert settings.local_hparams(const_config)["learning_rate"] == 1e-4
+    assert local_hparams(const_config)["learning_rate"] == 1e-4
 
 
 # "auto" builds whatever config.json names: tests/test_custom.py runs four encoders through it.
@@ -91,7 +92,7 @@ def test_searched_hyperparameter_needs_a_value_locally(const_config):
 
 def test_a_misspelt_override_names_the_nearest_key_and_the_choices():
     with pytest.raises(constants.ConfigError) as error:
-        settings.load_config(str(REPO / "const.yaml"), ["hyperparameters.learnig_rate=1e-5"])
+        load_config(str(REPO / "const.yaml"), ["hyperparameters.learnig_rate=1e-5"])
     message = str(error.value)
     assert message.startswith(
         "bad override 'hyperparameters.learnig_rate=1e-5': hyperparameters has no key "
@@ -101,7 +102,7 @@ def test_a_misspelt_override_names_the_nearest_key_and_the_choices():
 
 
 def test_nested_keys_can_be_overridden(tmp_path):
-    config = settings.load_config(
+    config = load_config(
         str(REPO / "custom.yaml"),
         ["data.custom.labels=[no, yes]", "hyperparameters.per_task.MRPC.num_train_epochs=4"],
     )
@@ -109,7 +110,7 @@ def test_nested_keys_can_be_overridden(tmp_path):
     assert config["data"]["custom"]["train"]  # the rest of the block stays
     assert config["hyperparameters"]["per_task"] == {"MRPC": {"num_train_epochs": 4}}
     with pytest.raises(constants.ConfigError, match="data.task is not a mapping"):
-        settings.load_config(str(REPO / "custom.yaml"), ["data.task.name=RTE"])
+        load_config(str(REPO / "custom.yaml"), ["data.task.name=RTE"])
 
 
 def mrpc_settings(**hparams) -> settings.Settings:
@@ -117,7 +118,7 @@ def mrpc_settings(**hparams) -> settings.Settings:
     required = {"global_batch_size": 32, "learning_rate": 2e-5, "num_train_epochs": 3}
     data = {"task": "mrpc", "model_name_or_path": "m", "data_dir": "d"}
     config = {"hyperparameters": {**required, "model_type": "bert", **hparams}, "data": data}
-    return settings.Settings.of(config)
+    return settings.Settings.of(config, config["hyperparameters"])
 
 
 def test_glue_tasks_with_coded_labels_name_them_as_the_dataset_card_does():

@@ -13,6 +13,20 @@ class ConfigError(ValueError):
     """A setting that cannot work; the message names the key (or file) and how to fix it."""
 
 
+def with_defaults(section: str, values: dict, required: tuple, optional: dict) -> dict:
+    """values with defaults filled in; an unknown or missing key is an error that names it."""
+    known = (*required, *optional)
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ConfigError(
+            f"{section}: unknown key(s) {', '.join(unknown)}; known: {', '.join(known)}"
+        )
+    missing = [key for key in required if values.get(key) is None]
+    if missing:
+        raise ConfigError(f"{section}: missing required key(s) {', '.join(missing)}")
+    return {**optional, **values}
+
+
 # model_type -> its ModelClasses (config, model, tokenizer), named as transformers exports them
 # and imported on first use, so that the task table loads without transformers. In transformers 5
 # the plain tokenizer names are the fast (Rust) tokenizers; XLM has only its Python tokenizer.
@@ -74,6 +88,7 @@ class Split:
 # File formats: comma- or tab-separated with quoting as Excel and pandas write it, tab-separated
 # with quotes as plain text (GLUE's own files), and JSON Lines (one object per line).
 FORMATS = ("csv", "tsv", "tsv_noquote", "jsonl")
+CUSTOM = "custom"  # data.task of own data (bert_glue/trial/custom_task.py)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,7 +101,7 @@ class GlueTask:
     test: dict[str, Split]  # submission file stem -> test split
     skip_malformed_rows: bool = False  # QQP's train/dev have a few rows with missing fields
     score_range: tuple[float, float] | None = None  # predictions are clipped to it (STS-B)
-    custom: bool = False  # the user's own files (data.py's task_from_config), not a GLUE download
+    custom: bool = False  # the user's own files (custom_task.py), not a GLUE download
     # The metrics whose mean is the task's GLUE score, reported as "glue_score" (metrics.py).
     score: tuple[str, ...] = ()
     # Below GLUE's download server: the zip of the task's folder (download_glue_data.py). MRPC

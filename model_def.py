@@ -50,7 +50,7 @@ class BertPyTorch(pytorch.PyTorchTrial):
         self.context = context
         self.settings, self.levers = settings, levers
         hp = settings.hparams
-        self.task = data.task_from_config(settings.data)
+        self.task = settings.task
         if context.distributed.rank == 0:
             data.warn_of_missing_test(self.task, settings.data.data_dir)
         metrics.check_searcher(self.task, settings.searcher)
@@ -261,13 +261,17 @@ def run(
     trial_class: type[BertPyTorch] = BertPyTorch,
     watcher: pytorch.PyTorchCallback | None = None,
     ready: Callable[[BertPyTorch], bool] | None = None,
+    settings: Settings | None = None,
 ) -> BertPyTorch:
     """Build the trial from the context's experiment config and hyperparameters, and train it:
     on a cluster (main) and locally (bert_glue/local/local_run.py, whose watcher hears of every
-    batch, and whose ready(trial) says whether there is anything to train)."""
-    settings = Settings.of(
-        context.get_experiment_config(), context.get_hparams(), context.distributed.get_size()
-    )
+    batch, whose ready(trial) says whether there is anything to train, and which passes the
+    settings it built of the same config and values)."""
+    slots = context.distributed.get_size()
+    if settings is None:
+        settings = Settings.of(context.get_experiment_config(), context.get_hparams(), slots)
+    else:
+        settings.check_batch_split(slots)
     levers = levers_on(settings, context.device, context.distributed)
     local = workarounds.cluster_trial() is None
     if local:  # a cluster's trial is seeded with its trial seed by Determined

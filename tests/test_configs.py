@@ -13,7 +13,6 @@ import yaml
 from conftest import REPO
 from determined import pytorch
 
-import data
 import model_def
 from bert_glue.local import local_run
 from bert_glue.trial import metrics, settings
@@ -59,7 +58,7 @@ def test_searcher_metric_is_reported_with_its_direction(path):
     for hparams in corners(config):  # glue.yaml: every task
         trial = settings.Settings.of(config, hparams)
         # raises if not (tests/test_metrics.py)
-        metrics.check_searcher(data.task_from_config(trial.data), trial.searcher)
+        metrics.check_searcher(trial.task, trial.searcher)
     # Determined's default is smaller_is_better: true; the configs say it either way.
     assert "smaller_is_better" in config["searcher"]
 

@@ -20,6 +20,7 @@ import export
 import model_def
 from bert_glue.local import local_run
 from bert_glue.results import finetuned, predictions
+from bert_glue.trial import data_files
 
 COLA_ROWS = [
     "sks13\t0\t*\tThis girl in the red coat will put \x08a picture of Bill it on your desk "
@@ -104,9 +105,9 @@ def test_bert_tokenizers_drop_control_characters(tiny_model_dir):
 def test_own_data_keeps_control_characters_and_refuses_nul(tmp_path):
     path = tmp_path / "train.tsv"
     path.write_bytes(b"sentence\tlabel\nit\x12s fine\tpos\nbad \x08one\tneg\n")
-    rows = list(data.read_rows(path, header=True, format="tsv"))
+    rows = list(data_files.read_rows(path, header=True, format="tsv"))
     assert rows == [(2, ["it\x12s fine", "pos"]), (3, ["bad \x08one", "neg"])]
 
     path.write_bytes(b"sentence\tlabel\nit\x12s fine\tpos\nbad \x00one\tneg\n")
     with pytest.raises(data.DataError, match=r"train.tsv:3: byte 0x00, which no text holds"):
-        list(data.read_rows(path, header=True, format="tsv"))
+        list(data_files.read_rows(path, header=True, format="tsv"))

@@ -38,14 +38,13 @@ from transformers import (
 )
 
 import constants
-import data
 import export
 import model_def
 import predict
 from bert_glue.local import local_run
-from bert_glue.local.config import load_config
+from bert_glue.local.config import load_config, local_settings
 from bert_glue.results import finetuned, predictions
-from bert_glue.trial import settings
+from bert_glue.trial import custom_task
 
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
@@ -304,11 +303,10 @@ def test_glue_reader_refuses_binary_and_non_utf8_files(text, local_config, glue_
 
 
 def test_custom_settings_are_checked(tmp_path):
-    base = {"task": "custom", "data_dir": str(tmp_path), "model_name_or_path": "m"}
     spec = {"train": "t.csv", "validation": "d.csv", "text_a": "s", "label": "y"}
 
     def task(**custom):
-        return data.task_from_config(settings.DataConfig.of({**base, "custom": {**spec, **custom}}))
+        return custom_task.task_from_config("custom", {**spec, **custom}, tmp_path)
 
     assert task(labels=["b", "a"]).labels == ("b", "a")
     assert task(labels="regression", metrics=["pearson"]).metrics == ("pearson",)
@@ -331,7 +329,7 @@ def test_custom_settings_are_checked(tmp_path):
         with pytest.raises((constants.ConfigError, FileNotFoundError), match=message):
             task(**custom)
     with pytest.raises(constants.ConfigError, match="data.custom: read only with data.task"):
-        data.task_from_config(settings.DataConfig.of({**base, "task": "RTE", "custom": spec}))
+        custom_task.task_from_config("RTE", spec, tmp_path)
 
 
 @pytest.mark.parametrize("model", list(MODELS))
@@ -418,7 +416,7 @@ def test_own_data_mistakes_answer_before_torch_loads(files, overrides, message, 
 
 def test_the_summary_prints_predict_only_with_test_files(custom_config, tmp_path):
     def has_test_files(config: dict) -> bool:
-        task = data.task_from_config(settings.DataConfig.of(config["data"]))
+        task = local_settings(config).task
         return local_run.has_test_files(task, config["data"]["data_dir"])
 
     config = custom_config(".csv", 2)

@@ -67,7 +67,7 @@ def checked_config(path: str, overrides: list[str], slots: int) -> dict:
     if config.get("searcher", {}).get("name") == "grid":  # each trial's settings are its own
         return config
     data = local_settings(config, slots).data
-    custom = custom_task.checked(data)
+    custom = custom_task.checked(data.task, data.custom)
     if custom is None:
         problem = get_task(data.task).missing(data.data_dir, data.download_data)
     else:

@@ -20,7 +20,6 @@ import os
 import pathlib
 import shutil
 
-import data
 from bert_glue.local import progress
 from bert_glue.local.config import local_hparams, local_settings
 from bert_glue.results import glue_results
@@ -91,7 +90,7 @@ def trial_label(trial: GridTrial) -> tuple[str, int | None]:
 
 
 def label_of(settings: Settings) -> tuple[str, int | None]:
-    return data.task_from_config(settings.data).name, settings.hparams.seed
+    return settings.task.name, settings.hparams.seed
 
 
 def write_json(path: pathlib.Path, value) -> None:

@@ -87,7 +87,7 @@ def run_local(
     tensorboard: pathlib.Path | None = None,
     context_dir: str | os.PathLike | None = None,
 ) -> list[dict]:
-    """Train the config's trial with run(context, latest_checkpoint, watcher=, ready=)
+    """Train the config's trial with run(context, latest_checkpoint, watcher=, ready=, settings=)
     (model_def.run) with no cluster; returns the metrics of every validation it made (the
     recorder also holds those of the run it resumed).
 
@@ -109,10 +109,10 @@ def run_local(
     recorder = recorder or progress.RunRecorder(io.StringIO(), interactive=False)  # quiet
     recorder.retention = checkpointing.Retention.of(config)
     config.setdefault("reproducibility", {}).setdefault("experiment_seed", 42)
+    settings = local_settings(config)  # the run's, built once: run() takes them
     checkpoint, batches, resumed = None, 0, contextlib.nullcontext()
     if resume:
-        task = data.task_from_config(local_settings(config).data)
-        checkpoint = checkpointing.find_checkpoint(resume, task)
+        checkpoint = checkpointing.find_checkpoint(resume, settings.task)
         batches = checkpointing.batches_trained(checkpoint)
         resumed = workarounds.starting_at(batches)
         # A checkpoint of a local run (not one of a cluster's trial, whose count starts afresh)
@@ -161,9 +161,8 @@ def run_local(
             return True
 
         with training:
-            trial = run(
-                context, str(checkpoint) if checkpoint else None, watcher=recorder, ready=ready
-            )
+            latest = str(checkpoint) if checkpoint else None
+            trial = run(context, latest, watcher=recorder, ready=ready, settings=settings)
         if not trains:
             return []
         recorder.stop_reason = trial.early_stopping.reason
@@ -246,8 +245,8 @@ def main(
     if os.environ.get("RANK", "0") != "0":
         return 0
     write_outputs(args, recorder, config)
-    settings = local_settings(config)
-    summary = progress.summary(recorder, settings.searcher, command, settings.data.init_from)
+    init_from = (config.get("data") or {}).get("init_from")
+    summary = progress.summary(recorder, Searcher.of(config), command, init_from)
     print(summary, file=sys.stderr)
     return 0
 
@@ -309,7 +308,7 @@ def run_grid(run: Callable, config: dict, args, scripts: pathlib.Path) -> int:
     trials = local_grid.grid_trials(config)
     for trial in trials:  # every trial's settings checked before hours of training
         settings = local_settings(trial.config, 1)
-        metrics.check_searcher(data.task_from_config(settings.data), settings.searcher)
+        metrics.check_searcher(settings.task, settings.searcher)
     # Absolute: each trial trains in the trial's folder (checkpoints copy it), not the command's.
     results_dir = pathlib.Path(
         args.results_dir or pathlib.Path("results", config["name"])

@@ -27,8 +27,7 @@ import appdirs
 import torch
 
 import constants
-import data
-from bert_glue.trial.settings import CUSTOM, Searcher, Settings
+from bert_glue.trial.settings import Searcher, Settings
 from constants import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -50,7 +49,8 @@ def find_checkpoint(name: str, task: constants.GlueTask) -> pathlib.Path:
     storage_dir().mkdir(parents=True, exist_ok=True)
     path = complete_checkpoint(name, f"--resume {name}")
     try:
-        saved_task = data.task_from_config(Settings.of_checkpoint(path).data)
+        # The checkpoint's own settings, apart from the run's: it may be of another task.
+        saved_task = Settings.of_checkpoint(path).task
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise ConfigError(
             f"--resume {name}: {path / 'load_data.json'} names no data.task ({e!r}); "
@@ -209,19 +209,14 @@ def read(path: str | os.PathLike) -> Saved:
             f"{path}: not a checkpoint of this trial (expected load_data.json and "
             "state_dict.pth); download a cluster checkpoint with `det checkpoint download UUID`"
         )
-    settings = Settings.of_checkpoint(path)
     # Determined pickles RNG states (numpy arrays) beside the weights, which weights_only
     # refuses: load only checkpoints you trust, as with any pickle.
     with workarounds.loadable_rng_state():
         state = torch.load(files[1], map_location="cpu")
     weights = state["models_state_dict"][0]
     torch.nn.modules.utils.consume_prefix_in_state_dict_if_present(weights, "module.")  # DDP
-    return Saved(task_of(settings, state), settings, weights)
-
-
-def task_of(settings: Settings, state: dict) -> constants.GlueTask:
-    """The checkpoint's task; a custom one with the label names it was trained with, which need
-    no training file (trial/callbacks.py's TaskLabels records them)."""
-    if str(settings.data.task).lower() != CUSTOM:
-        return data.task_from_config(settings.data)
-    return data.task_from_config(settings.data, state["callbacks"]["task_labels"]["labels"])
+    # Own data's task with the label names it was trained with, which need no training file
+    # (trial/callbacks.py's TaskLabels records them).
+    labels = state.get("callbacks", {}).get("task_labels", {}).get("labels")
+    settings = Settings.of_checkpoint(path, labels)
+    return Saved(settings.task, settings, weights)

@@ -17,9 +17,9 @@ The task's score (reported as glue_score, metrics.py) is the mean of its metrics
 from others (acc_and_f1, corr) aside, as GLUE scores MRPC and STS-B.
 
 Nothing here loads torch: a local run's checked_config (bert_glue/local/config.py) answers a
-mistake in data.custom, or a file that data_dir lacks, before torch loads. data.py's
-task_from_config, the one place a data config becomes a task, reads the labels of `labels: infer`
-from the training file.
+mistake in data.custom, or a file that data_dir lacks, before torch loads. task_from_config, the
+one place a data config becomes a task (Settings.task), reads the labels of `labels: infer` from
+the training file.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ import pathlib
 from collections.abc import Sequence
 
 from bert_glue.trial import metrics
-from bert_glue.trial.settings import CUSTOM, DataConfig, with_defaults
-from constants import FORMATS, ConfigError, GlueTask, Split
+from bert_glue.trial.data_files import DataError, read_fields
+from constants import CUSTOM, FORMATS, ConfigError, GlueTask, Split, get_task, with_defaults
 
 CUSTOM_KEY = "data.custom"
 REQUIRED = ("train", "validation", "text_a", "label")
@@ -95,6 +95,38 @@ class CustomData:
         )
 
 
+def task_from_config(
+    task: str, custom: dict | None, data_dir: str | os.PathLike, labels: Sequence[str] | None = None
+) -> GlueTask:
+    """The task of data.task: a GLUE task, or one of data.custom (its files in data_dir).
+
+    `labels` are the label names a checkpoint recorded, used instead of inferring them again.
+    """
+    spec = checked(task, custom)
+    if spec is None:
+        return get_task(task)
+    if labels is None:
+        labels = spec.labels if spec.labels is not None else infer_labels(spec, data_dir)
+    return spec.task(labels)
+
+
+def infer_labels(custom: CustomData, data_dir: str | os.PathLike) -> tuple[str, ...]:
+    """The training file's label values, sorted (as strings), so every run orders them alike."""
+    problem = custom.missing(data_dir)
+    if problem:
+        raise FileNotFoundError(problem)
+    train = custom.files["train"]
+    path = pathlib.Path(data_dir) / train.path
+    labels = sorted({label for _, (_, _, label, _) in read_fields(path, train)})
+    if len(labels) < 2:
+        raise DataError(
+            f"{path}: the label column {train.label!r} holds {len(labels)} distinct value(s) "
+            f"{labels}; a classifier needs two or more (for scores set {CUSTOM_KEY}.labels: "
+            "regression)"
+        )
+    return tuple(labels)
+
+
 def holdings(folder: pathlib.Path) -> str:
     """What a folder holds, sorted, folders marked with a slash: `dev.tsv, sub/, train.tsv`."""
     entries = sorted(p.name + ("/" if p.is_dir() else "") for p in folder.iterdir())
@@ -104,18 +136,18 @@ def holdings(folder: pathlib.Path) -> str:
     return ", ".join(entries[:LISTED]) + (f" and {more} more" if more > 0 else "")
 
 
-def checked(data: DataConfig) -> CustomData | None:
-    """The data settings' data.custom, checked; None for a GLUE task, which takes none."""
-    if str(data.task).lower() != CUSTOM:
-        if data.custom is not None:
+def checked(task: str, custom: dict | None) -> CustomData | None:
+    """data.custom for data.task, checked; None for a GLUE task, which takes none."""
+    if str(task).lower() != CUSTOM:
+        if custom is not None:
             raise ConfigError(f"{CUSTOM_KEY}: read only with data.task: {CUSTOM}; remove it")
         return None
-    if not isinstance(data.custom, dict):
+    if not isinstance(custom, dict):
         raise ConfigError(
             f"data.task: {CUSTOM} needs a {CUSTOM_KEY} section: train, validation, text_a, label "
             "(docs/own-data.md)"
         )
-    spec = with_defaults(CUSTOM_KEY, data.custom, REQUIRED, OPTIONAL)
+    spec = with_defaults(CUSTOM_KEY, custom, REQUIRED, OPTIONAL)
     files = {key: _split(spec, key) for key in FILES if spec[key] is not None}
     labels = _labels(spec["labels"])
     kind = "regression" if labels == () else "classification"

@@ -7,11 +7,14 @@ import dataclasses
 import logging
 from collections.abc import Callable
 from math import isfinite
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from bert_glue.trial.settings import Searcher
 from constants import ConfigError, GlueTask
+
+if TYPE_CHECKING:  # settings.py builds own data's task, whose metrics it reads here
+    from bert_glue.trial.settings import Searcher
 
 logger = logging.getLogger(__name__)
 

@@ -11,16 +11,23 @@ imports torch or transformers: the command line is checked before either loads.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import pathlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from bert_glue.trial import custom_task
 from bert_glue.trial.levers import AUTO
-from constants import TASKS, ConfigError, ModelClasses, get_model_classes
-
-CUSTOM = "custom"  # data.task of own data (data.py's task_from_config)
+from constants import (
+    TASKS,
+    ConfigError,
+    GlueTask,
+    ModelClasses,
+    get_model_classes,
+    with_defaults,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,7 +137,7 @@ class DataConfig:
     download_data: bool = False  # fetch the task's files into data_dir when they are missing
     path_to_mrpc: str = ""  # a folder with msr_paraphrase_{train,test}.txt, not downloading
     cache_dir: str | None = None  # tokenized-feature cache; None: ~/.cache/bert_glue_features
-    custom: dict | None = None  # with task: custom, your own files (data.py's task_from_config)
+    custom: dict | None = None  # with task: custom, your own files (custom_task.py)
     max_train_samples: int | None = None  # train on this many examples (a fixed random subset)
     # Where the starting weights come from, when not model_name_or_path: a fine-tuned model or a
     # checkpoint of this trial (pretrained.py).
@@ -201,6 +208,9 @@ class Settings:
     searcher: Searcher
     periods: Periods
     experiment_seed: int | None  # reproducibility.experiment_seed
+    # Own data's label names as a checkpoint recorded them (callbacks.TaskLabels); None: the
+    # configured ones, or those the training file holds.
+    labels: tuple[str, ...] | None = None
 
     @classmethod
     def of(cls, config: dict, hparams: dict, slots: int | None = None) -> Settings:
@@ -237,10 +247,21 @@ class Settings:
         return settings
 
     @classmethod
-    def of_checkpoint(cls, checkpoint: str | os.PathLike) -> Settings:
-        """The settings a checkpoint's trial trained with (its load_data.json)."""
+    def of_checkpoint(
+        cls, checkpoint: str | os.PathLike, labels: Sequence[str] | None = None
+    ) -> Settings:
+        """The settings a checkpoint's trial trained with (its load_data.json); labels: the
+        label names its state recorded (checkpointing.read), which need no training file."""
         saved = json.loads((pathlib.Path(checkpoint) / "load_data.json").read_text())
-        return cls.of(saved["experiment_config"], saved["hparams"])
+        settings = cls.of(saved["experiment_config"], saved["hparams"])
+        return settings if labels is None else dataclasses.replace(settings, labels=tuple(labels))
+
+    @functools.cached_property
+    def task(self) -> GlueTask:
+        """The task, built once, on first use: own data's `labels: infer` reads the training
+        file (custom_task.task_from_config)."""
+        data = self.data
+        return custom_task.task_from_config(data.task, data.custom, data.data_dir, self.labels)
 
     @property
     def model_classes(self) -> ModelClasses:
@@ -285,20 +306,6 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 # What per_task may not change: the keys that pick the trial.
 TRIAL_KEYS = ("task", "seed", "per_task")
 LENGTH_UNITS = ("batches", "records", "epochs")  # of min_validation_period, min_checkpoint_period
-
-
-def with_defaults(section: str, values: dict, required: tuple, optional: dict) -> dict:
-    """values with defaults filled in; an unknown or missing key is an error that names it."""
-    known = (*required, *optional)
-    unknown = sorted(set(values) - set(known))
-    if unknown:
-        raise ConfigError(
-            f"{section}: unknown key(s) {', '.join(unknown)}; known: {', '.join(known)}"
-        )
-    missing = [key for key in required if values.get(key) is None]
-    if missing:
-        raise ConfigError(f"{section}: missing required key(s) {', '.join(missing)}")
-    return {**optional, **values}
 
 
 def _with_defaults(section: str, values: dict, cls: type):

@@ -187,3 +187,41 @@ def test_the_settings_module_is_the_schema_alone():
     assert "yaml" not in imported
     defined = {n.name for n in tree.body if isinstance(n, ast.FunctionDef | ast.ClassDef)}
     assert not defined & {"load_config", "apply_override", "local_hparams", "missing_files"}
+
+
+# Each folder's floor, lowest first: a module may import its own folder's and those below.
+FLOORS = {
+    "constants": 0,
+    "bert_glue.container": 0,
+    "bert_glue.determined_0_38": 0,
+    "bert_glue.trial": 1,
+    "download_glue_data": 1,
+    "data": 2,
+    "bert_glue.results": 3,
+    "bert_glue.local": 4,
+    "model_def": 5,
+}
+
+
+def floor(module: str) -> int | None:
+    return next(
+        (
+            n
+            for name, n in FLOORS.items()
+            if module.split(".")[: len(name.split("."))] == name.split(".")
+        ),
+        None,
+    )
+
+
+def test_no_arrow_runs_back_up():
+    """No module imports one of a floor above its own: the trial's modules never data.py (nor
+    results/, local/, model_def), data.py never results/ or local/, results/ never local/."""
+    up = []
+    for path in PRODUCT:
+        module = ".".join(path.relative_to(REPO).with_suffix("").parts)
+        here = floor(module)
+        if here is None:
+            continue
+        up += [f"{module} -> {m}" for m in project_imports(path) if (floor(m) or 0) > here]
+    assert up == []

@@ -26,7 +26,7 @@ def glue_yaml() -> dict:
 
 def test_the_grid_trains_every_task_and_seed_once() -> None:
     trials = local_grid.grid_trials(glue_yaml())
-    labels = [local_grid.trial_label(trial) for trial in trials]
+    labels = [local_grid.label_of(local_settings(trial.config)) for trial in trials]
     assert len(labels) == 27
     assert sorted(labels) == sorted(itertools.product(constants.TASKS, [1, 2, 3]))
     assert len({trial.name for trial in trials}) == 27
@@ -45,7 +45,7 @@ def test_list_overrides_pick_tasks_and_seeds() -> None:
     config = load_config(
         str(REPO / "glue.yaml"), ["hyperparameters.task=[MRPC, rte]", "hyperparameters.seed=[7]"]
     )
-    labels = [local_grid.trial_label(trial) for trial in local_grid.grid_trials(config)]
+    labels = [local_grid.label_of(local_settings(t.config)) for t in local_grid.grid_trials(config)]
     assert labels == [("MRPC", 7), ("RTE", 7)]
 
 

@@ -84,12 +84,8 @@ def grid_trials(config: dict) -> list[GridTrial]:
     return trials
 
 
-def trial_label(trial: GridTrial) -> tuple[str, int | None]:
-    """The trial's task (as constants.TASKS spells it) and seed."""
-    return label_of(local_settings(trial.config))
-
-
 def label_of(settings: Settings) -> tuple[str, int | None]:
+    """The trial's task (as constants.TASKS spells it) and seed."""
     return settings.task.name, settings.hparams.seed
 
 

@@ -149,7 +149,10 @@ def test_an_empty_pip_constraint_leaves_a_pip_conf_pin_in_force(starts):
 
 @pytest.mark.parametrize("wiring", WIRINGS)
 def test_with_the_configs_variables_the_trial_starts_and_validates(wiring, starts, image):
-    assert config_variables(CONFIG) == {"PIP_CONSTRAINT": "/dev/null"}
+    assert config_variables(CONFIG) == {
+        "PIP_CONSTRAINT": "/dev/null",
+        "PIP_BREAK_SYSTEM_PACKAGES": "1",
+    }
     start = starts[wiring]
     assert start.run.returncode == 0, start.output[-5000:]
     assert start.master.unknown == []
@@ -189,13 +192,14 @@ def prebuilt_starts(prebuilt, master_wheel, tiny_model_dir, glue_dir, tmp_path_f
     """Two containers of the Dockerfile's image: as built, with stand-ins recording any call of
     pip; and without the DET_SKIP_PIP_INSTALL it sets, with the real pip."""
     built, dockerfile_env = prebuilt
-    assert dockerfile_env == {"DET_SKIP_PIP_INSTALL": "1"}
+    assert dockerfile_env == {"PIP_BREAK_SYSTEM_PACKAGES": "1", "DET_SKIP_PIP_INSTALL": "1"}
 
     def start(name: str) -> tuple[Start, PipRecorder | None]:
         root = tmp_path_factory.mktemp("container")
         layer = container_layer(built, root)
         config = trial_config(tiny_config(tiny_model_dir, glue_dir), root / "storage")
         variables, recorder = config_variables(CONFIG), None
+        variables.update((k, v) for k, v in dockerfile_env.items() if k != "DET_SKIP_PIP_INSTALL")
         if name == "as built":
             recorder = pip_recorder(root / "pip-recorder")
             variables.update(

@@ -39,7 +39,7 @@ import constants
 import data
 import model_def
 from bert_glue.local import local_run
-from bert_glue.trial import settings
+from bert_glue.local.config import load_config
 
 TASKS = ("MRPC", "CoLA", "STS-B")
 RECORDED = ("MRPC", "CoLA")  # run through distributed_worker.py; STS-B through --nproc 2
@@ -264,7 +264,7 @@ def local_env(dist_config):
 @pytest.fixture(scope="module")
 def one_process(two_processes, dist_config, local_env) -> dict:
     """The same MRPC run in one process, on the data the 2-process run downloaded."""
-    config = settings.load_config(str(dist_config), ["data.task=MRPC"])
+    config = load_config(str(dist_config), ["data.task=MRPC"])
     recorder = Recorder()
     with recorder.patched():
         local_run.run_local(model_def.run, config)
@@ -398,7 +398,7 @@ def test_checkpoints_validate_alike_in_one_process(
 
 def test_two_process_checkpoint_resumes_in_one_process(two_processes, dist_config, local_env):
     run = two_processes["MRPC"]
-    config = settings.load_config(str(dist_config), ["data.task=MRPC"])
+    config = load_config(str(dist_config), ["data.task=MRPC"])
     recorder = Recorder()
     with recorder.patched():
         history = local_run.run_local(

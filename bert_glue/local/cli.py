@@ -50,10 +50,11 @@ def config_or_exit(args: argparse.Namespace) -> dict:
 def print_levers_for(args: argparse.Namespace) -> int:
     """--levers-for: the levers the config's trial takes on a GPU (or CPU kind) of the catalogue,
     in the config's image as image/ describes it, without that device; 1 if the image's torch has
-    no kernels for the GPU."""
+    no kernels for the GPU. Processes: --nproc, else the config's resources.slots_per_trial."""
     try:
         config = load_config(args.config, args.overrides)
-        trial = local_settings(config, args.nproc)
+        processes = args.nproc or (config.get("resources") or {}).get("slots_per_trial", 1)
+        trial = local_settings(config, processes)
     except (OSError, ValueError, yaml.YAMLError) as e:
         sys.exit(f"error: {e}")
     image = (config.get("environment") or {}).get("image")
@@ -61,12 +62,15 @@ def print_levers_for(args: argparse.Namespace) -> int:
         image = image.get("cpu" if args.levers_for in levers.CPUS else "cuda")
     facts = image_facts(image)
     compiler = bool(facts and facts["c_compiler"]["value"])
-    device = levers.catalogued(args.levers_for, args.nproc, compiler)
+    device = levers.catalogued(args.levers_for, processes, compiler)
     model_type = trial.hparams.model_type
     if model_type == "auto":  # the type config.json names, where the model is a folder here
         config_json = pathlib.Path(trial.data.model_name_or_path) / "config.json"
         model_type = json.loads(config_json.read_text()).get("model_type", model_type)
-    chosen = levers.Levers.resolve(trial.hparams, device, levers.packable(model_type))
+    try:
+        chosen = levers.Levers.resolve(trial.hparams, device, levers.packable(model_type))
+    except ValueError as e:  # an explicit lever the device or the image cannot run
+        sys.exit(f"error: {e} (on {device.name} in {image}, as image/ describes it)")
     print(chosen.line(device))
     if facts is None:
         print(f"image {image}: no facts file in image/; a C compiler assumed absent")
@@ -103,8 +107,8 @@ def parse_args(argv: list[str] | None, description: str) -> argparse.Namespace:
     parser.add_argument(
         "--nproc",
         type=int,
-        default=1,
-        help="local processes, one slot each, trained together with torch.distributed (DDP)",
+        help="local processes, one slot each, trained together with torch.distributed (DDP); "
+        "default 1, or with --levers-for the config's resources.slots_per_trial",
     )
     parser.add_argument("--resume", help="a checkpoint folder or uuid to continue training from")
     parser.add_argument("--metrics-out", help="write every validation's metrics to this JSON file")
@@ -119,6 +123,7 @@ def parse_args(argv: list[str] | None, description: str) -> argparse.Namespace:
     )
     parser.add_argument(
         "--levers-for",
+        type=str.lower,
         choices=[*levers.GPUS, *levers.CPUS],
         metavar="DEVICE",
         help="print the levers the config takes on this GPU or CPU kind, in the config's image, "
@@ -128,9 +133,11 @@ def parse_args(argv: list[str] | None, description: str) -> argparse.Namespace:
         "--results-dir",
         help="a grid search's trial folders (local_grid.py); default results/<experiment name>",
     )
-    args = parser.parse_args(argv)
-    if args.nproc < 1:
+    args = parser.parse_intermixed_args(argv)  # section.key=value after the options too
+    if args.nproc is not None and args.nproc < 1:
         parser.error(f"--nproc {args.nproc}: need at least 1 process")
+    if args.nproc is None and not args.levers_for:
+        args.nproc = 1
     return args
 
 

@@ -145,11 +145,15 @@ class BertPyTorch(pytorch.PyTorchTrial):
             groups, lr=hp.learning_rate, eps=hp.adam_epsilon, fused=self.levers.fused_adamw
         )
 
+    def batches_per_rank(self, dataset) -> int:
+        """One pass over the dataset, in batches each rank takes, as Determined shards them."""
+        batches = -(-len(dataset) // self.per_slot_batch_size)
+        return -(-batches // self.context.distributed.get_size())
+
     @property
     def total_steps(self) -> int:
-        """Optimizer steps in all, as Determined counts them: batches per slot, sharded."""
-        per_slot_batches = -(-len(self.train_set) // self.per_slot_batch_size)
-        return self.max_length.value * -(-per_slot_batches // self.context.distributed.get_size())
+        """Optimizer steps in all, as Determined counts them."""
+        return self.max_length.value * self.batches_per_rank(self.train_set)
 
     def _training_note(self, batch_idx: int) -> str:
         lr = self.schedule.base_lrs[0] * self.schedule.lr_lambdas[0](batch_idx)

@@ -96,7 +96,7 @@ def run_local(
     trains.
 
     The trial must set `max_length` (a pytorch.TrainUnit), `total_steps` (optimizer steps in
-    all), `per_slot_batch_size` (its batches, which may not be the context's), `task`,
+    all), `batches_per_rank(dataset)` (its batches, which may not be the context's), `task`,
     `settings`, `dev_set`, `data_seconds` (time spent downloading and featurizing) and
     `early_stopping` (the callback of bert_glue/trial/callbacks.py, whose reason the summary
     gives).
@@ -127,20 +127,18 @@ def run_local(
 
         def ready(trial: pytorch.PyTorchTrial) -> bool:
             """Whether to train the trial just built; the progress bars' totals first."""
-            dist = context.distributed
-            dev_batches = -(-len(trial.dev_set) // trial.per_slot_batch_size)
             recorder.begin(
                 trial.total_steps,
-                -(-dev_batches // dist.get_size()),
+                trial.batches_per_rank(trial.dev_set),
                 trial.data_seconds,
-                dist.rank == 0,
+                context.distributed.rank == 0,
                 has_test_files(trial.task, trial.settings.data.data_dir),
             )
             if checkpoint is not None:
                 recorder.stop_reason = resumed_reason(trial, checkpoint, batches)
             if recorder.stop_reason is not None:
                 return False
-            if tensorboard and dist.rank == 0:
+            if tensorboard and context.distributed.rank == 0:
                 # A resumed run adds to its run's folder, as a cluster's restarted trial does.
                 if recorder.tensorboard is None or not recorder.tensorboard.is_dir():
                     recorder.tensorboard = tensorboard

@@ -7,16 +7,22 @@ import dataclasses
 import logging
 from collections.abc import Callable
 from math import isfinite
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 
 from constants import ConfigError, GlueTask
 
-if TYPE_CHECKING:  # settings.py builds own data's task, whose metrics it reads here
-    from bert_glue.trial.settings import Searcher
-
 logger = logging.getLogger(__name__)
+
+
+class Ranking(Protocol):
+    """What validations are ranked by: a searcher's metric and its direction (settings.Searcher,
+    which this module does not import: settings.py builds own data's task, which reads METRICS)."""
+
+    metric: str
+    smaller_is_better: bool
+
 
 LOSS = "validation_loss"  # the dev-set loss; the one metric a searcher should minimize
 # Every GLUE task's score under one name, so that one searcher.metric ranks trials of all tasks.
@@ -172,7 +178,7 @@ def best_validation(
 
 
 def reported_validation(
-    validations: list[Validation], checkpointed: set[int], early_stopping: bool, searcher: Searcher
+    validations: list[Validation], checkpointed: set[int], early_stopping: bool, searcher: Ranking
 ) -> Validation | None:
     """The validation a finished trial is reported at, among those whose checkpoint it kept
     (`checkpointed`: their batch counts), if any: its last or, with early stopping on, its best,
@@ -185,7 +191,7 @@ def reported_validation(
     return candidates[-1] if candidates else None
 
 
-def check_searcher(task: GlueTask, searcher: Searcher) -> None:
+def check_searcher(task: GlueTask, searcher: Ranking) -> None:
     """searcher.metric must be one the trial reports, and smaller_is_better must suit it."""
     names = reported_metrics(task)
     metric = searcher.metric

@@ -114,20 +114,22 @@ def trial_hyperparameters() -> tuple[tuple[str, ...], dict]:
     return settings.REQUIRED_HPARAMS, settings.OPTIONAL_HPARAMS
 
 
-def readme_hyperparameter_table() -> dict[str, str]:
-    """key -> default cell of the README's table under `## Hyperparameters`."""
+def readme_hyperparameter_table(column: int = 1) -> dict[str, str]:
+    """key -> its cell in a column (1: default, 2: meaning) of the README's table under
+    `## Hyperparameters`."""
     text = README.read_text(encoding="utf-8")
     section = text.split("\n## Hyperparameters\n", 1)[1].split("\n## ", 1)[0]
     rows = [line for line in section.splitlines() if line.startswith("|")]
     header = [cell.strip() for cell in rows[0].strip("|").split("|")]
-    assert header[:2] == ["key", "default"], header
+    assert header == ["key", "default", "meaning"], header
     table = {}
     for row in rows[2:]:  # after the header and its |---| line
-        key, default = (cell.strip() for cell in row.strip("|").split("|")[:2])
-        match = re.fullmatch(r"`([a-z_]+)`", key)
+        cells = [cell.strip() for cell in row.strip("|").split("|")]
+        match = re.fullmatch(r"`([a-z_]+)`", cells[0])
         assert match, f"a row's key must be one `name`: {row}"
+        assert len(cells) == 3, f"a row has three cells: {row}"
         assert match.group(1) not in table, f"{match.group(1)} twice"
-        table[match.group(1)] = default
+        table[match.group(1)] = cells[column]
     return table
 
 
@@ -149,3 +151,13 @@ def test_readme_hyperparameters_match_the_trial():
         assert re.fullmatch(r"`[^`]+`", cell), f"{key}: default {cell!r} is not one `value`"
         shown = yaml.safe_load(cell.strip("`"))  # as the YAML config would read it
         assert same_value(shown, default), f"{key}: README {shown!r}, trial {default!r}"
+
+
+def test_readme_says_what_each_hyperparameters_field_says_of_it():
+    """The meaning column is each field's help (settings.key), word for word."""
+    import dataclasses
+
+    from bert_glue.trial import settings
+
+    helps = {f.name: f.metadata["help"] for f in dataclasses.fields(settings.Hyperparameters)}
+    assert readme_hyperparameter_table(column=2) == helps

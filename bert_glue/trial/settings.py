@@ -62,46 +62,107 @@ RATE = Rule(lambda v: _number(v) and v >= 0, "a number >= 0")  # "2e-5" in quote
 SHARE = Rule(lambda v: _number(v) and 0 <= v <= 1, "a share of the steps, 0 to 1")
 SWITCH = one_of(AUTO, True, False)
 BOOLEAN = one_of(True, False)
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 
-def key(default=dataclasses.MISSING, rule: Rule | None = None) -> dataclasses.Field:
-    """A hyperparameter: its default (none: required) and the rule its value must meet."""
-    return dataclasses.field(default=default, metadata={"rule": rule})
+def key(default=dataclasses.MISSING, rule: Rule | None = None, *, help: str) -> dataclasses.Field:
+    """A hyperparameter: its default (none: required), the rule its value must meet, its help."""
+    return dataclasses.field(default=default, metadata={"rule": rule, "help": help})
 
 
 @dataclasses.dataclass(frozen=True)
 class Hyperparameters:
-    """`hyperparameters`: the four required keys, then every optional one with its default and
-    its rule (the README's table lists the same)."""
+    """`hyperparameters`: the four required keys, then every optional one. Each key is one
+    field: its default (none: required), the rule its value must meet (the errors quote it) and
+    its help (the README's table, Markdown, which tests/test_docs.py holds to it)."""
 
-    global_batch_size: int = key(rule=COUNT)  # examples per optimizer step, over all slots
-    learning_rate: float = key(rule=RATE)
-    num_train_epochs: int = key(rule=COUNT)
-    model_type: str = key()
-    max_seq_length: int = key(128, COUNT)  # tokens per pair, after truncation
-    adam_epsilon: float = key(1e-8, RATE)
-    weight_decay: float = key(0.0, RATE)  # never applied to biases and LayerNorm weights
-    warmup_ratio: float = key(0.0, SHARE)  # share of all steps spent warming the LR up linearly
-    max_grad_norm: float = key(1.0, RATE)  # clip the gradients' norm to this; 0: no clipping
-    pad_to_max_length: bool = key(False, BOOLEAN)  # pad every batch to max_seq_length
-    pad_to_multiple_of: int = key(8, COUNT)  # round a batch's padded length up: few shapes
+    global_batch_size: int = key(rule=COUNT, help="examples per optimizer step, over all slots")
+    learning_rate: float = key(rule=RATE, help="AdamW's peak learning rate")
+    num_train_epochs: int = key(
+        rule=COUNT, help="the run's length; the linear warmup/decay schedule is derived from it"
+    )
+    model_type: str = key(
+        help="`auto` (any encoder), `bert`, `xlnet`, `xlm`, `roberta` or `distilbert`"
+    )
+    max_seq_length: int = key(128, COUNT, help="tokens per pair after truncation")
+    adam_epsilon: float = key(1e-8, RATE, help="AdamW (`torch.optim.AdamW`)")
+    weight_decay: float = key(0.0, RATE, help="AdamW; no decay on biases and LayerNorm weights")
+    warmup_ratio: float = key(
+        0.0, SHARE, help="share of the optimizer steps with a linear LR warmup"
+    )
+    max_grad_norm: float = key(
+        1.0, RATE, help="clip the gradients' norm to this, as run_glue; 0: no clipping"
+    )
+    pad_to_max_length: bool = key(
+        False,
+        BOOLEAN,
+        help="pad every batch to `max_seq_length` (run_glue's default) instead of its longest pair",
+    )
+    pad_to_multiple_of: int = key(
+        8,
+        COUNT,
+        help="round each batch's padded length up to a multiple of this: few distinct shapes",
+    )
     # The levers: "auto" is resolved for the device by levers.Levers.resolve.
-    group_by_length: str | bool = key(AUTO, SWITCH)  # batch similar lengths; auto: unless packing
-    precision: str = key(AUTO, one_of(AUTO, "fp32", "bf16", "fp16"))
-    fused_adamw: str | bool = key(AUTO, SWITCH)  # auto: fused on CPUs and CUDA GPUs
-    fast_dropout: str | bool = key(AUTO, SWITCH)  # auto: on CPUs, where torch's dropout is slow
+    group_by_length: str | bool = key(
+        AUTO, SWITCH, help="batch pairs of similar length together; `auto`: on unless packing"
+    )
+    precision: str = key(
+        AUTO,
+        one_of(AUTO, *PRECISIONS),
+        help=(
+            "`fp32`, `bf16`, `fp16`; `auto`: bf16 on GPUs from compute capability 8.0, A100, H100 "
+            "and later (fp16 with a loss scaler below, V100 and T4), and on CPUs with native "
+            "bf16, AMX or AVX-512 BF16, else fp32"
+        ),
+    )
+    fused_adamw: str | bool = key(
+        AUTO, SWITCH, help="`true`, `false`; `auto`: fused on CPUs and CUDA GPUs"
+    )
+    fast_dropout: str | bool = key(
+        AUTO, SWITCH, help="`true`, `false`: dropout masks from fewer random draws; `auto`: on CPUs"
+    )
     attn_implementation: str = key(
         AUTO,
         Rule(
             lambda v: isinstance(v, str) and v != "", "auto or an attention name (eager, sdpa, ...)"
         ),
-    )  # auto: SDPA on GPUs, eager on CPUs
+        help=(
+            "`eager`, `sdpa`, or any other transformers accepts; `auto`: SDPA on GPUs, eager on "
+            "CPUs"
+        ),
+    )
     dataloader_workers: str | int = key(
-        AUTO, Rule(lambda v: v == AUTO or (_whole(v) and v >= 0), "auto or a count >= 0")
-    )  # auto: 2 on GPUs, to batch while the GPU steps; 0 on CPUs
-    torch_compile: bool = key(False, BOOLEAN)  # Inductor: needs a host compiler (levers.py)
-    packing: str | bool = key(AUTO, SWITCH)  # padding-free batches; auto: on GPUs
-    cuda_graphs: str | bool = key(AUTO, SWITCH)  # graph each bucketed step; auto: on one GPU
+        AUTO,
+        Rule(lambda v: v == AUTO or (_whole(v) and v >= 0), "auto or a count >= 0"),
+        help="processes that batch while the model steps; `auto`: 2 on GPUs, 0 on CPUs",
+    )
+    torch_compile: bool = key(
+        False,
+        BOOLEAN,
+        help=(
+            "`true` compiles the model with Inductor (`torch.compile`), which needs a host "
+            "compiler: `gcc` or `$CC` on GPUs, `g++` or `$CXX` on CPUs (PyTorch's runtime images "
+            "have none)"
+        ),
+    )
+    packing: str | bool = key(
+        AUTO,
+        SWITCH,
+        help=(
+            "padding-free batches; `auto`: on GPUs (bf16/fp16; BERT, RoBERTa, DistilBERT), "
+            "attending with FlashAttention-2 from compute capability 8.0 and the memory-efficient "
+            "kernel below (V100, T4); off on CPUs"
+        ),
+    )
+    cuda_graphs: str | bool = key(
+        AUTO,
+        SWITCH,
+        help=(
+            "CUDA graphs of each batch shape (no compiler needed); `auto`: on one GPU only, off "
+            "with several processes"
+        ),
+    )
     # Early stopping (callbacks.py): end the trial once searcher.metric stops improving.
     early_stopping_patience: int | None = key(
         None,
@@ -109,14 +170,33 @@ class Hyperparameters:
             lambda v: v is None or COUNT.accepts(v),
             "an integer >= 1 (validations without improvement) or null (no early stopping)",
         ),
+        help=(
+            "end the trial after this many validations in a row without improvement of "
+            "`searcher.metric`; `null`: off ([docs](docs/search.md#early-stopping-on-a-plateau))"
+        ),
     )
-    early_stopping_min_delta: float = key(0.0, RATE)  # what an improvement must exceed
+    early_stopping_min_delta: float = key(0.0, RATE, help="an improvement must exceed this")
     # For searches over tasks and seeds (glue.yaml):
-    task: str | None = key(None)  # a GLUE task, in place of data.task, for a searcher to vary
+    task: str | None = key(
+        None,
+        help="the GLUE task, in place of `data.task`, so that a searcher can vary it (glue.yaml)",
+    )
     seed: int | None = key(
-        None, Rule(lambda v: v is None or (_whole(v) and v >= 0), "an integer >= 0")
-    )  # seeds all of the trial's randomness; None: Determined's trial seed
-    per_task: dict | None = key(None)  # task -> the hyperparameters that differ for it
+        None,
+        Rule(lambda v: v is None or (_whole(v) and v >= 0), "an integer >= 0"),
+        help=(
+            "seeds the classifier's initial weights, dropout and data order; unset: Determined's "
+            "trial seed (locally `reproducibility.experiment_seed`)"
+        ),
+    )
+    per_task: dict | None = key(
+        None,
+        help=(
+            "`{<task>: {<hyperparameter>: value}}`: what differs for a task, e.g. `{MRPC: "
+            "{num_train_epochs: 5}}`; any hyperparameter but `task`, `seed` and `per_task`, "
+            "`global_batch_size` included"
+        ),
+    )
 
     @staticmethod
     def check(section: str, values: dict) -> None:
@@ -302,7 +382,6 @@ def _optional(cls: type) -> dict:
 REQUIRED_HPARAMS, OPTIONAL_HPARAMS = _required(Hyperparameters), _optional(Hyperparameters)
 REQUIRED_DATA, OPTIONAL_DATA = _required(DataConfig), _optional(DataConfig)
 RULES = {f.name: f.metadata["rule"] for f in dataclasses.fields(Hyperparameters)}
-PRECISIONS = ("fp32", "bf16", "fp16")
 # What per_task may not change: the keys that pick the trial.
 TRIAL_KEYS = ("task", "seed", "per_task")
 LENGTH_UNITS = ("batches", "records", "epochs")  # of min_validation_period, min_checkpoint_period

@@ -40,6 +40,7 @@ from bert_glue.trial.levers import Levers, packable
 from bert_glue.trial.settings import Periods, Settings
 
 logger = logging.getLogger(__name__)
+metrics.load_backends()  # before any seeding: their import draws from Python's random
 
 
 class BertPyTorch(pytorch.PyTorchTrial):

@@ -131,6 +131,24 @@ def assert_resumes_bitwise(
     assert_identical(load_state(end_resumed), load_state(end_whole))  # weights, Adam, LR, RNG
 
 
+def test_what_the_metrics_import_draws_from_pythons_random_is_drawn_before_seeding():
+    """scikit-learn's first import draws from Python's global random (rich, which it imports).
+    Imported at the first validation, after the seeding, it would draw in a resumed process where
+    the uninterrupted one had already: model_def imports it first. In a fresh process, as every
+    run and every resume is."""
+    probe = (
+        "import random, model_def\n"
+        "random.seed(0)\n"
+        "seeded = random.getstate()\n"
+        "import scipy.stats, sklearn.metrics\n"
+        "print(random.getstate() == seeded)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert done.stdout.strip() == "True", done.stderr[-2000:]
+
+
 @pytest.mark.smoke
 def test_killed_run_resumes_bitwise(local_config, tmp_path, monkeypatch):
     config_file = configure(local_config, tmp_path)

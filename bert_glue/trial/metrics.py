@@ -16,6 +16,15 @@ from constants import ConfigError, GlueTask
 logger = logging.getLogger(__name__)
 
 
+def load_backends() -> None:
+    """Import what computing the metrics needs, scipy and scikit-learn, now. Their first import
+    draws from Python's global random (rich's style ids, through scikit-learn's progress bars), so
+    it must come before a trial is seeded: else a resumed process, which imports them again, draws
+    where the uninterrupted run did not, and the two runs' random streams part."""
+    import scipy.stats  # noqa: F401
+    import sklearn.metrics  # noqa: F401
+
+
 class Ranking(Protocol):
     """What validations are ranked by: a searcher's metric and its direction (settings.Searcher,
     which this module does not import: settings.py builds own data's task, which reads METRICS)."""

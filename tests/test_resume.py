@@ -250,6 +250,27 @@ def test_checkpoint_holds_training_state_and_code_only(local_config, tmp_path, m
     assert os.getcwd() == str(elsewhere)  # the run went back to where it was started
 
 
+def test_storage_inside_the_copied_folder_is_one_error_before_training(
+    local_config, tmp_path, monkeypatch
+):
+    """Each checkpoint copies the project: storage inside it would copy every checkpoint before."""
+    project = tmp_path / "project"
+    project.mkdir()
+    monkeypatch.setenv("XDG_DATA_HOME", str(project / "xdg"))
+    with pytest.raises(constants.ConfigError) as raised:
+        local_run.run_local(model_def.run, local_config, context_dir=project)
+    assert str(raised.value) == (
+        f"Determined's local checkpoint storage {project / 'xdg' / 'determined'} lies inside "
+        f"{project}, which every checkpoint copies, so each would copy those before it; set "
+        "XDG_DATA_HOME to a folder outside it (or name the storage's folder in .detignore)"
+    )
+    assert not (project / "xdg").exists()
+    assert local_run.copies_itself(project, project / "xdg" / "determined")
+    (project / ".detignore").write_text("xdg/\n")
+    assert not local_run.copies_itself(project, project / "xdg" / "determined")
+    assert not local_run.copies_itself(project, tmp_path / "elsewhere" / "determined")
+
+
 def test_detignore_keeps_data_caches_and_environments_out_of_checkpoints(tmp_path, monkeypatch):
     project = tmp_path / "project"
     junk = [".venv/lib/torch.so", "glue_data/MRPC/train.tsv", "tests/test_x.py"]

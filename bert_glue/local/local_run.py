@@ -27,6 +27,7 @@ import determined as det
 import torch
 import yaml
 from determined import pytorch
+from determined.common import detignore
 from transformers.utils import logging as hf_logging
 
 import constants
@@ -121,7 +122,14 @@ def run_local(
         state = checkpointing.callback_state(checkpoint, workarounds.WATCHER)
         recorder.resumed(state, batches, checkpoint.name if ours else None)
     # Checkpoints copy the working directory: the trial's, whatever the command was run from.
-    here = checkpointing.in_directory(context_dir or module_dir(run))
+    code = pathlib.Path(context_dir or module_dir(run)).resolve()
+    if copies_itself(code, checkpointing.storage_dir().resolve()):
+        raise constants.ConfigError(
+            f"Determined's local checkpoint storage {checkpointing.storage_dir()} lies inside "
+            f"{code}, which every checkpoint copies, so each would copy those before it; set "
+            "XDG_DATA_HOME to a folder outside it (or name the storage's folder in .detignore)"
+        )
+    here = checkpointing.in_directory(code)
     with local_context(config, distributed_context(), tensorboard is not None) as context:
         training, trains = contextlib.ExitStack(), []
 
@@ -189,6 +197,20 @@ def default_tensorboard_folder() -> pathlib.Path:
     stamp = time.strftime("%b%d_%H-%M-%S")
     storage = checkpointing.storage_dir().resolve()
     return storage / "tensorboard" / f"{stamp}_{socket.gethostname()}"
+
+
+def copies_itself(code: pathlib.Path, storage: pathlib.Path) -> bool:
+    """Whether the checkpoints in storage would copy themselves: storage lies inside the folder
+    that each checkpoint copies (code), and .detignore leaves it in."""
+    if not storage.is_relative_to(code):
+        return False
+    ignored = detignore.make_shutil_ignore(code)
+    folder = code
+    for part in storage.relative_to(code).parts:
+        if ignored(str(folder), [part]):
+            return False
+        folder /= part
+    return True
 
 
 def module_dir(run: Callable) -> pathlib.Path:

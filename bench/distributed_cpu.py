@@ -28,7 +28,6 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
-import constants
 import data
 import model_def
 from bert_glue.local.config import local_settings
@@ -47,7 +46,7 @@ def warm_feature_cache(config: dict) -> None:
     """Tokenize before timing, so that neither run pays for it."""
     trial = local_settings(config)
     tokenizer = trial.model_classes.tokenizer.from_pretrained(trial.data.model_name_or_path)
-    task = constants.get_task(trial.data.task)
+    task = trial.task
     for split in (task.train, *task.dev.values()):
         data.load_features(
             task,

@@ -230,7 +230,7 @@ def run_hf(config: dict, meter: Meter, max_steps: int | None, padded: bool) -> d
 
     trial = local_settings(config)
     hp, name = trial.hparams, trial.data.model_name_or_path
-    task = constants.get_task(trial.data.task)
+    task = trial.task
     transformers.set_seed(trial.experiment_seed)
     tokenizer = transformers.AutoTokenizer.from_pretrained(name)
     model = transformers.AutoModelForSequenceClassification.from_pretrained(
@@ -487,7 +487,7 @@ def main() -> None:
         model = model_path(args.model, args.vocab_from, pathlib.Path(tmp, "model"), seed)
         overrides.append(f"data.model_name_or_path={os.path.abspath(model)}")
         if args.train_copies > 1:
-            task = constants.get_task(local_settings(config).data.task)
+            task = local_settings(config).task
             data_dir = repeat_train_file(task, data_dir, args.train_copies, pathlib.Path(tmp))
         overrides.append(f"data.data_dir={data_dir}")
         results = []
